@@ -1,0 +1,75 @@
+//! The error type of parti's API.
+
+use parti_strategy::StrategyError;
+
+use crate::config::ConfigError;
+use crate::store::StoreError;
+use crate::wire::WireError;
+
+/// Everything that can go wrong in parti, by cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration breaks a rule.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// A value in the store is corrupt or was not written by this version of parti. Nothing
+    /// was changed because of it.
+    #[error("value of `{key}` in bucket `{bucket}` is unreadable: {source}")]
+    Corrupt {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// Why it could not be decoded.
+        #[source]
+        source: WireError,
+    },
+
+    /// A record could not be encoded.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+
+    /// The strategy refused its input.
+    #[error("assignment strategy failed: {0}")]
+    Strategy(#[from] StrategyError),
+}
+
+impl Error {
+    /// Whether retrying later may succeed (the store was unreachable, or a write's outcome
+    /// is unknown — re-read before retrying).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Store(err) if err.is_transient())
+    }
+}
+
+/// `Result` with parti's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Operation;
+
+    #[test]
+    fn transient_only_for_transient_store_errors() {
+        assert!(Error::from(StoreError::unavailable(Operation::Put, "down")).is_transient());
+        assert!(!Error::from(StoreError::NotFound { bucket: "b".into() }).is_transient());
+        let corrupt = Error::Corrupt {
+            bucket: "parti-heartbeat".into(),
+            key: "worker-1".into(),
+            source: WireError::Empty { kind: "heartbeat" },
+        };
+        assert!(!corrupt.is_transient());
+        let text = corrupt.to_string();
+        assert!(
+            text.contains("parti-heartbeat") && text.contains("worker-1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The records of the protocol, one type per bucket.
+
+use parti_strategy::{PartitionId, WorkerId};
+use serde::{Deserialize, Serialize};
+
+use super::WireRecord;
+
+/// A worker's claim on a stable id, stored under `worker-<n>` in the ids bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdClaim {
+    /// The process instance holding the claim (unique per process start).
+    pub instance_id: String,
+    /// The host the process runs on, for operators.
+    pub host: String,
+    /// When the claim was first made, in milliseconds since the Unix epoch.
+    pub since_unix_ms: u64,
+}
+
+impl WireRecord for IdClaim {
+    const KIND: &'static str = "id claim";
+}
+
+/// The leader lease, stored under [`LEADER_KEY`](super::LEADER_KEY) in the election bucket.
+/// The leader's *term* is the revision of the `create` that won the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    /// The leader's worker id.
+    pub worker_id: WorkerId,
+    /// The leader's process instance.
+    pub instance_id: String,
+}
+
+impl WireRecord for LeaderRecord {
+    const KIND: &'static str = "leader";
+}
+
+/// A worker's heartbeat, stored under its worker id in the heartbeat bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The process instance publishing it.
+    pub instance_id: String,
+    /// The version of the last assignment record the worker applied (0: none yet).
+    pub applied_version: u64,
+    /// The highest leader term the worker has seen.
+    pub term_seen: u64,
+}
+
+impl WireRecord for Heartbeat {
+    const KIND: &'static str = "heartbeat";
+}
+
+/// What the leader's calculator was doing when it wrote an assignment record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lifecycle {
+    /// Nothing pending: the fleet is stable.
+    Stable,
+    /// A stabilization window is running; a rebalance will follow.
+    Scaling,
+    /// A planned rebalance is being applied.
+    Rebalancing,
+    /// A worker was lost; its partitions are being re-owned without waiting.
+    Emergency,
+}
+
+/// Proof of a grant: the leader term and assignment version at which a worker was granted a
+/// partition. Tokens of one partition only grow, so a downstream system that remembers the
+/// highest token it has seen can reject writes from a stale owner.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct FencingToken {
+    /// The leader term of the grant (compared first).
+    pub term: u64,
+    /// The assignment version of the grant.
+    pub version: u64,
+}
+
+/// One partition in an assignment record, with its fencing token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The token of the grant.
+    pub token: FencingToken,
+}
+
+/// A worker's assignment, stored under its worker id in the assignment bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentRecord {
+    /// The assignment version: strictly increasing, also across leaders.
+    pub version: u64,
+    /// The term of the leader that wrote it.
+    pub term: u64,
+    /// What the calculator was doing.
+    pub lifecycle: Lifecycle,
+    /// The partitions granted to the worker.
+    pub partitions: Vec<Grant>,
+}
+
+impl WireRecord for AssignmentRecord {
+    const KIND: &'static str = "assignment";
+}

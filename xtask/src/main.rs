@@ -1,0 +1,130 @@
+//! parti's project tasks, run as `cargo xtask <task>`.
+//!
+//! - `cargo xtask test`: formatting check, clippy with warnings denied, every test (nextest
+//!   when installed, plus doc tests), after making sure a `nats-server` ≥ 2.11 is available
+//!   for the NATS tests (installing a pinned one under `target/` when none is found).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+mod nats_server;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test    fmt check, clippy -D warnings, all tests (nextest if present) and doc tests;
+          installs nats-server 2.12.8 under target/ when no nats-server >= 2.11 is found
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") if args.len() == 1 => test(),
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown or missing task: {args:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn workspace_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+}
+
+/// The target directory cargo uses for this workspace.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs `command`, echoing it first, and fails if it fails.
+fn run(mut command: Command) -> Result<(), String> {
+    let shown = format!("{command:?}").replace('"', "");
+    println!("\n==> {shown}");
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn test() -> Result<(), String> {
+    let server = nats_server::ensure(&target_dir())?;
+    println!(
+        "==> using nats-server {} at {}",
+        server.version,
+        server.path.display()
+    );
+    // The test processes find the server through NATS_SERVER_BIN.
+    let with_nats = |mut command: Command| {
+        command.env("NATS_SERVER_BIN", &server.path);
+        command
+    };
+
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+
+    if has_nextest() {
+        let mut tests = cargo();
+        tests.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+        ]);
+        run(with_nats(tests))?;
+        let mut doc_tests = cargo();
+        doc_tests.args(["test", "--workspace", "--all-features", "--doc"]);
+        run(with_nats(doc_tests))?;
+    } else {
+        println!("==> cargo-nextest not found; running cargo test");
+        let mut tests = cargo();
+        tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
+        run(with_nats(tests))?;
+    }
+    println!("\n==> all checks passed");
+    Ok(())
+}
