@@ -1,9 +1,10 @@
 //! The assignment map: which worker owns each partition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::{PartitionId, WorkerId};
+use crate::hash::{FastMap, map_with_capacity};
+use crate::{PartitionId, StrategyError, WorkerId};
 
 /// Which worker owns each partition.
 ///
@@ -25,9 +26,14 @@ use crate::{PartitionId, WorkerId};
 /// assert_eq!(after.partitions_of(&a), [p("x")]);
 /// assert_eq!(after.moved_from(&before), 1);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Assignment {
-    owners: HashMap<PartitionId, WorkerId>,
+    /// Interned owners: partitions point into this table. A worker stays in the table after
+    /// losing its last partition; views only report owners.
+    workers: Vec<WorkerId>,
+    /// Index of each worker in `workers`, built when first needed by [`Assignment::assign`].
+    worker_index: FastMap<WorkerId, u32>,
+    owners: FastMap<PartitionId, u32>,
 }
 
 impl Assignment {
@@ -39,23 +45,47 @@ impl Assignment {
     /// An empty assignment with room for `partitions` entries.
     pub fn with_capacity(partitions: usize) -> Self {
         Self {
-            owners: HashMap::with_capacity(partitions),
+            owners: map_with_capacity(partitions),
+            ..Self::default()
         }
     }
 
     /// Gives `partition` to `worker`, returning its previous owner if it had one.
     pub fn assign(&mut self, partition: PartitionId, worker: WorkerId) -> Option<WorkerId> {
-        self.owners.insert(partition, worker)
+        if self.worker_index.len() != self.workers.len() {
+            self.worker_index = self
+                .workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.clone(), i as u32))
+                .collect();
+        }
+        let index = match self.worker_index.get(&worker) {
+            Some(&index) => index,
+            None => {
+                let index = self.workers.len() as u32;
+                self.workers.push(worker.clone());
+                self.worker_index.insert(worker, index);
+                index
+            }
+        };
+        self.owners
+            .insert(partition, index)
+            .map(|before| self.workers[before as usize].clone())
     }
 
     /// Removes `partition`, returning its owner if it had one.
     pub fn unassign(&mut self, partition: &PartitionId) -> Option<WorkerId> {
-        self.owners.remove(partition)
+        self.owners
+            .remove(partition)
+            .map(|index| self.workers[index as usize].clone())
     }
 
     /// The owner of `partition`.
     pub fn owner(&self, partition: &PartitionId) -> Option<&WorkerId> {
-        self.owners.get(partition)
+        self.owners
+            .get(partition)
+            .map(|&index| &self.workers[index as usize])
     }
 
     /// Number of assigned partitions.
@@ -70,13 +100,14 @@ impl Assignment {
 
     /// Every (partition, owner) pair, in unspecified order.
     pub fn iter(&self) -> impl Iterator<Item = (&PartitionId, &WorkerId)> + '_ {
-        self.owners.iter()
+        self.owners
+            .iter()
+            .map(|(partition, &index)| (partition, &self.workers[index as usize]))
     }
 
     /// The partitions `worker` owns, sorted.
     pub fn partitions_of(&self, worker: &WorkerId) -> Vec<PartitionId> {
         let mut partitions: Vec<PartitionId> = self
-            .owners
             .iter()
             .filter(|(_, owner)| *owner == worker)
             .map(|(partition, _)| partition.clone())
@@ -88,7 +119,7 @@ impl Assignment {
     /// Each owning worker with its partitions, all sorted. Workers that own nothing are absent.
     pub fn by_worker(&self) -> BTreeMap<WorkerId, Vec<PartitionId>> {
         let mut by_worker: BTreeMap<WorkerId, Vec<PartitionId>> = BTreeMap::new();
-        for (partition, worker) in &self.owners {
+        for (partition, worker) in self.iter() {
             by_worker
                 .entry(worker.clone())
                 .or_default()
@@ -102,11 +133,16 @@ impl Assignment {
 
     /// How many partitions each owning worker has, sorted by worker.
     pub fn counts(&self) -> BTreeMap<WorkerId, usize> {
-        let mut counts: BTreeMap<WorkerId, usize> = BTreeMap::new();
-        for worker in self.owners.values() {
-            *counts.entry(worker.clone()).or_default() += 1;
+        let mut per_index = vec![0usize; self.workers.len()];
+        for &index in self.owners.values() {
+            per_index[index as usize] += 1;
         }
-        counts
+        self.workers
+            .iter()
+            .zip(per_index)
+            .filter(|(_, count)| *count > 0)
+            .map(|(worker, count)| (worker.clone(), count))
+            .collect()
     }
 
     /// How many partitions changed owner between `previous` and `self`.
@@ -114,35 +150,96 @@ impl Assignment {
     /// Only partitions present in both count: a partition that is new, or that was removed,
     /// did not move.
     pub fn moved_from(&self, previous: &Assignment) -> usize {
-        self.owners
-            .iter()
+        self.iter()
             .filter(|(partition, owner)| {
                 previous
-                    .owners
-                    .get(*partition)
+                    .owner(partition)
                     .is_some_and(|before| before != *owner)
             })
             .count()
     }
+
+    /// The interned worker table and the index of `partition`'s owner in it.
+    pub(crate) fn owner_index(&self, partition: &PartitionId) -> Option<u32> {
+        self.owners.get(partition).copied()
+    }
+
+    /// The interned worker table that [`Assignment::owner_index`] points into.
+    pub(crate) fn worker_table(&self) -> &[WorkerId] {
+        &self.workers
+    }
 }
+
+/// Builds an [`Assignment`] from worker indices, refusing a partition given twice. Strategies
+/// use it so that the duplicate check costs no separate pass over the input.
+pub(crate) struct AssignmentBuilder {
+    workers: Vec<WorkerId>,
+    owners: FastMap<PartitionId, u32>,
+}
+
+impl AssignmentBuilder {
+    /// A builder whose worker indices refer to `workers`.
+    pub(crate) fn new<'w>(
+        workers: impl IntoIterator<Item = &'w WorkerId>,
+        partitions: usize,
+    ) -> Self {
+        Self {
+            workers: workers.into_iter().cloned().collect(),
+            owners: map_with_capacity(partitions),
+        }
+    }
+
+    /// Gives `partition` to the worker at `worker`.
+    pub(crate) fn give(
+        &mut self,
+        partition: &PartitionId,
+        worker: usize,
+    ) -> Result<(), StrategyError> {
+        match self.owners.insert(partition.clone(), worker as u32) {
+            None => Ok(()),
+            Some(_) => Err(StrategyError::DuplicatePartition(partition.clone())),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Assignment {
+        Assignment {
+            workers: self.workers,
+            worker_index: FastMap::default(),
+            owners: self.owners,
+        }
+    }
+}
+
+impl PartialEq for Assignment {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .all(|(partition, owner)| other.owner(partition) == Some(owner))
+    }
+}
+
+impl Eq for Assignment {}
 
 impl FromIterator<(PartitionId, WorkerId)> for Assignment {
     fn from_iter<I: IntoIterator<Item = (PartitionId, WorkerId)>>(iter: I) -> Self {
-        Self {
-            owners: iter.into_iter().collect(),
-        }
+        let mut assignment = Self::new();
+        assignment.extend(iter);
+        assignment
     }
 }
 
 impl Extend<(PartitionId, WorkerId)> for Assignment {
     fn extend<I: IntoIterator<Item = (PartitionId, WorkerId)>>(&mut self, iter: I) {
-        self.owners.extend(iter);
+        for (partition, worker) in iter {
+            self.assign(partition, worker);
+        }
     }
 }
 
 impl fmt::Debug for Assignment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sorted: BTreeMap<&PartitionId, &WorkerId> = self.owners.iter().collect();
+        let sorted: BTreeMap<&PartitionId, &WorkerId> = self.iter().collect();
         f.debug_map().entries(sorted).finish()
     }
 }

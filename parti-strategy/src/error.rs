@@ -31,6 +31,15 @@ pub enum StrategyError {
         weight: u32,
     },
 
+    /// A strategy was configured with a parameter it cannot use.
+    #[error("invalid strategy parameter `{parameter}`: {reason}")]
+    InvalidParameter {
+        /// The parameter.
+        parameter: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+
     /// A worker has a capacity strategies cannot use.
     #[error("worker `{worker}` has capacity {capacity}; capacities must be at least 1")]
     InvalidCapacity {

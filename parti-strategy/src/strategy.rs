@@ -1,8 +1,8 @@
 //! The `Strategy` trait and its input.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::hash::set_with_capacity;
 use crate::{Assignment, Partition, StrategyError, Worker};
 
 /// Decides which worker owns each partition.
@@ -121,7 +121,18 @@ impl<'a> StrategyInput<'a> {
     /// # Errors
     /// The first problem found, as a [`StrategyError`].
     pub fn validate(&self) -> Result<(), StrategyError> {
-        let mut seen_workers = HashSet::with_capacity(self.workers.len());
+        self.validate_except_duplicate_partitions()?;
+        let mut seen = set_with_capacity(self.partitions.len());
+        match self.partitions.iter().find(|p| !seen.insert(p.id())) {
+            Some(duplicate) => Err(StrategyError::DuplicatePartition(duplicate.id().clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// [`StrategyInput::validate`] but for duplicate partitions, which the built-in
+    /// strategies detect while building their result (no separate pass).
+    pub(crate) fn validate_except_duplicate_partitions(&self) -> Result<(), StrategyError> {
+        let mut seen_workers = set_with_capacity(self.workers.len());
         for worker in self.workers {
             if worker.capacity() == 0 {
                 return Err(StrategyError::InvalidCapacity {
@@ -133,17 +144,11 @@ impl<'a> StrategyInput<'a> {
                 return Err(StrategyError::DuplicateWorker(worker.id().clone()));
             }
         }
-        let mut seen_partitions = HashSet::with_capacity(self.partitions.len());
-        for partition in self.partitions {
-            if partition.weight() == 0 {
-                return Err(StrategyError::InvalidWeight {
-                    partition: partition.id().clone(),
-                    weight: partition.weight(),
-                });
-            }
-            if !seen_partitions.insert(partition.id()) {
-                return Err(StrategyError::DuplicatePartition(partition.id().clone()));
-            }
+        if let Some(partition) = self.partitions.iter().find(|p| p.weight() == 0) {
+            return Err(StrategyError::InvalidWeight {
+                partition: partition.id().clone(),
+                weight: partition.weight(),
+            });
         }
         if self.workers.is_empty() && !self.partitions.is_empty() {
             return Err(StrategyError::NoWorkers {

@@ -3,12 +3,15 @@
 //! - `cargo xtask test`: formatting check, clippy with warnings denied, every test (nextest
 //!   when installed, plus doc tests), after making sure a `nats-server` ≥ 2.11 is available
 //!   for the NATS tests (installing a pinned one under `target/` when none is found).
+//! - `cargo xtask strategy-report …`: compute time, balance and movement of every
+//!   assignment strategy (always measured on a release build).
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod nats_server;
+mod strategy_report;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -22,11 +25,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => test(),
+        Some("strategy-report") => strategy_report(&args[1..]),
         Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
+            println!("{USAGE}{}", strategy_report::USAGE);
             Ok(())
         }
-        _ => Err(format!("unknown or missing task: {args:?}\n\n{USAGE}")),
+        _ => Err(format!(
+            "unknown or missing task: {args:?}\n\n{USAGE}{}",
+            strategy_report::USAGE
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +75,28 @@ fn run(mut command: Command) -> Result<(), String> {
     } else {
         Err(format!("{shown} failed ({status})"))
     }
+}
+
+/// Measures strategies. Timings mean nothing in a debug build, so a debug xtask re-runs
+/// itself in release.
+fn strategy_report(args: &[String]) -> Result<(), String> {
+    let options = strategy_report::Options::parse(args)?;
+    if cfg!(debug_assertions) {
+        let mut release = cargo();
+        release
+            .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
+            .arg("strategy-report")
+            .args(args);
+        let status = release
+            .status()
+            .map_err(|e| format!("cannot run the release build: {e}"))?;
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(format!("the release strategy report failed ({status})"))
+        };
+    }
+    strategy_report::run(&options)
 }
 
 fn has_nextest() -> bool {
