@@ -1,9 +1,14 @@
-//! parti's end-to-end tests.
+//! parti's end-to-end tests and what they share.
 //!
-//! The test files in `tests/` run the shared suites against every backend:
+//! Test files (in `tests/`):
 //!
-//! - `store_memory.rs`: the Store conformance suite
-//!   ([`parti_core::testing`]) against the embedded `MemoryStore`, on tokio's paused clock.
+//! - `store_memory.rs`: the Store conformance suite ([`parti_core::testing`]) against the
+//!   embedded `MemoryStore`, on tokio's paused clock;
+//! - `store_nats.rs`: the same suite against a real `nats-server`, single node and a 3-node
+//!   cluster with 3 replicas, plus fault tests (server restarts, a killed cluster node).
 //!
-//! This library will hold what the test files share: the real-server harness for the NATS
-//! backend and the invariant checker of the scenario suite.
+//! Shared here: [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
+//! fixture that owns its servers).
+
+pub mod nats;
+pub mod nats_server;

@@ -1,0 +1,260 @@
+//! `NatsBucket`: the key-value operations on one JetStream KV bucket.
+
+use std::fmt;
+
+use async_nats::HeaderMap;
+use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parti_core::store::{
+    Bucket, Entry, Operation, Revision, StoreError, StoreResult, WatchFrom, WatchStream, check_key,
+    check_prefix,
+};
+
+use crate::errors::{PublishFailure, Target, entry_error, publish_failure, watch_error};
+use crate::store::NatsStore;
+use crate::watch;
+
+/// The header JetStream KV uses to mark a delete.
+const KV_OPERATION: &str = "KV-Operation";
+const KV_OPERATION_DELETE: &str = "DEL";
+
+/// How many times `create` retries when the key changes between its attempts.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// One bucket of a [`NatsStore`].
+#[derive(Clone)]
+pub struct NatsBucket {
+    store: NatsStore,
+    kv: kv::Store,
+}
+
+impl fmt::Debug for NatsBucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBucket")
+            .field("name", &self.kv.name)
+            .finish()
+    }
+}
+
+/// A write that did not happen.
+enum WriteError {
+    /// The key was not at the expected revision.
+    WrongRevision,
+    Failed(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(error: StoreError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl NatsBucket {
+    pub(crate) fn new(store: NatsStore, kv: kv::Store) -> Self {
+        Self { store, kv }
+    }
+
+    fn target<'a>(&'a self, operation: Operation, key: &'a str) -> Target<'a> {
+        Target {
+            operation,
+            bucket: &self.kv.name,
+            key,
+        }
+    }
+
+    /// Publishes a value (or a delete marker) to `key`, expecting the key's last revision to
+    /// be `expected` (0: the key has no record) when given.
+    async fn write(
+        &self,
+        operation: Operation,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+        delete: bool,
+    ) -> Result<Revision, WriteError> {
+        let target = self.target(operation, key);
+        check_key(key)?;
+        self.store.check_connected(target)?;
+        let mut headers = HeaderMap::new();
+        if let Some(expected) = expected {
+            headers.insert(
+                NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                expected.to_string().as_str(),
+            );
+        }
+        if delete {
+            headers.insert(KV_OPERATION, KV_OPERATION_DELETE);
+        }
+        let subject = format!("{}{key}", self.kv.prefix);
+        let sent = self
+            .store
+            .jetstream()
+            .publish_with_headers(subject, headers, value)
+            .await;
+        let acked = match sent {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(ack) => Ok(Revision::new(ack.sequence)),
+            Err(e) => match publish_failure(target, e) {
+                PublishFailure::WrongRevision => Err(WriteError::WrongRevision),
+                PublishFailure::Other(e) => Err(WriteError::Failed(e)),
+                PublishFailure::NoStream => Err(WriteError::Failed(self.no_stream(target).await)),
+            },
+        }
+    }
+
+    /// The error for "nobody answered for this bucket": gone, or the server is not ready.
+    async fn no_stream(&self, target: Target<'_>) -> StoreError {
+        match self.store.stream_exists(target).await {
+            Ok(false) => target.not_found(),
+            Ok(true) => target.unavailable("JetStream did not answer", None),
+            Err(e) => e,
+        }
+    }
+
+    fn conflict(&self, key: &str, expected: Revision) -> StoreError {
+        StoreError::Conflict {
+            bucket: self.kv.name.clone(),
+            key: key.to_owned(),
+            expected,
+        }
+    }
+
+    /// The latest record of `key`, live or not.
+    async fn record(&self, operation: Operation, key: &str) -> StoreResult<Option<kv::Entry>> {
+        let target = self.target(operation, key);
+        check_key(key)?;
+        self.store.check_connected(target)?;
+        match self.kv.entry(key).await {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                let mapped = entry_error(target, e);
+                if matches!(mapped, StoreError::Unavailable { .. })
+                    && matches!(self.store.stream_exists(target).await, Ok(false))
+                {
+                    return Err(target.not_found());
+                }
+                Err(mapped)
+            }
+        }
+    }
+}
+
+impl Bucket for NatsBucket {
+    fn name(&self) -> &str {
+        &self.kv.name
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Entry>> {
+        Ok(self
+            .record(Operation::Get, key)
+            .await?
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| Entry {
+                key: key.to_owned(),
+                value: entry.value,
+                revision: Revision::new(entry.revision),
+            }))
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> StoreResult<Revision> {
+        let already_exists = || StoreError::AlreadyExists {
+            bucket: self.kv.name.clone(),
+            key: key.to_owned(),
+        };
+        // Expect no record at all; if there is one, expect it to be a delete or an expiry
+        // marker and write over it at its revision.
+        let mut expected = 0;
+        for _ in 0..CREATE_ATTEMPTS {
+            match self
+                .write(Operation::Create, key, value.clone(), Some(expected), false)
+                .await
+            {
+                Ok(revision) => return Ok(revision),
+                Err(WriteError::Failed(e)) => return Err(e),
+                Err(WriteError::WrongRevision) => {}
+            }
+            match self.record(Operation::Create, key).await? {
+                Some(entry) if entry.operation == kv::Operation::Put => {
+                    return Err(already_exists());
+                }
+                Some(entry) => expected = entry.revision,
+                None => expected = 0,
+            }
+        }
+        // The key kept changing under us: somebody else is writing it.
+        Err(already_exists())
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> StoreResult<Revision> {
+        match self
+            .write(Operation::Update, key, value, Some(expected.get()), false)
+            .await
+        {
+            Ok(revision) => Ok(revision),
+            Err(WriteError::WrongRevision) => Err(self.conflict(key, expected)),
+            Err(WriteError::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> StoreResult<Revision> {
+        match self.write(Operation::Put, key, value, None, false).await {
+            Ok(revision) => Ok(revision),
+            // Cannot happen without an expected revision; reported rather than hidden.
+            Err(WriteError::WrongRevision) => Err(self
+                .target(Operation::Put, key)
+                .backend("unexpected revision conflict on an unconditional put", None)),
+            Err(WriteError::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> StoreResult<()> {
+        if expected.is_none() && self.get(key).await?.is_none() {
+            // Nothing to delete: do not write a marker for an absent key.
+            return Ok(());
+        }
+        match self
+            .write(
+                Operation::Delete,
+                key,
+                Bytes::new(),
+                expected.map(Revision::get),
+                true,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(WriteError::WrongRevision) => {
+                Err(self.conflict(key, expected.unwrap_or(Revision::new(0))))
+            }
+            Err(WriteError::Failed(e)) => Err(e),
+        }
+    }
+
+    async fn keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let target = self.target(Operation::Keys, prefix);
+        check_prefix(prefix)?;
+        self.store.check_connected(target)?;
+        let mut listing = self.kv.keys().await.map_err(|e| watch_error(target, e))?;
+        let mut keys = Vec::new();
+        while let Some(key) = listing.next().await {
+            let key = key.map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
+            if key.starts_with(prefix) {
+                keys.push(key);
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    async fn watch(&self, prefix: &str, from: WatchFrom) -> StoreResult<WatchStream> {
+        let target = self.target(Operation::Watch, prefix);
+        check_prefix(prefix)?;
+        self.store.check_connected(target)?;
+        watch::start(self.store.clone(), self.kv.clone(), prefix, from).await
+    }
+}

@@ -1,0 +1,246 @@
+//! The one place where async-nats errors become parti's [`StoreError`]s, by explicit match.
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::kv::{EntryErrorKind, WatchErrorKind};
+use parti_core::store::{Operation, StoreError};
+
+/// Who an error is about: the operation, bucket and key (empty for bucket-level operations).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) operation: Operation,
+    pub(crate) bucket: &'a str,
+    pub(crate) key: &'a str,
+}
+
+impl Target<'_> {
+    pub(crate) fn unavailable(
+        &self,
+        message: impl Into<String>,
+        source: impl Into<Option<parti_core::store::BoxError>>,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            operation: self.operation,
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn backend(
+        &self,
+        message: impl Into<String>,
+        source: impl Into<Option<parti_core::store::BoxError>>,
+    ) -> StoreError {
+        StoreError::Backend {
+            operation: self.operation,
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn outcome_unknown(
+        &self,
+        message: impl Into<String>,
+        source: impl Into<Option<parti_core::store::BoxError>>,
+    ) -> StoreError {
+        StoreError::OutcomeUnknown {
+            operation: self.operation,
+            bucket: self.bucket.to_owned(),
+            key: self.key.to_owned(),
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn not_found(&self) -> StoreError {
+        StoreError::NotFound {
+            bucket: self.bucket.to_owned(),
+        }
+    }
+
+    pub(crate) fn invalid_key(&self) -> StoreError {
+        StoreError::InvalidKey {
+            key: self.key.to_owned(),
+            reason: "NATS refused the key",
+        }
+    }
+}
+
+/// What a failed publish (a write) means.
+///
+/// `StreamNotFound` is ambiguous — async-nats also reports it when nobody answers, which is
+/// what a restarting server looks like — so it is returned as [`PublishFailure::NoStream`]
+/// for the caller to check whether the bucket really is gone.
+#[derive(Debug)]
+pub(crate) enum PublishFailure {
+    /// The key was not at the expected revision.
+    WrongRevision,
+    /// No stream answered: the bucket is gone, or the server is not ready.
+    NoStream,
+    /// Anything else, already mapped.
+    Other(StoreError),
+}
+
+pub(crate) fn publish_failure(
+    target: Target<'_>,
+    error: async_nats::jetstream::context::PublishError,
+) -> PublishFailure {
+    if is_wrong_last_sequence(&error) {
+        return PublishFailure::WrongRevision;
+    }
+    let kind = error.kind();
+    let message = error.to_string();
+    let source: parti_core::store::BoxError = Box::new(error);
+    PublishFailure::Other(match kind {
+        PublishErrorKind::WrongLastSequence => return PublishFailure::WrongRevision,
+        PublishErrorKind::StreamNotFound => return PublishFailure::NoStream,
+        // Sent, but no acknowledgement came back: it may or may not have been applied.
+        PublishErrorKind::TimedOut => target.outcome_unknown(message, source),
+        // Not sent, or refused before being stored: safe to retry.
+        PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
+            target.unavailable(message, source)
+        }
+        PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::Other => target.backend(message, source),
+    })
+}
+
+/// Whether the server refused a write for its expected revision. async-nats names the
+/// single-server code (10071) `WrongLastSequence`, but a clustered stream answers with
+/// 10164, which it files under `Other`: look at the server's code itself.
+fn is_wrong_last_sequence(error: &async_nats::jetstream::context::PublishError) -> bool {
+    if error.kind() == PublishErrorKind::WrongLastSequence {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(js) = cause.downcast_ref::<async_nats::jetstream::Error>() {
+            return matches!(
+                js.error_code(),
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// A failed read of one key.
+pub(crate) fn entry_error(
+    target: Target<'_>,
+    error: async_nats::jetstream::kv::EntryError,
+) -> StoreError {
+    let kind = error.kind();
+    let message = error.to_string();
+    let source: parti_core::store::BoxError = Box::new(error);
+    match kind {
+        EntryErrorKind::InvalidKey => target.invalid_key(),
+        EntryErrorKind::TimedOut => target.unavailable(message, source),
+        // "Other" covers no responders (server restarting) and a deleted stream; the
+        // caller tells them apart by looking the stream up.
+        EntryErrorKind::Other => target.unavailable(message, source),
+    }
+}
+
+/// A failed start of a watch or key listing.
+pub(crate) fn watch_error(
+    target: Target<'_>,
+    error: async_nats::jetstream::kv::WatchError,
+) -> StoreError {
+    let kind = error.kind();
+    let message = error.to_string();
+    let source: parti_core::store::BoxError = Box::new(error);
+    match kind {
+        WatchErrorKind::InvalidKey => target.invalid_key(),
+        WatchErrorKind::TimedOut | WatchErrorKind::ConsumerCreate | WatchErrorKind::Other => {
+            target.unavailable(message, source)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::PublishError;
+    use async_nats::jetstream::kv::{EntryError, WatchError};
+
+    use super::*;
+
+    const TARGET: Target<'static> = Target {
+        operation: Operation::Update,
+        bucket: "parti-ids",
+        key: "worker-1",
+    };
+
+    #[test]
+    fn publish_errors_map_by_kind() {
+        let map = |kind| publish_failure(TARGET, PublishError::new(kind));
+        assert!(matches!(
+            map(PublishErrorKind::WrongLastSequence),
+            PublishFailure::WrongRevision
+        ));
+        assert!(matches!(
+            map(PublishErrorKind::StreamNotFound),
+            PublishFailure::NoStream
+        ));
+        let PublishFailure::Other(timeout) = map(PublishErrorKind::TimedOut) else {
+            panic!("a timeout is an error to report");
+        };
+        assert!(timeout.is_outcome_unknown(), "{timeout:?}");
+        assert!(timeout.to_string().contains("worker-1"));
+        for kind in [
+            PublishErrorKind::BrokenPipe,
+            PublishErrorKind::MaxAckPending,
+        ] {
+            let PublishFailure::Other(err) = map(kind) else {
+                panic!("{kind:?}");
+            };
+            assert!(
+                matches!(err, StoreError::Unavailable { .. }),
+                "{kind:?} -> {err:?}"
+            );
+        }
+        for kind in [
+            PublishErrorKind::MaxPayloadExceeded,
+            PublishErrorKind::WrongLastMessageId,
+            PublishErrorKind::Other,
+        ] {
+            let PublishFailure::Other(err) = map(kind) else {
+                panic!("{kind:?}");
+            };
+            assert!(
+                matches!(err, StoreError::Backend { .. }),
+                "{kind:?} -> {err:?}"
+            );
+            assert!(!err.is_transient());
+        }
+    }
+
+    #[test]
+    fn entry_errors_map_by_kind() {
+        let map = |kind| entry_error(TARGET, EntryError::new(kind));
+        assert!(matches!(
+            map(EntryErrorKind::InvalidKey),
+            StoreError::InvalidKey { .. }
+        ));
+        assert!(map(EntryErrorKind::TimedOut).is_transient());
+        assert!(map(EntryErrorKind::Other).is_transient());
+    }
+
+    #[test]
+    fn watch_errors_map_by_kind() {
+        let map = |kind| watch_error(TARGET, WatchError::new(kind));
+        assert!(matches!(
+            map(WatchErrorKind::InvalidKey),
+            StoreError::InvalidKey { .. }
+        ));
+        for kind in [
+            WatchErrorKind::TimedOut,
+            WatchErrorKind::ConsumerCreate,
+            WatchErrorKind::Other,
+        ] {
+            assert!(map(kind).is_transient(), "{kind:?}");
+        }
+    }
+}

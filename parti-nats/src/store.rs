@@ -1,0 +1,276 @@
+//! `NatsStore`: connecting, checking the server, and provisioning buckets.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::context::{ContextBuilder, CreateKeyValueErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::StorageType;
+use async_nats::jetstream::{self, ErrorCode};
+use parti_core::store::{BucketSpec, Operation, StorageKind, Store, StoreError, StoreResult};
+
+use crate::bucket::NatsBucket;
+use crate::errors::Target;
+
+/// The oldest server parti runs on: 2.11 writes a marker when a TTL expires an entry, which
+/// is how watchers see expiry.
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
+
+/// How long a JetStream request may take before it counts as timed out, unless set.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// parti's [`Store`] on NATS JetStream key-value buckets.
+///
+/// Build it from a URL ([`NatsStore::connect`]) or from a client you configured yourself
+/// (TLS, credentials, …) with [`NatsStore::new`]. Cloning is cheap and shares the client.
+///
+/// Buckets are JetStream KV buckets with history 1 and, for a TTL, the bucket's `max_age`
+/// plus limit markers, so that an expiry reaches watchers as a delete.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use parti_core::store::{Bucket, BucketSpec, Store};
+/// use parti_nats::NatsStore;
+///
+/// # async fn example() -> Result<(), parti_core::store::StoreError> {
+/// let store = NatsStore::connect("nats://127.0.0.1:4222").await?;
+/// let spec = BucketSpec::new("parti-heartbeat")?.with_ttl(Duration::from_secs(3)).with_replicas(3);
+/// let heartbeats = store.bucket(&spec).await?;
+/// heartbeats.put("worker-0", "alive".into()).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NatsStore {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+}
+
+impl fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsStore")
+            .field("server", &self.client.server_info().server_name)
+            .field("state", &self.client.connection_state())
+            .finish()
+    }
+}
+
+impl NatsStore {
+    /// Connects to the NATS server at `url`, or to any of a comma-separated list of
+    /// servers of one cluster. The client reconnects by itself after the connection is
+    /// lost; operations meanwhile fail with transient errors.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when no server answers at `url`.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+        let client = async_nats::ConnectOptions::new()
+            .name("parti")
+            .connect(servers)
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                operation: Operation::OpenBucket,
+                message: format!("cannot connect to NATS at {url}: {e}"),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(Self::new(client))
+    }
+
+    /// Uses an existing client, with the default request timeout.
+    pub fn new(client: async_nats::Client) -> Self {
+        Self::with_request_timeout(client, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// Uses an existing client; a write without an acknowledgement within `timeout` fails
+    /// with [`StoreError::OutcomeUnknown`], a read with [`StoreError::Unavailable`].
+    pub fn with_request_timeout(client: async_nats::Client, timeout: Duration) -> Self {
+        let jetstream = ContextBuilder::new().timeout(timeout).build(client.clone());
+        Self { client, jetstream }
+    }
+
+    /// The client this store uses.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Fails fast when the client knows it is disconnected: a write sent now would wait in
+    /// the client's buffer and might be applied long after the caller gave up on it.
+    pub(crate) fn check_connected(&self, target: Target<'_>) -> StoreResult<()> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            state => Err(target.unavailable(format!("not connected to NATS ({state:?})"), None)),
+        }
+    }
+
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    fn check_server_version(&self, target: Target<'_>) -> StoreResult<()> {
+        let version = self.client.server_info().version;
+        let parsed = parse_version(&version);
+        match parsed {
+            Some(found) if found >= MIN_SERVER_VERSION => Ok(()),
+            _ => Err(target.backend(
+                format!(
+                    "nats-server {version} is too old: parti needs {}.{} or newer (TTL expiry \
+                     markers); Debian's nats-server package is 2.9 — install a current release",
+                    MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+                ),
+                None,
+            )),
+        }
+    }
+
+    /// Whether the bucket's stream exists, to tell a deleted bucket from an unreachable
+    /// server. `Err` when the server cannot say.
+    pub(crate) async fn stream_exists(&self, target: Target<'_>) -> StoreResult<bool> {
+        match self.jetstream.get_stream(stream_name(target.bucket)).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(false)
+                }
+                _ => Err(target.unavailable(e.to_string(), Some(Box::new(e) as _))),
+            },
+        }
+    }
+
+    async fn bind(&self, spec: &BucketSpec, target: Target<'_>) -> StoreResult<Option<kv::Store>> {
+        if !self.stream_exists(target).await? {
+            return Ok(None);
+        }
+        let store = self
+            .jetstream
+            .get_key_value(spec.name())
+            .await
+            .map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
+        let config = &store.stream.cached_info().config;
+        let ttl = spec.ttl().unwrap_or(Duration::ZERO);
+        if config.max_age != ttl || config.max_messages_per_subject != 1 {
+            return Err(StoreError::BucketMismatch {
+                bucket: spec.name().to_owned(),
+                detail: format!(
+                    "ttl is {:?} with history {}, asked for {ttl:?} with history 1",
+                    config.max_age, config.max_messages_per_subject
+                ),
+            });
+        }
+        Ok(Some(store))
+    }
+
+    async fn create(&self, spec: &BucketSpec, target: Target<'_>) -> StoreResult<kv::Store> {
+        let config = kv::Config {
+            bucket: spec.name().to_owned(),
+            history: 1,
+            max_age: spec.ttl().unwrap_or(Duration::ZERO),
+            storage: match spec.storage() {
+                StorageKind::File => StorageType::File,
+                StorageKind::Memory => StorageType::Memory,
+            },
+            num_replicas: spec.replicas(),
+            // A marker on expiry (kept at least one second, the server's minimum) is what
+            // lets watchers see TTL expiry as a delete.
+            limit_markers: spec
+                .ttl()
+                .map(|ttl| ttl.max(Duration::from_secs(1)).as_secs().max(1))
+                .map(Duration::from_secs),
+            ..Default::default()
+        };
+        self.jetstream.create_key_value(config).await.map_err(|e| {
+            let message = e.to_string();
+            match e.kind() {
+                CreateKeyValueErrorKind::InvalidStoreName
+                | CreateKeyValueErrorKind::TooLongHistory => StoreError::InvalidBucket {
+                    bucket: spec.name().to_owned(),
+                    reason: message,
+                },
+                CreateKeyValueErrorKind::LimitMarkersNotSupported => target.backend(
+                    format!("{message}: parti needs nats-server 2.11 or newer"),
+                    Some(Box::new(e) as _),
+                ),
+                CreateKeyValueErrorKind::TimedOut | CreateKeyValueErrorKind::JetStream => {
+                    target.unavailable(message, Some(Box::new(e) as _))
+                }
+                CreateKeyValueErrorKind::BucketCreate => {
+                    target.backend(message, Some(Box::new(e) as _))
+                }
+            }
+        })
+    }
+}
+
+impl Store for NatsStore {
+    type Bucket = NatsBucket;
+
+    async fn bucket(&self, spec: &BucketSpec) -> StoreResult<NatsBucket> {
+        spec.validate()?;
+        let target = Target {
+            operation: Operation::OpenBucket,
+            bucket: spec.name(),
+            key: "",
+        };
+        self.check_connected(target)?;
+        self.check_server_version(target)?;
+        let kv = match self.bind(spec, target).await? {
+            Some(kv) => kv,
+            None => match self.create(spec, target).await {
+                Ok(kv) => kv,
+                // Another worker may have created it first, maybe with other settings.
+                Err(create_error) => match self.bind(spec, target).await? {
+                    Some(kv) => kv,
+                    None => return Err(create_error),
+                },
+            },
+        };
+        Ok(NatsBucket::new(self.clone(), kv))
+    }
+
+    async fn delete_bucket(&self, name: &str) -> StoreResult<()> {
+        parti_core::store::check_bucket_name(name)?;
+        let target = Target {
+            operation: Operation::DeleteBucket,
+            bucket: name,
+            key: "",
+        };
+        self.check_connected(target)?;
+        if !self.stream_exists(target).await? {
+            return Err(target.not_found());
+        }
+        self.jetstream
+            .delete_stream(stream_name(name))
+            .await
+            .map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
+        Ok(())
+    }
+}
+
+/// The JetStream stream behind a KV bucket.
+pub(crate) fn stream_name(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// `major.minor` of a server version such as `2.12.8` or `2.11.0-beta.1`.
+fn parse_version(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions() {
+        assert_eq!(parse_version("2.12.8"), Some((2, 12)));
+        assert_eq!(parse_version("v2.11.0-beta.1"), Some((2, 11)));
+        assert_eq!(parse_version("2.9.10"), Some((2, 9)));
+        assert!(parse_version("2.9.10").unwrap() < MIN_SERVER_VERSION);
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

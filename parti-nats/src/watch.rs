@@ -1,0 +1,196 @@
+//! Watches that survive reconnects: every watch is "from a revision", and when the
+//! underlying consumer fails or ends it is re-created from the revision after the last one
+//! delivered, dropping anything already seen.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use parti_core::store::{
+    DeleteReason, Entry, Operation, Revision, StoreResult, WatchEvent, WatchFrom, WatchStream,
+};
+
+use crate::errors::{Target, watch_error};
+use crate::store::NatsStore;
+
+/// The first and the longest wait before re-creating a failed watch.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+struct ResumingWatch {
+    store: NatsStore,
+    kv: kv::Store,
+    prefix: String,
+    /// The revision the next delivered event must have at least.
+    next: u64,
+    /// `WatchFrom::Current`: records up to here are the snapshot, whose deletes are skipped.
+    snapshot_end: u64,
+    consumer: Option<kv::Watch>,
+    /// JetStream's advisory that the bucket's stream was deleted: the watch then ends.
+    deleted: async_nats::Subscriber,
+    retry: Duration,
+}
+
+/// Starts a watch of `prefix` in `kv` from `from`.
+pub(crate) async fn start(
+    store: NatsStore,
+    kv: kv::Store,
+    prefix: &str,
+    from: WatchFrom,
+) -> StoreResult<WatchStream> {
+    let target = Target {
+        operation: Operation::Watch,
+        bucket: &kv.name,
+        key: prefix,
+    };
+    let deleted = store
+        .client()
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.STREAM.DELETED.{}",
+            crate::store::stream_name(&kv.name)
+        ))
+        .await
+        .map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
+    let last = last_revision(&store, &kv, target).await?;
+    let (next, snapshot_end) = match from {
+        WatchFrom::Now => (last + 1, 0),
+        WatchFrom::Current => (1, last),
+        WatchFrom::Revision(revision) => (revision.get().max(1), 0),
+    };
+    let mut watch = ResumingWatch {
+        store,
+        kv,
+        prefix: prefix.to_owned(),
+        next,
+        snapshot_end,
+        consumer: None,
+        deleted,
+        retry: RETRY_MIN,
+    };
+    watch.consumer = Some(open(&watch.kv, &watch.prefix, watch.next).await?);
+    Ok(WatchStream::new(futures_util::stream::unfold(
+        Some(watch),
+        |state| async move {
+            let mut watch = state?;
+            match watch.next().await {
+                Ok(event) => Some((Ok(event), Some(watch))),
+                // The bucket is gone: report it and end.
+                Err(e) => Some((Err(e), None)),
+            }
+        },
+    )))
+}
+
+/// The bucket's last revision (0 when empty), asked of the server (the client's cached
+/// stream info is as old as the handle).
+async fn last_revision(store: &NatsStore, kv: &kv::Store, target: Target<'_>) -> StoreResult<u64> {
+    match kv.stream.get_info().await {
+        Ok(info) => Ok(info.state.last_sequence),
+        Err(e) => match store.stream_exists(target).await {
+            Ok(false) => Err(target.not_found()),
+            _ => Err(target.unavailable(e.to_string(), Some(Box::new(e) as _))),
+        },
+    }
+}
+
+fn watch_target<'a>(kv: &'a kv::Store, prefix: &'a str) -> Target<'a> {
+    Target {
+        operation: Operation::Watch,
+        bucket: &kv.name,
+        key: prefix,
+    }
+}
+
+/// A consumer of every record of `kv` from revision `next` on.
+async fn open(kv: &kv::Store, prefix: &str, next: u64) -> StoreResult<kv::Watch> {
+    kv.watch_all_from_revision(next)
+        .await
+        .map_err(|e| watch_error(watch_target(kv, prefix), e))
+}
+
+impl ResumingWatch {
+    /// The next event, re-creating the consumer as often as needed; `Err` only when the
+    /// bucket no longer exists.
+    async fn next(&mut self) -> StoreResult<WatchEvent> {
+        loop {
+            let Some(consumer) = self.consumer.as_mut() else {
+                self.reopen().await?;
+                continue;
+            };
+            let next = tokio::select! {
+                next = consumer.next() => next,
+                _ = self.deleted.next() => {
+                    return Err(watch_target(&self.kv, &self.prefix).not_found());
+                }
+            };
+            match next {
+                Some(Ok(entry)) => {
+                    self.retry = RETRY_MIN;
+                    if entry.revision < self.next {
+                        continue; // already delivered before a resume
+                    }
+                    self.next = entry.revision + 1;
+                    if let Some(event) = self.event(entry) {
+                        return Ok(event);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(bucket = %self.kv.name, error = %e, "watch consumer failed; resuming");
+                    self.consumer = None;
+                }
+                None => {
+                    tracing::debug!(bucket = %self.kv.name, "watch consumer ended; resuming");
+                    self.consumer = None;
+                }
+            }
+        }
+    }
+
+    /// Waits, then tries once to re-create the consumer from the next revision.
+    async fn reopen(&mut self) -> StoreResult<()> {
+        tokio::time::sleep(self.retry).await;
+        self.retry = (self.retry * 2).min(RETRY_MAX);
+        let target = watch_target(&self.kv, &self.prefix);
+        match open(&self.kv, &self.prefix, self.next).await {
+            Ok(consumer) => {
+                self.consumer = Some(consumer);
+                Ok(())
+            }
+            Err(e) => match self.store.stream_exists(target).await {
+                Ok(false) => Err(target.not_found()),
+                _ => {
+                    tracing::debug!(bucket = %self.kv.name, error = %e, "cannot resume watch yet");
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// The event for a record, or `None` when it is not one to deliver.
+    fn event(&self, entry: kv::Entry) -> Option<WatchEvent> {
+        if !entry.key.starts_with(&self.prefix) {
+            return None;
+        }
+        let revision = Revision::new(entry.revision);
+        let reason = match entry.operation {
+            kv::Operation::Put => {
+                return Some(WatchEvent::Put(Entry {
+                    key: entry.key,
+                    value: entry.value,
+                    revision,
+                }));
+            }
+            kv::Operation::Delete => DeleteReason::Deleted,
+            // parti never purges: a purge marker is the server's expiry marker.
+            kv::Operation::Purge => DeleteReason::Expired,
+        };
+        if entry.revision <= self.snapshot_end {
+            return None; // a snapshot shows live values only
+        }
+        Some(WatchEvent::Delete {
+            key: entry.key,
+            revision,
+            reason,
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! Real `nats-server` processes for tests: one node or a 3-node JetStream cluster on
+//! loopback, each with its own temporary storage directory, stopped (and the directory
+//! removed) on drop.
+//!
+//! The binary comes from `NATS_SERVER_BIN` or `PATH`. When there is none, starting a server
+//! panics with a message saying to run `cargo xtask test`, which installs a pinned one:
+//! tests that need NATS fail loudly, they never skip.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `nats-server` binary to run.
+///
+/// # Panics
+/// When neither `NATS_SERVER_BIN` nor `PATH` has one.
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "NATS_SERVER_BIN={} is not a file; run `cargo xtask test`, which installs nats-server",
+            path.display()
+        );
+        return path;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("nats-server"))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server not found (NATS_SERVER_BIN is unset and PATH has none). The NATS \
+                 tests need a real nats-server >= 2.11: run `cargo xtask test`, which installs \
+                 a pinned one and sets NATS_SERVER_BIN"
+            )
+        })
+}
+
+/// A port nobody listens on now (the OS picks; released at once).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("binding a loopback port")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static DIRS: AtomicU64 = AtomicU64::new(0);
+    let n = DIRS.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("parti-nats-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a temp dir");
+    dir
+}
+
+/// One `nats-server` process with JetStream.
+#[derive(Debug)]
+pub struct NatsServer {
+    name: String,
+    port: u16,
+    dir: PathBuf,
+    cluster: Option<ClusterArgs>,
+    child: Option<Child>,
+}
+
+#[derive(Debug, Clone)]
+struct ClusterArgs {
+    port: u16,
+    routes: String,
+}
+
+impl NatsServer {
+    /// Starts a single server on a free loopback port, waiting until it accepts
+    /// connections.
+    pub fn start() -> Self {
+        let mut server = Self {
+            name: "single".to_owned(),
+            port: free_port(),
+            dir: temp_dir("single"),
+            cluster: None,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(server_binary());
+        command
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.join("jetstream"))
+            .args(["-n", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.join("server.log")).expect("creating the log"),
+            ));
+        if let Some(cluster) = &self.cluster {
+            command
+                .args(["--cluster_name", "parti-test", "--cluster"])
+                .arg(format!("nats://127.0.0.1:{}", cluster.port))
+                .args(["--routes", &cluster.routes]);
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("starting {}: {e}", server_binary().display());
+        });
+        self.child = Some(child);
+        self.wait_accepting();
+    }
+
+    fn wait_accepting(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "nats-server {} exited with {status}; log:\n{}",
+                        self.name,
+                        self.log()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server {} did not accept connections within {START_TIMEOUT:?}; log:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts a stopped or killed server again, same port and data.
+    pub fn resume(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
+    /// The storage directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A 3-node JetStream cluster on loopback.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts three clustered servers and waits until each accepts connections. JetStream
+    /// may still be electing its meta leader: [`crate::nats::wait_for_jetstream`] waits for
+    /// that.
+    pub fn start() -> Self {
+        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<NatsServer> = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, &port)| NatsServer {
+                name: format!("node-{i}"),
+                port: free_port(),
+                dir: temp_dir(&format!("node{i}")),
+                cluster: Some(ClusterArgs {
+                    port,
+                    routes: routes.clone(),
+                }),
+                child: None,
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn();
+        }
+        Self { nodes }
+    }
+
+    /// A client URL listing every node.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes.
+    pub fn nodes(&mut self) -> &mut [NatsServer] {
+        &mut self.nodes
+    }
+}
