@@ -3,6 +3,7 @@
 //! - `cargo xtask test`: formatting check, clippy with warnings denied, every test (nextest
 //!   when installed, plus doc tests), after making sure a `nats-server` ≥ 2.11 is available
 //!   for the NATS tests (installing a pinned one under `target/` when none is found).
+//! - `cargo xtask nats-latency`: KV operation latency against a real `nats-server`.
 //! - `cargo xtask strategy-report …`: compute time, balance and movement of every
 //!   assignment strategy (always measured on a release build).
 
@@ -19,6 +20,9 @@ usage: cargo xtask <task>
 tasks:
   test    fmt check, clippy -D warnings, all tests (nextest if present) and doc tests;
           installs nats-server 2.12.8 under target/ when no nats-server >= 2.11 is found
+  nats-latency [--samples N]
+          p50/p99 of NatsStore get, put, CAS update and watch notification against a
+          real nats-server on loopback (release build); one JSON object per line
 ";
 
 fn main() -> ExitCode {
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => test(),
         Some("strategy-report") => strategy_report(&args[1..]),
+        Some("nats-latency") => nats_latency(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}{}", strategy_report::USAGE);
             Ok(())
@@ -97,6 +102,26 @@ fn strategy_report(args: &[String]) -> Result<(), String> {
         };
     }
     strategy_report::run(&options)
+}
+
+/// Runs the NATS latency example in release against a server found or installed here.
+fn nats_latency(args: &[String]) -> Result<(), String> {
+    let server = nats_server::ensure(&target_dir())?;
+    let mut command = cargo();
+    command
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "tests",
+            "--example",
+            "nats_latency",
+            "--",
+        ])
+        .args(args)
+        .env("NATS_SERVER_BIN", &server.path);
+    run(command)
 }
 
 fn has_nextest() -> bool {

@@ -1,0 +1,193 @@
+//! `NatsStore` under faults, on real servers: a server restart under an open watch, an
+//! outage, and a killed node of a 3-node cluster.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use parti_core::store::{
+    Bucket, BucketSpec, DeleteReason, Revision, Store, StoreError, WatchEvent, WatchFrom,
+    WatchStream,
+};
+use tests::nats::{NatsFixture, Servers};
+
+/// How long an outage's aftermath may take to clear (reconnect, stream recovery, leader
+/// election).
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Waits, polling, until `done` holds; panics with `what` after [`RECOVERY`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + RECOVERY;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {RECOVERY:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Retries `op` while it fails with a transient error; any other error, or no success
+/// within [`RECOVERY`], fails the test. Returns the result and how many transient errors
+/// were seen.
+async fn retry_transient<T, F, Fut>(what: &str, mut op: F) -> (T, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let deadline = Instant::now() + RECOVERY;
+    let mut transient = 0;
+    loop {
+        match op().await {
+            Ok(value) => return (value, transient),
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                transient += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+async fn next_event(watch: &mut WatchStream) -> WatchEvent {
+    match tokio::time::timeout(RECOVERY, watch.next()).await {
+        Ok(Some(Ok(event))) => event,
+        other => panic!("expected a watch event, got {other:?}"),
+    }
+}
+
+fn spec(name: &str) -> BucketSpec {
+    BucketSpec::new(name).expect("valid name")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_after_a_server_restart_losing_and_repeating_nothing() {
+    let fixture = NatsFixture::single().await;
+    let bucket = fixture.bucket(&spec("restart")).await.unwrap();
+    let mut watch = bucket.watch("", WatchFrom::Now).await.unwrap();
+    let before = bucket.put("a", "1".into()).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.revision(), before);
+
+    fixture.with_servers(|servers| match servers {
+        Servers::Single(server) => server.restart(),
+        Servers::Cluster(_) => unreachable!("single-node fixture"),
+    });
+
+    let (b, _) = retry_transient("put b after restart", || bucket.put("b", "1".into())).await;
+    let (c, _) = retry_transient("put c", || bucket.put("c", "1".into())).await;
+    retry_transient("delete a", || bucket.delete("a", None)).await;
+
+    let seen = [
+        next_event(&mut watch).await,
+        next_event(&mut watch).await,
+        next_event(&mut watch).await,
+    ];
+    assert!(
+        matches!(&seen[0], WatchEvent::Put(e) if e.key == "b" && e.revision == b),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[1], WatchEvent::Put(e) if e.key == "c" && e.revision == c),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[2], WatchEvent::Delete { key, reason: DeleteReason::Deleted, .. } if key == "a"),
+        "{seen:?}"
+    );
+    assert!(before < b && b < c && c < seen[2].revision());
+    // Nothing more: no event was repeated.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watch.next())
+            .await
+            .is_err(),
+        "an event was delivered twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_during_an_outage_fail_transiently_and_succeed_after() {
+    let fixture = NatsFixture::single().await;
+    let bucket = fixture.bucket(&spec("outage")).await.unwrap();
+    let created = bucket.create("k", "before".into()).await.unwrap();
+
+    fixture.with_servers(|servers| match servers {
+        Servers::Single(server) => server.kill(),
+        Servers::Cluster(_) => unreachable!("single-node fixture"),
+    });
+    let client = fixture.store().client().clone();
+    wait_until("the client notices the outage", || {
+        client.connection_state() != State::Connected
+    })
+    .await;
+
+    let errors = [
+        bucket.get("k").await.unwrap_err(),
+        bucket.put("k", "during".into()).await.unwrap_err(),
+        bucket
+            .update("k", "during".into(), created)
+            .await
+            .unwrap_err(),
+        bucket.create("other", "during".into()).await.unwrap_err(),
+        bucket.delete("k", Some(created)).await.unwrap_err(),
+        bucket.keys("").await.unwrap_err(),
+    ];
+    for error in &errors {
+        assert!(error.is_transient(), "not transient: {error:?}");
+    }
+
+    fixture.with_servers(|servers| match servers {
+        Servers::Single(server) => server.resume(),
+        Servers::Cluster(_) => unreachable!("single-node fixture"),
+    });
+    let (entry, _) = retry_transient("get after the outage", || bucket.get("k")).await;
+    let entry = entry.expect("the value written before the outage survives it");
+    assert_eq!(
+        (&entry.value[..], entry.revision),
+        (&b"before"[..], created)
+    );
+    let (updated, _) = retry_transient("update after the outage", || {
+        bucket.update("k", "after".into(), created)
+    })
+    .await;
+    assert!(updated > created);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_keeps_working_when_one_node_is_killed() {
+    let fixture = NatsFixture::cluster().await;
+    let bucket = fixture.bucket(&spec("killed-node")).await.unwrap();
+    let mut watch = bucket.watch("", WatchFrom::Now).await.unwrap();
+    let first = bucket.create("k", "1".into()).await.unwrap();
+    assert_eq!(next_event(&mut watch).await.revision(), first);
+
+    // Kill the node the client is connected to: the worst case, since the client must also
+    // move to another node.
+    let connected_port = fixture.store().client().server_info().port;
+    fixture.with_servers(|servers| match servers {
+        Servers::Cluster(cluster) => {
+            let node = cluster
+                .nodes()
+                .iter_mut()
+                .find(|node| node.url().ends_with(&format!(":{connected_port}")))
+                .expect("the client is connected to one of the nodes");
+            node.kill();
+        }
+        Servers::Single(_) => unreachable!("cluster fixture"),
+    });
+
+    let (entry, _) = retry_transient("get with a node down", || bucket.get("k")).await;
+    assert_eq!(entry.map(|e| e.revision), Some(first));
+    let (second, _) = retry_transient("update with a node down", || {
+        bucket.update("k", "2".into(), first)
+    })
+    .await;
+    let (third, _) =
+        retry_transient("create with a node down", || bucket.create("j", "1".into())).await;
+    assert!(first < second && second < third);
+    let seen: Vec<Revision> = vec![
+        next_event(&mut watch).await.revision(),
+        next_event(&mut watch).await.revision(),
+    ];
+    assert_eq!(
+        seen,
+        [second, third],
+        "the watch carries on across the failover"
+    );
+}
