@@ -9,6 +9,9 @@
 //! - [`wire`]: the records stored in the protocol's buckets and their versioned binary
 //!   encoding;
 //! - [`Error`]: typed errors with [`Error::is_transient`] for retry decisions;
+//! - [`decide`]: the pure decision logic of the coordination protocol (state machines,
+//!   change classification, emergency detection, windows and cooldown), free of I/O and
+//!   clocks;
 //! - `testing` (feature `testing`): the conformance suite every `Store` backend runs.
 //!
 //! The coordination runtime (the `Manager`: stable ids, election, heartbeats, the leader's
@@ -35,6 +38,7 @@
 //! ```
 
 pub mod config;
+pub mod decide;
 mod error;
 pub mod store;
 #[cfg(feature = "testing")]

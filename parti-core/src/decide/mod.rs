@@ -1,0 +1,18 @@
+//! Pure decision logic: the manager and calculator state machines, the classifier of
+//! topology changes, the emergency detector, stabilization windows and the cooldown.
+//!
+//! Nothing here does I/O or reads a clock: time is an argument ([`std::time::Instant`]) and
+//! decisions are return values, so every rule is tested exhaustively or by property; the
+//! async runtime feeds these events and carries out their decisions.
+
+mod calculator;
+mod classify;
+mod emergency;
+mod manager_state;
+
+pub use calculator::{
+    CalculatorPhase, Decision, RebalanceReason, RebalanceScheduler, WindowPolicy,
+};
+pub use classify::{ChangeKind, TopologyChange, classify};
+pub use emergency::EmergencyDetector;
+pub use manager_state::{InvalidTransition, ManagerState};
