@@ -35,6 +35,26 @@ pub enum Error {
     #[error(transparent)]
     Wire(#[from] WireError),
 
+    /// Every stable worker id of the configured range is claimed by a live worker.
+    #[error(
+        "no free worker id: worker-{min} to worker-{max} are all claimed; widen \
+         min_worker_id..max_worker_id or stop some workers"
+    )]
+    NoFreeWorkerId {
+        /// The lowest id number of the range.
+        min: u32,
+        /// The highest id number of the range.
+        max: u32,
+    },
+
+    /// The worker's id claim was lost (it expired and was claimed again, or was deleted):
+    /// the worker must stop owning partitions and claim an id anew.
+    #[error("worker id `{worker_id}` was lost: its claim changed under this worker")]
+    IdLost {
+        /// The id that was lost.
+        worker_id: parti_strategy::WorkerId,
+    },
+
     /// The strategy refused its input.
     #[error("assignment strategy failed: {0}")]
     Strategy(#[from] StrategyError),

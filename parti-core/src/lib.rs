@@ -14,8 +14,8 @@
 //!   clocks;
 //! - `testing` (feature `testing`): the conformance suite every `Store` backend runs.
 //!
-//! The coordination runtime (the `Manager`: stable ids, election, heartbeats, the leader's
-//! calculator) is built on these, generic over the store.
+//! - [`runtime`]: the async pieces of the coordination runtime, generic over the store
+//!   (so far the stable-id claimer); the `Manager` that ties them together is being built.
 //!
 //! ```
 //! use std::time::Duration;
@@ -40,6 +40,7 @@
 pub mod config;
 pub mod decide;
 mod error;
+pub mod runtime;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,0 +1,329 @@
+//! Stable worker ids: claim the lowest free `worker-<n>`, renew by compare-and-set, release
+//! by delete-at-revision.
+//!
+//! Renewing with compare-and-set is what keeps an id exclusive: a worker whose claim expired
+//! while it was paused cannot overwrite the claim of the worker that took the id since (the
+//! earlier Go implementation renewed with a blind put and could).
+
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parti_strategy::WorkerId;
+
+use super::InstanceId;
+use crate::config::Config;
+use crate::store::{Bucket, Revision, StoreError};
+use crate::wire::{IdClaim, WORKER_ID_PREFIX, WireRecord, worker_id, worker_number};
+use crate::{Error, Result};
+
+/// A claimed id and the revision of the claim's last write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedId {
+    worker_id: WorkerId,
+    revision: Revision,
+}
+
+impl ClaimedId {
+    /// The worker id.
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.worker_id
+    }
+
+    /// The revision of the claim's last write (what the next renewal expects).
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+}
+
+/// Claims, renews and releases stable worker ids in the ids bucket.
+///
+/// ```
+/// use parti_core::config::Config;
+/// use parti_core::runtime::{IdClaimer, InstanceId};
+/// use parti_core::store::{MemoryStore, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> parti_core::Result<()> {
+/// let config = Config::default();
+/// let store = MemoryStore::new();
+/// let ids = store.bucket(&config.ids_bucket()?).await?;
+/// let first = IdClaimer::new(ids.clone(), &config, InstanceId::generate());
+/// let second = IdClaimer::new(ids, &config, InstanceId::generate());
+///
+/// let mut a = first.claim().await?;
+/// let b = second.claim().await?;
+/// assert_eq!((a.worker_id().as_str(), b.worker_id().as_str()), ("worker-0", "worker-1"));
+/// first.renew(&mut a).await?;
+/// first.release(&a).await?;
+/// assert_eq!(second.claim().await?.worker_id().as_str(), "worker-0"); // reused
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct IdClaimer<B> {
+    bucket: B,
+    min: u32,
+    max: u32,
+    record: IdClaim,
+}
+
+impl<B: Bucket> IdClaimer<B> {
+    /// A claimer for the id range of `config`, writing claims for `instance`.
+    pub fn new(bucket: B, config: &Config, instance: InstanceId) -> Self {
+        let since_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            bucket,
+            min: config.min_worker_id,
+            max: config.max_worker_id,
+            record: IdClaim {
+                instance_id: instance.to_string(),
+                host: std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned()),
+                since_unix_ms,
+            },
+        }
+    }
+
+    /// Claims the lowest free id of the range. Ids taken by another worker between the
+    /// listing and the claim are skipped.
+    ///
+    /// # Errors
+    /// [`Error::NoFreeWorkerId`] when every id is claimed; store errors (transient ones are
+    /// worth retrying).
+    pub async fn claim(&self) -> Result<ClaimedId> {
+        let value = self.record.encode()?;
+        let taken: BTreeSet<u32> = self
+            .bucket
+            .keys(WORKER_ID_PREFIX)
+            .await?
+            .iter()
+            .filter_map(|key| worker_number(key))
+            .collect();
+        for n in (self.min..=self.max).filter(|n| !taken.contains(n)) {
+            let id = worker_id(n);
+            match self.bucket.create(id.as_str(), value.clone()).await {
+                Ok(revision) => {
+                    return Ok(ClaimedId {
+                        worker_id: id,
+                        revision,
+                    });
+                }
+                Err(StoreError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::NoFreeWorkerId {
+            min: self.min,
+            max: self.max,
+        })
+    }
+
+    /// Renews the claim by compare-and-set on its last revision.
+    ///
+    /// # Errors
+    /// [`Error::IdLost`] when the claim changed or vanished (the id must no longer be
+    /// used); store errors otherwise (transient ones are worth retrying while the claim's
+    /// TTL lasts).
+    pub async fn renew(&self, claimed: &mut ClaimedId) -> Result<()> {
+        let value = self.record.encode()?;
+        match self
+            .bucket
+            .update(claimed.worker_id.as_str(), value, claimed.revision)
+            .await
+        {
+            Ok(revision) => {
+                claimed.revision = revision;
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => Err(Error::IdLost {
+                worker_id: claimed.worker_id.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Releases the claim if it is still this worker's (delete at its revision), so the id
+    /// is free at once instead of after its TTL. A claim already lost is left alone.
+    ///
+    /// # Errors
+    /// Store errors other than the claim having changed.
+    pub async fn release(&self, claimed: &ClaimedId) -> Result<()> {
+        match self
+            .bucket
+            .delete(claimed.worker_id.as_str(), Some(claimed.revision))
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::task::JoinSet;
+
+    use super::*;
+    use crate::store::{Fault, MemoryBucket, MemoryStore, Store};
+
+    async fn setup(config: &Config) -> (MemoryStore, MemoryBucket) {
+        let store = MemoryStore::new();
+        let bucket = store.bucket(&config.ids_bucket().unwrap()).await.unwrap();
+        (store, bucket)
+    }
+
+    fn claimer(bucket: &MemoryBucket, config: &Config) -> IdClaimer<MemoryBucket> {
+        IdClaimer::new(bucket.clone(), config, InstanceId::generate())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_are_claimed_lowest_first_and_reused_after_release() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        let a = claimer(&bucket, &config).claim().await.unwrap();
+        let b = claimer(&bucket, &config).claim().await.unwrap();
+        let c = claimer(&bucket, &config).claim().await.unwrap();
+        let names: Vec<&str> = [&a, &b, &c]
+            .iter()
+            .map(|c| c.worker_id().as_str())
+            .collect();
+        assert_eq!(names, ["worker-0", "worker-1", "worker-2"]);
+        claimer(&bucket, &config).release(&b).await.unwrap();
+        assert_eq!(
+            claimer(&bucket, &config)
+                .claim()
+                .await
+                .unwrap()
+                .worker_id()
+                .as_str(),
+            "worker-1"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_keep_a_claim_alive_and_an_unrenewed_one_expires() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        let renewing = claimer(&bucket, &config);
+        let mut kept = renewing.claim().await.unwrap();
+        let idle = claimer(&bucket, &config).claim().await.unwrap();
+        assert_eq!(idle.worker_id().as_str(), "worker-1");
+        for _ in 0..6 {
+            tokio::time::sleep(config.id_renew_interval()).await;
+            renewing.renew(&mut kept).await.unwrap();
+        }
+        // Two id TTLs later, worker-0 is still claimed and worker-1 has expired.
+        let next = claimer(&bucket, &config).claim().await.unwrap();
+        assert_eq!(next.worker_id().as_str(), "worker-1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_after_the_id_was_taken_over_reports_it_lost() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        let paused = claimer(&bucket, &config);
+        let mut stale = paused.claim().await.unwrap();
+        // The worker pauses past its TTL; another takes the id.
+        tokio::time::sleep(config.id_ttl).await;
+        let thief = claimer(&bucket, &config).claim().await.unwrap();
+        assert_eq!(thief.worker_id(), stale.worker_id());
+        let err = paused.renew(&mut stale).await.unwrap_err();
+        assert!(matches!(err, Error::IdLost { .. }), "{err:?}");
+        // Releasing the lost claim must not delete the new owner's.
+        paused.release(&stale).await.unwrap();
+        let entry = bucket
+            .get(thief.worker_id().as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.revision, thief.revision());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exhausted_range_is_a_clear_error() {
+        let config = Config {
+            min_worker_id: 3,
+            max_worker_id: 4,
+            ..Config::default()
+        };
+        let (_, bucket) = setup(&config).await;
+        assert_eq!(
+            claimer(&bucket, &config)
+                .claim()
+                .await
+                .unwrap()
+                .worker_id()
+                .as_str(),
+            "worker-3"
+        );
+        assert_eq!(
+            claimer(&bucket, &config)
+                .claim()
+                .await
+                .unwrap()
+                .worker_id()
+                .as_str(),
+            "worker-4"
+        );
+        let err = claimer(&bucket, &config).claim().await.unwrap_err();
+        assert!(
+            matches!(err, Error::NoFreeWorkerId { min: 3, max: 4 }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("worker-3 to worker-4"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn twenty_workers_claiming_at_once_get_twenty_distinct_ids() {
+        let config = Config::default();
+        let (store, _) = setup(&config).await;
+        let mut tasks = JoinSet::new();
+        for _ in 0..20 {
+            let connection = store.connect();
+            // Latency makes every claimer list the keys before any creates: they all race
+            // for the same ids and the losers must move on.
+            connection.set_latency(Duration::from_millis(1));
+            let config = config.clone();
+            tasks.spawn(async move {
+                let bucket = connection
+                    .bucket(&config.ids_bucket().unwrap())
+                    .await
+                    .unwrap();
+                IdClaimer::new(bucket, &config, InstanceId::generate())
+                    .claim()
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut ids = BTreeSet::new();
+        while let Some(claimed) = tasks.join_next().await {
+            ids.insert(claimed.unwrap().worker_id().clone());
+        }
+        let expected: BTreeSet<WorkerId> = (0..20).map(worker_id).collect();
+        assert_eq!(ids, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_store_errors_surface_as_transient() {
+        let config = Config::default();
+        let (store, bucket) = setup(&config).await;
+        let ids = claimer(&bucket, &config);
+        let mut claimed = ids.claim().await.unwrap();
+        store.fail_next(1, Fault::Unavailable);
+        let err = ids.renew(&mut claimed).await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        // The claim is intact and the next renewal works.
+        ids.renew(&mut claimed).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            bucket
+                .get(claimed.worker_id().as_str())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
