@@ -17,6 +17,12 @@ use crate::store::NatsStore;
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// After this long without an event, the watch asks the server whether the bucket moved
+/// past what it delivered; if so its consumer is stuck and is re-created. (An ordered
+/// consumer on a replicated stream can stall silently, and async-nats only notices after
+/// missed heartbeats, several seconds later.)
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 struct ResumingWatch {
     store: NatsStore,
     kv: kv::Store,
@@ -121,6 +127,16 @@ impl ResumingWatch {
                 next = consumer.next() => next,
                 _ = self.deleted.next() => {
                     return Err(watch_target(&self.kv, &self.prefix).not_found());
+                }
+                () = tokio::time::sleep(IDLE_CHECK) => {
+                    let target = watch_target(&self.kv, &self.prefix);
+                    if let Ok(last) = last_revision(&self.store, &self.kv, target).await {
+                        if last >= self.next {
+                            tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
+                            self.consumer = None;
+                        }
+                    }
+                    continue;
                 }
             };
             match next {

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Free ports are found by binding port 0 and letting go, so another test's server can take
+/// one before ours binds it: start again with fresh ports, up to this many times.
+const PORT_ATTEMPTS: u32 = 5;
+
 /// The `nats-server` binary to run.
 ///
 /// # Panics
@@ -81,15 +85,23 @@ impl NatsServer {
     /// Starts a single server on a free loopback port, waiting until it accepts
     /// connections.
     pub fn start() -> Self {
-        let mut server = Self {
-            name: "single".to_owned(),
-            port: free_port(),
-            dir: temp_dir("single"),
-            cluster: None,
-            child: None,
-        };
-        server.spawn();
-        server
+        let mut attempt = 1;
+        loop {
+            let mut server = Self {
+                name: "single".to_owned(),
+                port: free_port(),
+                dir: temp_dir("single"),
+                cluster: None,
+                child: None,
+            };
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(failure) if Self::lost_a_port_race(&failure) && attempt < PORT_ATTEMPTS => {
+                    attempt += 1;
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
     }
 
     /// The client URL.
@@ -103,6 +115,14 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(failure) = self.try_spawn() {
+            panic!("{failure}");
+        }
+    }
+
+    /// Starts the process and waits until it accepts connections; `Err` with the log when
+    /// it exits first (a port taken meanwhile by another test's server, say).
+    fn try_spawn(&mut self) -> Result<(), String> {
         let mut command = Command::new(server_binary());
         command
             .args([
@@ -129,29 +149,38 @@ impl NatsServer {
             panic!("starting {}: {e}", server_binary().display());
         });
         self.child = Some(child);
-        self.wait_accepting();
+        self.wait_accepting()
     }
 
-    fn wait_accepting(&mut self) {
+    fn wait_accepting(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
+                    self.child = None;
+                    return Err(format!(
                         "nats-server {} exited with {status}; log:\n{}",
                         self.name,
                         self.log()
-                    );
+                    ));
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server {} did not accept connections within {START_TIMEOUT:?}; log:\n{}",
-                self.name,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "nats-server {} did not accept connections within {START_TIMEOUT:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
+    }
+
+    /// Whether a failed start was a port taken by someone else (worth another try).
+    fn lost_a_port_race(failure: &str) -> bool {
+        failure.contains("address already in use")
     }
 
     /// The server's log so far.
@@ -214,6 +243,21 @@ impl NatsCluster {
     /// may still be electing its meta leader: [`crate::nats::wait_for_jetstream`] waits for
     /// that.
     pub fn start() -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(failure)
+                    if NatsServer::lost_a_port_race(&failure) && attempt < PORT_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+    }
+
+    fn try_start() -> Result<Self, String> {
         let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let routes = cluster_ports
             .iter()
@@ -235,9 +279,10 @@ impl NatsCluster {
             })
             .collect();
         for node in &mut nodes {
-            node.spawn();
+            // On failure the nodes already started are killed when `nodes` drops.
+            node.try_spawn()?;
         }
-        Self { nodes }
+        Ok(Self { nodes })
     }
 
     /// A client URL listing every node.
