@@ -7,7 +7,7 @@
 //! | path | crate | feature |
 //! |---|---|---|
 //! | [`strategy`] | `parti-strategy`: partitions, workers, assignments, strategies | always |
-//! | [`store`], [`config`], [`wire`], [`Error`] | `parti-core`: the `Store` contract, the embedded `MemoryStore`, configuration, wire records | always |
+//! | [`store`], [`config`], [`wire`], [`decide`], [`runtime`], [`Error`] | `parti-core`: the `Store` contract, the embedded `MemoryStore`, configuration, wire records, the protocol's decision logic and runtime pieces | always |
 //! | `nats` | `parti-nats`: the NATS JetStream KV backend | `nats` (default) |
 //! | `metrics` | `parti-metrics`: metric names and the Prometheus exporter | `prometheus` |
 //!
@@ -24,7 +24,7 @@
 //! # }
 //! ```
 
-pub use parti_core::{Error, Result, config, store, wire};
+pub use parti_core::{Error, Result, config, decide, runtime, store, wire};
 pub use parti_strategy as strategy;
 
 #[cfg(feature = "nats")]

@@ -87,7 +87,7 @@ impl Store for NatsFixture {
 }
 
 /// Waits until JetStream at `url` can create a bucket with `replicas` (a cluster first
-/// elects a meta leader), polling; panics after [`READY_TIMEOUT`].
+/// elects a meta leader), polling; panics after 30 seconds.
 pub async fn wait_for_jetstream(url: &str, replicas: usize) {
     let deadline = Instant::now() + READY_TIMEOUT;
     let probe = BucketSpec::new("parti-ready-probe")

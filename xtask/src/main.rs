@@ -1,7 +1,7 @@
 //! parti's project tasks, run as `cargo xtask <task>`.
 //!
-//! - `cargo xtask test`: formatting check, clippy with warnings denied, every test (nextest
-//!   when installed, plus doc tests), after making sure a `nats-server` ≥ 2.11 is available
+//! - `cargo xtask test`: formatting check, clippy and rustdoc with warnings denied, every
+//!   test (nextest when installed, plus doc tests), after making sure a `nats-server` ≥ 2.11 is available
 //!   for the NATS tests (installing a pinned one under `target/` when none is found).
 //! - `cargo xtask nats-latency`: KV operation latency against a real `nats-server`.
 //! - `cargo xtask strategy-report …`: compute time, balance and movement of every
@@ -18,7 +18,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    fmt check, clippy -D warnings, all tests (nextest if present) and doc tests;
+  test    fmt check, clippy and rustdoc -D warnings, all tests (nextest if present) and
+          doc tests;
           installs nats-server 2.12.8 under target/ when no nats-server >= 2.11 is found
   nats-latency [--samples N]
           p50/p99 of NatsStore get, put, CAS update and watch notification against a
@@ -159,6 +160,11 @@ fn test() -> Result<(), String> {
         "warnings",
     ]);
     run(clippy)?;
+
+    let mut docs = cargo();
+    docs.args(["doc", "--workspace", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run(docs)?;
 
     if has_nextest() {
         let mut tests = cargo();
