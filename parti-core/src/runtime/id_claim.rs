@@ -179,6 +179,12 @@ mod tests {
         IdClaimer::new(bucket.clone(), config, InstanceId::generate())
     }
 
+    /// The id a new worker claims.
+    async fn claim_next(bucket: &MemoryBucket, config: &Config) -> String {
+        let claimed = claimer(bucket, config).claim().await.unwrap();
+        claimed.worker_id().as_str().to_owned()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn ids_are_claimed_lowest_first_and_reused_after_release() {
         let config = Config::default();
@@ -192,15 +198,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["worker-0", "worker-1", "worker-2"]);
         claimer(&bucket, &config).release(&b).await.unwrap();
-        assert_eq!(
-            claimer(&bucket, &config)
-                .claim()
-                .await
-                .unwrap()
-                .worker_id()
-                .as_str(),
-            "worker-1"
-        );
+        assert_eq!(claim_next(&bucket, &config).await, "worker-1");
     }
 
     #[tokio::test(start_paused = true)]
@@ -250,24 +248,8 @@ mod tests {
             ..Config::default()
         };
         let (_, bucket) = setup(&config).await;
-        assert_eq!(
-            claimer(&bucket, &config)
-                .claim()
-                .await
-                .unwrap()
-                .worker_id()
-                .as_str(),
-            "worker-3"
-        );
-        assert_eq!(
-            claimer(&bucket, &config)
-                .claim()
-                .await
-                .unwrap()
-                .worker_id()
-                .as_str(),
-            "worker-4"
-        );
+        assert_eq!(claim_next(&bucket, &config).await, "worker-3");
+        assert_eq!(claim_next(&bucket, &config).await, "worker-4");
         let err = claimer(&bucket, &config).claim().await.unwrap_err();
         assert!(
             matches!(err, Error::NoFreeWorkerId { min: 3, max: 4 }),
