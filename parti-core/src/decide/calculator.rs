@@ -514,12 +514,21 @@ mod tests {
             let mut now = t0;
             let mut wake: Option<Instant> = None;
             let mut window_opened: Option<Instant> = None;
+            // Whether the open window is the cold-start one: a cold start or restart
+            // replaces a planned-scale window with a new one, opened then.
+            let mut window_is_cold = false;
             let mut last_end: Option<Instant> = None;
             for event in events {
                 let decision = match event {
                     Event::Change(kind) => {
-                        if kind != ChangeKind::Emergency && window_opened.is_none() {
-                            window_opened = Some(now);
+                        match kind {
+                            ChangeKind::Emergency => {}
+                            ChangeKind::ColdStart | ChangeKind::Restart if !window_is_cold => {
+                                window_opened = Some(now);
+                                window_is_cold = true;
+                            }
+                            _ if window_opened.is_none() => window_opened = Some(now),
+                            _ => {}
                         }
                         let d = scheduler.on_change(kind, now);
                         if kind == ChangeKind::Emergency {
@@ -565,6 +574,7 @@ mod tests {
                                 }
                             }
                             window_opened = None;
+                            window_is_cold = false;
                             last_end = Some(now);
                             decision = scheduler.finished(now);
                             if let Decision::WakeAt(_) = decision { window_opened = Some(now); }
