@@ -4,7 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::context::{ContextBuilder, CreateKeyValueErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::context::{
+    ContextBuilder, CreateKeyValueErrorKind, GetStreamError, GetStreamErrorKind,
+};
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::StorageType;
 use async_nats::jetstream::{self, ErrorCode};
@@ -128,26 +130,26 @@ impl NatsStore {
     pub(crate) async fn stream_exists(&self, target: Target<'_>) -> StoreResult<bool> {
         match self.jetstream.get_stream(stream_name(target.bucket)).await {
             Ok(_) => Ok(true),
-            Err(e) => match e.kind() {
-                GetStreamErrorKind::JetStream(js)
-                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    Ok(false)
-                }
-                _ => Err(target.unavailable(e.to_string(), Some(Box::new(e) as _))),
-            },
+            Err(e) if is_stream_not_found(&e) => Ok(false),
+            Err(e) => Err(target.unavailable(e.to_string(), Some(Box::new(e) as _))),
         }
     }
 
+    /// The existing bucket, checked against `spec`; `None` when it does not exist.
     async fn bind(&self, spec: &BucketSpec, target: Target<'_>) -> StoreResult<Option<kv::Store>> {
-        if !self.stream_exists(target).await? {
-            return Ok(None);
-        }
-        let store = self
-            .jetstream
-            .get_key_value(spec.name())
-            .await
-            .map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
+        let store = match self.jetstream.get_key_value(spec.name()).await {
+            Ok(store) => store,
+            Err(e) => {
+                // `get_key_value` looks the stream up: a missing one is its error's source.
+                let missing = std::error::Error::source(&e)
+                    .and_then(|cause| cause.downcast_ref::<GetStreamError>())
+                    .is_some_and(is_stream_not_found);
+                if missing {
+                    return Ok(None);
+                }
+                return Err(target.unavailable(e.to_string(), Some(Box::new(e) as _)));
+            }
+        };
         let config = &store.stream.cached_info().config;
         let ttl = spec.ttl().unwrap_or(Duration::ZERO);
         if config.max_age != ttl || config.max_messages_per_subject != 1 {
@@ -246,6 +248,14 @@ impl Store for NatsStore {
             .map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
         Ok(())
     }
+}
+
+/// Whether a stream lookup failed because the stream does not exist.
+fn is_stream_not_found(error: &GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 /// The JetStream stream behind a KV bucket.

@@ -70,6 +70,18 @@ impl RebalanceReason {
     }
 }
 
+impl From<ChangeKind> for RebalanceReason {
+    /// The rebalance a topology change of this kind leads to.
+    fn from(kind: ChangeKind) -> Self {
+        match kind {
+            ChangeKind::ColdStart => Self::ColdStart,
+            ChangeKind::PlannedScale => Self::PlannedScale,
+            ChangeKind::Restart => Self::Restart,
+            ChangeKind::Emergency => Self::Emergency,
+        }
+    }
+}
+
 /// What the shell should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -203,9 +215,9 @@ impl RebalanceScheduler {
                     self.queued_windowed = Some(match (self.queued_windowed, windowed) {
                         // A cold start or restart outweighs joins.
                         (
-                            Some(ChangeKind::ColdStart | ChangeKind::Restart),
+                            Some(stronger @ (ChangeKind::ColdStart | ChangeKind::Restart)),
                             ChangeKind::PlannedScale,
-                        ) => self.queued_windowed.unwrap_or(windowed),
+                        ) => stronger,
                         _ => windowed,
                     })
                 }
@@ -213,13 +225,8 @@ impl RebalanceScheduler {
             return Decision::Nothing;
         }
         match kind {
-            ChangeKind::Emergency => self.immediately(RebalanceReason::Emergency),
+            ChangeKind::Emergency => self.immediately(kind.into()),
             ChangeKind::ColdStart | ChangeKind::Restart => {
-                let reason = if kind == ChangeKind::Restart {
-                    RebalanceReason::Restart
-                } else {
-                    RebalanceReason::ColdStart
-                };
                 match &mut self.window {
                     Some(window)
                         if matches!(
@@ -230,8 +237,11 @@ impl RebalanceScheduler {
                         window.restart(now);
                     }
                     _ => {
-                        self.window =
-                            Some(Window::open(reason, self.policy.cold_start_window, now));
+                        self.window = Some(Window::open(
+                            kind.into(),
+                            self.policy.cold_start_window,
+                            now,
+                        ));
                     }
                 }
                 self.enter(CalculatorPhase::Scaling);
@@ -243,7 +253,7 @@ impl RebalanceScheduler {
                     Some(window) => window.restart(now),
                     None => {
                         self.window = Some(Window::open(
-                            RebalanceReason::PlannedScale,
+                            kind.into(),
                             self.policy.planned_scale_window,
                             now,
                         ));
