@@ -58,6 +58,46 @@ pub enum Error {
     /// The strategy refused its input.
     #[error("assignment strategy failed: {0}")]
     Strategy(#[from] StrategyError),
+
+    /// The partition source failed; the leader keeps the current assignment and retries.
+    #[error("partition source failed: {0}")]
+    Source(#[source] crate::store::BoxError),
+
+    /// One of the manager's tasks ended when it should not have (a bug, or a panic in a
+    /// hook); the manager recovers by starting it again where it can.
+    #[error("the manager's {task} task ended unexpectedly")]
+    TaskEnded {
+        /// Which task.
+        task: &'static str,
+    },
+
+    /// The leader's lease ran out (or was taken) while it was publishing; the new leader
+    /// finishes the work.
+    #[error("the leader lease was lost while publishing an assignment")]
+    LeaseLost,
+
+    /// An assignment record changed under the leader (another writer, or a stale view);
+    /// the leader re-reads the records and computes again.
+    #[error("assignment record of `{worker_id}` changed under the leader")]
+    RecordChanged {
+        /// The worker whose record changed.
+        worker_id: parti_strategy::WorkerId,
+    },
+
+    /// The manager has stopped.
+    #[error("the manager has stopped")]
+    Stopped,
+
+    /// `wait_state` timed out.
+    #[error("timed out after {waited:?} waiting for state {wanted}; the state is {current}")]
+    WaitTimeout {
+        /// The state waited for.
+        wanted: crate::decide::ManagerState,
+        /// The state when the wait ended.
+        current: crate::decide::ManagerState,
+        /// How long the wait lasted.
+        waited: std::time::Duration,
+    },
 }
 
 impl Error {

@@ -42,6 +42,7 @@ pub mod decide;
 mod error;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod wire;

@@ -7,8 +7,13 @@
 //! - `store_nats.rs`: the same suite against a real `nats-server`, single node and a 3-node
 //!   cluster with 3 replicas, plus fault tests (server restarts, a killed cluster node).
 //!
-//! Shared here: [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
+//! - `scenarios.rs`: the coordination scenario suite ([`scenarios`]) on `MemoryStore` (paused
+//!   clock, default timings) and on a real `nats-server` (short timings).
+//!
+//! Shared here: [`fleet`] (a fleet of managers with the invariant checks), [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
 //! fixture that owns its servers).
 
+pub mod fleet;
 pub mod nats;
 pub mod nats_server;
+pub mod scenarios;

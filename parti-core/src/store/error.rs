@@ -190,6 +190,21 @@ impl StoreError {
         matches!(self, Self::Unavailable { .. } | Self::OutcomeUnknown { .. })
     }
 
+    /// A short name of the error's kind (`conflict`, `unavailable`, …), for metric labels.
+    pub fn kind_str(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists { .. } => "already_exists",
+            Self::Conflict { .. } => "conflict",
+            Self::NotFound { .. } => "not_found",
+            Self::BucketMismatch { .. } => "bucket_mismatch",
+            Self::InvalidKey { .. } => "invalid_key",
+            Self::InvalidBucket { .. } => "invalid_bucket",
+            Self::Unavailable { .. } => "unavailable",
+            Self::OutcomeUnknown { .. } => "outcome_unknown",
+            Self::Backend { .. } => "backend",
+        }
+    }
+
     /// Whether a write may or may not have been applied.
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(self, Self::OutcomeUnknown { .. })

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | ids (TTL `id_ttl`) | `worker-<n>` | [`IdClaim`] |
 //! | election (TTL `election_ttl`) | [`LEADER_KEY`] | [`LeaderRecord`]; term = revision of the winning create |
+//! | election | [`REFRESH_KEY`] | any value: a worker asks the leader to re-read its partitions |
 //! | heartbeat (TTL `heartbeat_ttl`) | worker id | [`Heartbeat`] |
 //! | assignment (no TTL) | worker id | [`AssignmentRecord`] |
 //!
@@ -36,6 +37,11 @@ pub use records::{
 
 /// The key of the leader lease in the election bucket.
 pub const LEADER_KEY: &str = "leader";
+
+/// The key in the election bucket any worker writes to ask the leader to re-read its
+/// partition source (`Manager::refresh_partitions`); the value is not interpreted, and the
+/// bucket's TTL removes it.
+pub const REFRESH_KEY: &str = "refresh";
 
 /// The prefix of every stable worker id.
 pub const WORKER_ID_PREFIX: &str = "worker-";

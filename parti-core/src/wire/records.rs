@@ -21,13 +21,41 @@ impl WireRecord for IdClaim {
 }
 
 /// The leader lease, stored under [`LEADER_KEY`](super::LEADER_KEY) in the election bucket.
-/// The leader's *term* is the revision of the `create` that won the lease.
+/// The leader's *term* is the revision of the `create` that won the lease; the create itself
+/// carries `term: 0` (its revision is not known before it is written) and every renewal
+/// carries the term, so [`LeaderRecord::term_at`] gives it from any version of the entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderRecord {
     /// The leader's worker id.
     pub worker_id: WorkerId,
     /// The leader's process instance.
     pub instance_id: String,
+    /// The term, or 0 in the winning create (whose revision is the term).
+    pub term: u64,
+    /// What the leader's calculator is doing, so every worker can follow the fleet's phase
+    /// from this one key.
+    pub phase: Lifecycle,
+}
+
+impl LeaderRecord {
+    /// The term of the leader whose record was read at `revision`.
+    ///
+    /// ```
+    /// use parti_core::wire::{LeaderRecord, Lifecycle, worker_id};
+    ///
+    /// let mut record = LeaderRecord {
+    ///     worker_id: worker_id(0),
+    ///     instance_id: "i-1".into(),
+    ///     term: 0,
+    ///     phase: Lifecycle::Stable,
+    /// };
+    /// assert_eq!(record.term_at(17), 17); // the winning create
+    /// record.term = 17;
+    /// assert_eq!(record.term_at(21), 17); // a later renewal
+    /// ```
+    pub fn term_at(&self, revision: u64) -> u64 {
+        if self.term == 0 { revision } else { self.term }
+    }
 }
 
 impl WireRecord for LeaderRecord {

@@ -38,6 +38,8 @@ fn every_record_round_trips() {
     let leader = LeaderRecord {
         worker_id: worker_id(3),
         instance_id: "i-2".into(),
+        term: 12,
+        phase: Lifecycle::Scaling,
     };
     assert_eq!(
         LeaderRecord::decode(&leader.encode().unwrap()).unwrap(),

@@ -1,0 +1,128 @@
+//! What the tasks of one manager share, and small helpers they all use.
+
+use std::future::pending;
+use std::sync::Arc;
+
+use parti_strategy::{Strategy, WorkerId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::InstanceId;
+use super::status::Status;
+use crate::Error;
+use crate::config::Config;
+use crate::store::{StoreError, WatchEvent, WatchStream};
+
+/// The protocol's four buckets.
+#[derive(Debug, Clone)]
+pub(crate) struct Buckets<B> {
+    pub(crate) ids: B,
+    pub(crate) election: B,
+    pub(crate) heartbeat: B,
+    pub(crate) assignment: B,
+}
+
+/// Everything a manager's tasks share for its whole life.
+pub(crate) struct Shared<B, P> {
+    pub(crate) config: Config,
+    pub(crate) instance: InstanceId,
+    pub(crate) buckets: Buckets<B>,
+    pub(crate) source: P,
+    pub(crate) strategy: Arc<dyn Strategy>,
+    pub(crate) status: Arc<Status>,
+}
+
+impl<B, P> Shared<B, P> {
+    /// Reports an error the tasks handle by themselves: a log line and the error hook.
+    pub(crate) fn report(&self, context: &str, error: impl Into<Error>) {
+        self.report_ref(context, &error.into());
+    }
+
+    /// [`report`](Self::report) for an error the caller keeps.
+    pub(crate) fn report_ref(&self, context: &str, error: &Error) {
+        tracing::warn!(worker = %self.status.worker_id(), "{context}: {error}");
+        self.status.hooks().error(error);
+    }
+}
+
+/// What the follower has applied, for the heartbeat to report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    pub(crate) version: u64,
+    pub(crate) term_seen: u64,
+}
+
+/// One claimed id's worth of shared context.
+pub(crate) struct Session<B, P> {
+    pub(crate) shared: Arc<Shared<B, P>>,
+    pub(crate) worker_id: WorkerId,
+    pub(crate) applied: watch::Sender<Applied>,
+}
+
+impl<B, P> std::ops::Deref for Session<B, P> {
+    type Target = Shared<B, P>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.shared
+    }
+}
+
+/// The next event of an optional watch; pending forever when there is none, so it can sit
+/// in a `select!` next to the poll that re-creates the watch.
+pub(crate) async fn next_event(
+    watch: &mut Option<WatchStream>,
+) -> Option<Result<WatchEvent, StoreError>> {
+    match watch {
+        Some(stream) => stream.next().await,
+        None => pending().await,
+    }
+}
+
+/// Resolves once `stop` says so (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: nobody can stop us any more, so stop now.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// A task that is aborted when its handle is dropped, so a manager's tasks end with it.
+#[derive(Debug)]
+pub(crate) struct OwnedTask<T>(Option<JoinHandle<T>>);
+
+impl<T> OwnedTask<T> {
+    pub(crate) fn spawn(future: impl Future<Output = T> + Send + 'static) -> Self
+    where
+        T: Send + 'static,
+    {
+        Self(Some(tokio::spawn(future)))
+    }
+
+    /// Waits for the task to end by itself; `None` if it panicked or was aborted.
+    pub(crate) async fn join(mut self) -> Option<T> {
+        self.0.take()?.await.ok()
+    }
+
+    /// Aborts the task and waits until it has ended.
+    pub(crate) async fn abort(mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    /// Lets the task run on without this handle.
+    pub(crate) fn detach(mut self) {
+        self.0.take();
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.0.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl<T> Drop for OwnedTask<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The heartbeat: this worker's liveness and what it has applied, `put` every
+//! `heartbeat_interval` (and at once when the applied assignment changes), deleted on stop.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use super::PartitionSource;
+use super::context::{Session, stopped};
+use crate::store::{Bucket, Revision};
+use crate::telemetry;
+use crate::wire::{Heartbeat, WireRecord};
+
+/// Beats until `stop`, then deletes the heartbeat (at its last revision, so a heartbeat that
+/// another process writes under the same id after this one lost it is left alone).
+pub(crate) async fn run<B: Bucket, P: PartitionSource>(
+    session: Arc<Session<B, P>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut applied = session.applied.subscribe();
+    let bucket = &session.buckets.heartbeat;
+    let key = session.worker_id.as_str();
+    let interval = session.config.heartbeat_interval;
+    let mut last_revision: Option<Revision> = None;
+    let mut last_ack = Instant::now();
+    loop {
+        let current = *applied.borrow_and_update();
+        let beat = Heartbeat {
+            instance_id: session.instance.to_string(),
+            applied_version: current.version,
+            term_seen: current.term_seen,
+        };
+        let sent = Instant::now();
+        let written = match beat.encode() {
+            Ok(value) => bucket.put(key, value).await.map_err(crate::Error::from),
+            Err(e) => Err(crate::Error::from(e)),
+        };
+        match written {
+            Ok(revision) => {
+                last_revision = Some(revision);
+                last_ack = sent;
+            }
+            Err(e) => session.report("heartbeat failed", e),
+        }
+        telemetry::heartbeat_age(&session.worker_id, Instant::now() - last_ack);
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            () = sleep_until(sent + interval) => {}
+            Ok(()) = applied.changed() => {}
+        }
+    }
+    if let Some(revision) = last_revision {
+        if let Err(e) = bucket.delete(key, Some(revision)).await {
+            if !matches!(e, crate::store::StoreError::Conflict { .. }) {
+                session.report("deleting the heartbeat failed", e);
+            }
+        }
+    }
+}

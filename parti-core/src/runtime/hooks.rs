@@ -1,0 +1,158 @@
+//! Callbacks the manager runs when something happens to this worker.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use std::pin::Pin;
+
+use crate::Error;
+use crate::decide::ManagerState;
+use crate::wire::Grant;
+use parti_strategy::PartitionId;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type AsyncHook<T> = Arc<dyn Fn(T) -> BoxFuture + Send + Sync>;
+type SyncHook<T> = Arc<dyn Fn(T) + Send + Sync>;
+type StateHook = Arc<dyn Fn(ManagerState, ManagerState) + Send + Sync>;
+type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// A change of leadership seen by this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeadershipChange {
+    /// Whether this worker is now the leader.
+    pub is_leader: bool,
+    /// The term this worker won, or the term it held when it stepped down.
+    pub term: u64,
+}
+
+/// The callbacks of one manager. All are optional.
+///
+/// - [`on_revoked`](Hooks::on_revoked) and [`on_assigned`](Hooks::on_assigned) are async and
+///   awaited, in that order, before the new assignment is published on
+///   [`Manager::watch_assignment`](super::Manager::watch_assignment) and reported to the
+///   leader: stop work on revoked partitions in the first, start work in the second.
+/// - [`on_state_changed`](Hooks::on_state_changed), [`on_leadership_changed`](Hooks::on_leadership_changed)
+///   and [`on_error`](Hooks::on_error) are notifications, called synchronously from the
+///   manager's tasks: keep them short and never block in them.
+///
+/// ```
+/// use parti_core::runtime::Hooks;
+///
+/// let hooks = Hooks::new()
+///     .on_assigned(|grants| async move {
+///         for grant in grants {
+///             println!("start {} with token {:?}", grant.partition, grant.token);
+///         }
+///     })
+///     .on_revoked(|partitions| async move { println!("stop {partitions:?}") })
+///     .on_state_changed(|from, to| println!("{from} → {to}"))
+///     .on_error(|error| eprintln!("parti: {error}"));
+/// # drop(hooks);
+/// ```
+#[derive(Clone, Default)]
+pub struct Hooks {
+    assigned: Option<AsyncHook<Vec<Grant>>>,
+    revoked: Option<AsyncHook<Vec<PartitionId>>>,
+    state_changed: Option<StateHook>,
+    leadership_changed: Option<SyncHook<LeadershipChange>>,
+    error: Option<ErrorHook>,
+}
+
+impl Hooks {
+    /// No hooks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Called with the partitions granted to this worker (with their fencing tokens).
+    pub fn on_assigned<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Vec<Grant>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.assigned = Some(Arc::new(move |grants| Box::pin(hook(grants))));
+        self
+    }
+
+    /// Called with the partitions taken from this worker.
+    pub fn on_revoked<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Vec<PartitionId>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.revoked = Some(Arc::new(move |partitions| Box::pin(hook(partitions))));
+        self
+    }
+
+    /// Called on every state transition, in order, with the old and the new state.
+    pub fn on_state_changed(
+        mut self,
+        hook: impl Fn(ManagerState, ManagerState) + Send + Sync + 'static,
+    ) -> Self {
+        self.state_changed = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when this worker becomes the leader or stops being it.
+    pub fn on_leadership_changed(
+        mut self,
+        hook: impl Fn(LeadershipChange) + Send + Sync + 'static,
+    ) -> Self {
+        self.leadership_changed = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called with every error the manager's tasks handle by themselves (retried store
+    /// operations, corrupt records skipped, a failed partition source).
+    pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.error = Some(Arc::new(hook));
+        self
+    }
+
+    pub(crate) async fn assigned(&self, grants: Vec<Grant>) {
+        if let Some(hook) = &self.assigned {
+            if !grants.is_empty() {
+                hook(grants).await;
+            }
+        }
+    }
+
+    pub(crate) async fn revoked(&self, partitions: Vec<PartitionId>) {
+        if let Some(hook) = &self.revoked {
+            if !partitions.is_empty() {
+                hook(partitions).await;
+            }
+        }
+    }
+
+    pub(crate) fn state_changed(&self, from: ManagerState, to: ManagerState) {
+        if let Some(hook) = &self.state_changed {
+            hook(from, to);
+        }
+    }
+
+    pub(crate) fn leadership_changed(&self, change: LeadershipChange) {
+        if let Some(hook) = &self.leadership_changed {
+            hook(change);
+        }
+    }
+
+    pub(crate) fn error(&self, error: &Error) {
+        if let Some(hook) = &self.error {
+            hook(error);
+        }
+    }
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_assigned", &self.assigned.is_some())
+            .field("on_revoked", &self.revoked.is_some())
+            .field("on_state_changed", &self.state_changed.is_some())
+            .field("on_leadership_changed", &self.leadership_changed.is_some())
+            .field("on_error", &self.error.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,295 @@
+//! The [`Manager`]: what a worker process creates to take part in the fleet.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parti_strategy::{Strategy, WorkerId};
+use tokio::sync::{mpsc, watch};
+
+use super::context::{Buckets, OwnedTask, Shared};
+use super::instrumented::Instrumented;
+use super::session;
+use super::status::{LeaderInfo, Stage, Status, Transition, WorkerAssignment};
+use super::{Hooks, IdClaimer, InstanceId, PartitionSource};
+use crate::config::Config;
+use crate::decide::ManagerState;
+use crate::store::{Bucket, Store};
+use crate::wire::REFRESH_KEY;
+use crate::{Error, Result};
+
+/// Configures and starts a [`Manager`].
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct ManagerBuilder<S, P> {
+    store: S,
+    source: P,
+    strategy: Arc<dyn Strategy>,
+    config: Config,
+    hooks: Hooks,
+}
+
+impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
+    /// The protocol configuration (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The callbacks (default: none).
+    pub fn hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Validates the configuration, opens the protocol's buckets, claims a worker id and
+    /// starts the manager's tasks (heartbeat, election, follower; the calculator while this
+    /// worker leads). Returns once the id is claimed: the manager is then in
+    /// [`ManagerState::Election`] or later.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration; store errors when the store is
+    /// unreachable or a bucket cannot be opened; [`Error::NoFreeWorkerId`] when every id
+    /// of the range is taken.
+    pub async fn start(self) -> Result<Manager<S>> {
+        self.config.validate()?;
+        let config = self.config;
+        let open = |spec| {
+            let store = self.store.clone();
+            async move { Ok::<_, Error>(Instrumented(store.bucket(&spec).await?)) }
+        };
+        let buckets = Buckets {
+            ids: open(config.ids_bucket()?).await?,
+            election: open(config.election_bucket()?).await?,
+            heartbeat: open(config.heartbeat_bucket()?).await?,
+            assignment: open(config.assignment_bucket()?).await?,
+        };
+        let status = Arc::new(Status::new(self.hooks));
+        let instance = InstanceId::generate();
+        status.set_stage(Stage::ClaimingId);
+        let claimer = IdClaimer::new(buckets.ids.clone(), &config, instance.clone());
+        let claimed = match claimer.claim().await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                status.set_stage(Stage::Shutdown);
+                return Err(e);
+            }
+        };
+        status.set_worker_id(claimed.worker_id().clone());
+        status.set_stage(Stage::Claimed);
+        let election = buckets.election.clone();
+        let shared = Arc::new(Shared {
+            config,
+            instance: instance.clone(),
+            buckets,
+            source: self.source,
+            strategy: self.strategy,
+            status: status.clone(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = OwnedTask::spawn(session::drive(shared, claimed, stop_rx));
+        Ok(Manager {
+            status,
+            election,
+            instance,
+            stop,
+            task: Mutex::new(Some(task)),
+        })
+    }
+}
+
+/// A worker's membership in the fleet: its stable id, its part in leader election, and the
+/// partitions it owns.
+///
+/// Create one per process with [`Manager::builder`]. The manager runs on tokio tasks and
+/// tells the application what it owns through [`watch_assignment`](Manager::watch_assignment)
+/// and the [`Hooks`]. Call [`stop`](Manager::stop) before exiting: it releases leadership,
+/// partitions and the id at once so that the fleet does not wait for TTLs. Dropping a
+/// manager without `stop` starts the same cleanup in the background.
+///
+/// ```
+/// use std::time::Duration;
+/// use parti_core::config::Config;
+/// use parti_core::decide::ManagerState;
+/// use parti_core::runtime::{Manager, StaticSource};
+/// use parti_core::store::MemoryStore;
+/// use parti_strategy::Sticky;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> parti_core::Result<()> {
+/// // Paused time in this example: the 30 s cold-start window passes at once.
+/// let config = Config::default();
+/// let source = StaticSource::numbered("orders", 8).expect("valid keys");
+/// let manager = Manager::builder(MemoryStore::new(), source, Sticky::default())
+///     .config(config)
+///     .start()
+///     .await?;
+/// manager.wait_state(ManagerState::Stable, Duration::from_secs(60)).await?;
+/// assert!(manager.is_leader());
+/// assert_eq!(manager.assignment().len(), 8); // the only worker owns everything
+/// manager.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Manager<S: Store> {
+    status: Arc<Status>,
+    election: Instrumented<S::Bucket>,
+    instance: InstanceId,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<OwnedTask<Result<()>>>>,
+}
+
+impl<S: Store> Manager<S> {
+    /// A builder for a manager coordinating through `store`, assigning the partitions of
+    /// `source` with `strategy` (when it leads).
+    pub fn builder<P: PartitionSource>(
+        store: S,
+        source: P,
+        strategy: impl Strategy + 'static,
+    ) -> ManagerBuilder<S, P> {
+        ManagerBuilder {
+            store,
+            source,
+            strategy: Arc::new(strategy),
+            config: Config::default(),
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// This worker's id (the last one claimed, while it claims a new one).
+    pub fn worker_id(&self) -> WorkerId {
+        self.status.worker_id()
+    }
+
+    /// This process's instance id (random per start).
+    pub fn instance_id(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    /// Whether this worker is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.status.is_leader()
+    }
+
+    /// The leader, as this worker last saw it.
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        self.status.leader()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ManagerState {
+        self.status.state()
+    }
+
+    /// The partitions this worker owns now.
+    pub fn assignment(&self) -> Arc<WorkerAssignment> {
+        self.status.assignment()
+    }
+
+    /// A receiver of the assignment: it always reaches the latest value.
+    pub fn watch_assignment(&self) -> watch::Receiver<Arc<WorkerAssignment>> {
+        self.status.watch_assignment()
+    }
+
+    /// A receiver of the state: it always reaches the latest value (use
+    /// [`subscribe_transitions`](Self::subscribe_transitions) to see every step).
+    pub fn watch_state(&self) -> watch::Receiver<ManagerState> {
+        self.status.watch_state()
+    }
+
+    /// Every state transition from now on, in order, none dropped (the channel is unbounded:
+    /// read it, or drop it).
+    pub fn subscribe_transitions(&self) -> mpsc::UnboundedReceiver<Transition> {
+        self.status.subscribe_transitions()
+    }
+
+    /// Waits until the manager is in `state`.
+    ///
+    /// # Errors
+    /// [`Error::WaitTimeout`] after `timeout`; [`Error::Stopped`] when the manager shuts
+    /// down first (unless `state` is [`ManagerState::Shutdown`]).
+    pub async fn wait_state(&self, state: ManagerState, timeout: Duration) -> Result<()> {
+        let mut states = self.status.watch_state();
+        let reached =
+            states.wait_for(|current| *current == state || *current == ManagerState::Shutdown);
+        match tokio::time::timeout(timeout, reached).await {
+            Ok(Ok(current)) if *current == state => Ok(()),
+            Ok(_) => Err(Error::Stopped),
+            Err(_) => Err(Error::WaitTimeout {
+                wanted: state,
+                current: self.state(),
+                waited: timeout,
+            }),
+        }
+    }
+
+    /// Asks the leader to re-read the partition source and rebalance at once. Works from
+    /// any worker: the request goes through the store. Returns once the request is stored.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after `stop`; store errors.
+    pub async fn refresh_partitions(&self) -> Result<()> {
+        if self.state() == ManagerState::Shutdown {
+            return Err(Error::Stopped);
+        }
+        self.election
+            .put(REFRESH_KEY, Bytes::from(self.instance.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// Leaves the fleet gracefully: steps down (releasing the lease at its revision so a
+    /// new leader is elected at once), runs the revoked hook for every owned partition,
+    /// deletes the heartbeat (the leader re-owns the partitions without waiting for a TTL)
+    /// and releases the id. Every task the manager started has ended when this returns.
+    /// Calling it again does nothing.
+    ///
+    /// # Errors
+    /// The first cleanup step that failed (the fleet then recovers by TTL).
+    pub async fn stop(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match task {
+            Some(task) => task
+                .join()
+                .await
+                .unwrap_or(Err(Error::TaskEnded { task: "manager" })),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends every task at once with no cleanup, as if the process had crashed: the fleet
+    /// notices by the heartbeat's and the lease's TTLs. Meant for tests and for a process
+    /// that must exit immediately.
+    pub async fn abort(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.abort().await;
+        }
+    }
+}
+
+impl<S: Store> Drop for Manager<S> {
+    fn drop(&mut self) {
+        let task = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            // Graceful cleanup in the background; the task is detached from this handle.
+            let _ = self.stop.send(true);
+            task.detach();
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Manager<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("worker_id", &self.worker_id())
+            .field("instance", &self.instance)
+            .field("state", &self.state())
+            .field("is_leader", &self.is_leader())
+            .finish()
+    }
+}

@@ -1,0 +1,148 @@
+//! The manager's main task: claim an id, run a session on it (heartbeat, election, follower,
+//! id renewal) until `stop` or until the id is lost, then clean up in the order that keeps
+//! ownership exclusive and failover fast.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use super::context::{Applied, OwnedTask, Session, Shared, stopped};
+use super::status::{Stage, WorkerAssignment};
+use super::{ClaimedId, IdClaimer, PartitionSource, election, follower, heartbeat};
+use crate::store::Bucket;
+use crate::{Error, Result};
+
+/// How a session ended.
+enum End {
+    Stopped,
+    IdLost,
+}
+
+/// Runs sessions until `stop`; returns the first error of the final cleanup, if any.
+pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
+    shared: Arc<Shared<B, P>>,
+    mut claimed: ClaimedId,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let claimer = IdClaimer::new(
+        shared.buckets.ids.clone(),
+        &shared.config,
+        shared.instance.clone(),
+    );
+    loop {
+        let (end, cleanup) = run_session(&shared, &claimer, claimed, &mut stop).await;
+        match end {
+            End::Stopped => return cleanup,
+            End::IdLost => {
+                let retry = shared.config.heartbeat_interval;
+                claimed = loop {
+                    tokio::select! {
+                        () = stopped(&mut stop) => {
+                            shared.status.set_stage(Stage::Shutdown);
+                            return Ok(());
+                        }
+                        result = claimer.claim() => match result {
+                            Ok(claimed) => break claimed,
+                            Err(e) => shared.report("claiming a worker id failed", e),
+                        },
+                    }
+                    tokio::select! {
+                        () = stopped(&mut stop) => {
+                            shared.status.set_stage(Stage::Shutdown);
+                            return Ok(());
+                        }
+                        () = sleep(retry) => {}
+                    }
+                };
+            }
+        }
+    }
+}
+
+async fn run_session<B: Bucket, P: PartitionSource>(
+    shared: &Arc<Shared<B, P>>,
+    claimer: &IdClaimer<B>,
+    mut claimed: ClaimedId,
+    stop: &mut watch::Receiver<bool>,
+) -> (End, Result<()>) {
+    let worker_id = claimed.worker_id().clone();
+    tracing::info!(worker = %worker_id, instance = %shared.instance, "claimed worker id");
+    shared.status.set_worker_id(worker_id.clone());
+    shared.status.set_stage(Stage::Claimed);
+    let session = Arc::new(Session {
+        shared: shared.clone(),
+        worker_id,
+        applied: watch::Sender::new(Applied::default()),
+    });
+    let (stop_tasks, task_stop) = watch::channel(false);
+    let beats = OwnedTask::spawn(heartbeat::run(session.clone(), task_stop.clone()));
+    let following = OwnedTask::spawn(follower::run(session.clone(), task_stop.clone()));
+    let leading = OwnedTask::spawn(election::run(session.clone(), task_stop.clone()));
+
+    let config = &shared.config;
+    let hold = config.id_ttl - config.margin_for(config.id_ttl);
+    let mut valid_until = Instant::now() + hold;
+    let mut next_renewal = Instant::now() + config.id_renew_interval();
+    let retry =
+        (config.id_renew_interval() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let end = loop {
+        tokio::select! {
+            () = stopped(stop) => break End::Stopped,
+            () = sleep_until(valid_until) => break End::IdLost,
+            () = sleep_until(next_renewal) => {}
+        }
+        let sent = Instant::now();
+        match claimer.renew(&mut claimed).await {
+            Ok(()) => {
+                valid_until = sent + hold;
+                next_renewal = sent + config.id_renew_interval();
+            }
+            Err(e @ Error::IdLost { .. }) => {
+                shared.report("worker id lost", e);
+                break End::IdLost;
+            }
+            Err(e) => {
+                shared.report("renewing the worker id failed", e);
+                next_renewal = Instant::now() + retry;
+            }
+        }
+    };
+
+    shared.status.set_stage(match end {
+        End::Stopped => Stage::Shutdown,
+        End::IdLost => Stage::ClaimingId,
+    });
+    // Leadership first (the calculator stops, the lease is released so another worker
+    // takes over at once), then the follower, then stop working on every partition, then
+    // the heartbeat (the leader re-owns our partitions once it is gone), then the id.
+    let _ = stop_tasks.send(true);
+    let mut cleanup = Ok(());
+    for (task, name) in [(leading, "election"), (following, "follower")] {
+        if task.join().await.is_none() {
+            cleanup = Err(Error::TaskEnded { task: name });
+        }
+    }
+    let owned = shared.status.assignment();
+    if !owned.is_empty() {
+        shared
+            .status
+            .hooks()
+            .revoked(owned.partitions().cloned().collect())
+            .await;
+    }
+    shared.status.set_assignment(None::<WorkerAssignment>);
+    if beats.join().await.is_none() && cleanup.is_ok() {
+        cleanup = Err(Error::TaskEnded { task: "heartbeat" });
+    }
+    if matches!(end, End::Stopped) {
+        if let Err(e) = claimer.release(&claimed).await {
+            shared.report_ref("releasing the worker id failed", &e);
+            if cleanup.is_ok() {
+                cleanup = Err(e);
+            }
+        }
+    }
+    (end, cleanup)
+}

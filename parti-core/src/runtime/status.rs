@@ -1,0 +1,296 @@
+//! What a manager publishes about itself: its state (validated, every transition delivered),
+//! its assignment and what it knows of the leader. One lock orders every change, and no
+//! `.await` happens under it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use parti_strategy::{PartitionId, WorkerId};
+use tokio::sync::{mpsc, watch};
+
+use super::Hooks;
+use super::hooks::LeadershipChange;
+use crate::decide::ManagerState;
+use crate::telemetry;
+use crate::wire::{FencingToken, Grant, Lifecycle};
+
+/// The partitions this worker owns, with the version of the assignment that granted them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerAssignment {
+    version: u64,
+    term: u64,
+    partitions: BTreeMap<PartitionId, FencingToken>,
+}
+
+impl WorkerAssignment {
+    pub(crate) fn new(version: u64, term: u64, grants: impl IntoIterator<Item = Grant>) -> Self {
+        Self {
+            version,
+            term,
+            partitions: grants
+                .into_iter()
+                .map(|grant| (grant.partition, grant.token))
+                .collect(),
+        }
+    }
+
+    /// The version of the assignment record applied (0 before the first one).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The term of the leader that wrote the record.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The owned partitions, in order.
+    pub fn partitions(&self) -> impl ExactSizeIterator<Item = &PartitionId> + '_ {
+        self.partitions.keys()
+    }
+
+    /// The owned partitions with their fencing tokens, in order.
+    pub fn grants(&self) -> impl ExactSizeIterator<Item = (&PartitionId, FencingToken)> + '_ {
+        self.partitions.iter().map(|(p, token)| (p, *token))
+    }
+
+    /// Whether this worker owns `partition`.
+    pub fn contains(&self, partition: &PartitionId) -> bool {
+        self.partitions.contains_key(partition)
+    }
+
+    /// The fencing token of an owned partition.
+    pub fn token(&self, partition: &PartitionId) -> Option<FencingToken> {
+        self.partitions.get(partition).copied()
+    }
+
+    /// How many partitions this worker owns.
+    pub fn len(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Whether this worker owns nothing.
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+}
+
+/// The leader as a worker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// The leader's worker id.
+    pub worker_id: WorkerId,
+    /// Its term.
+    pub term: u64,
+    /// What its calculator is doing.
+    pub phase: Lifecycle,
+}
+
+/// One state transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The state left.
+    pub from: ManagerState,
+    /// The state entered.
+    pub to: ManagerState,
+}
+
+/// Which part of its life the manager is in (the input the state is derived from, with the
+/// leader and the assignment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Init,
+    ClaimingId,
+    Claimed,
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Inputs {
+    stage: Stage,
+    worker_id: WorkerId,
+    leader: Option<LeaderInfo>,
+    has_assignment: bool,
+    transitions: Vec<mpsc::UnboundedSender<Transition>>,
+}
+
+/// The shared, published status of one manager.
+#[derive(Debug)]
+pub(crate) struct Status {
+    inputs: Mutex<Inputs>,
+    state: watch::Sender<ManagerState>,
+    assignment: watch::Sender<Arc<WorkerAssignment>>,
+    leader: watch::Sender<Option<LeaderInfo>>,
+    is_leader: watch::Sender<bool>,
+    hooks: Hooks,
+}
+
+impl Status {
+    pub(crate) fn new(hooks: Hooks) -> Self {
+        Self {
+            inputs: Mutex::new(Inputs {
+                stage: Stage::Init,
+                worker_id: WorkerId::new("unclaimed"),
+                leader: None,
+                has_assignment: false,
+                transitions: Vec::new(),
+            }),
+            state: watch::Sender::new(ManagerState::Init),
+            assignment: watch::Sender::new(Arc::default()),
+            leader: watch::Sender::new(None),
+            is_leader: watch::Sender::new(false),
+            hooks,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inputs> {
+        // Nothing panics under this lock; if something ever did, the inputs are still whole.
+        self.inputs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    pub(crate) fn state(&self) -> ManagerState {
+        *self.state.borrow()
+    }
+
+    pub(crate) fn watch_state(&self) -> watch::Receiver<ManagerState> {
+        self.state.subscribe()
+    }
+
+    pub(crate) fn subscribe_transitions(&self) -> mpsc::UnboundedReceiver<Transition> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().transitions.push(tx);
+        rx
+    }
+
+    pub(crate) fn worker_id(&self) -> WorkerId {
+        self.lock().worker_id.clone()
+    }
+
+    pub(crate) fn assignment(&self) -> Arc<WorkerAssignment> {
+        self.assignment.borrow().clone()
+    }
+
+    pub(crate) fn watch_assignment(&self) -> watch::Receiver<Arc<WorkerAssignment>> {
+        self.assignment.subscribe()
+    }
+
+    pub(crate) fn leader(&self) -> Option<LeaderInfo> {
+        self.leader.borrow().clone()
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        *self.is_leader.borrow()
+    }
+
+    pub(crate) fn set_stage(&self, stage: Stage) {
+        let mut inputs = self.lock();
+        inputs.stage = stage;
+        if stage != Stage::Claimed {
+            inputs.has_assignment = false;
+        }
+        self.update(&mut inputs);
+    }
+
+    pub(crate) fn set_worker_id(&self, worker_id: WorkerId) {
+        self.lock().worker_id = worker_id;
+    }
+
+    pub(crate) fn set_leader(&self, leader: Option<LeaderInfo>) {
+        let mut inputs = self.lock();
+        if inputs.leader == leader {
+            return;
+        }
+        inputs.leader = leader.clone();
+        self.leader.send_replace(leader);
+        self.update(&mut inputs);
+    }
+
+    pub(crate) fn set_is_leader(&self, change: LeadershipChange) {
+        let inputs = self.lock();
+        if self.is_leader.send_replace(change.is_leader) != change.is_leader {
+            telemetry::leadership(&inputs.worker_id, change.is_leader);
+            self.hooks.leadership_changed(change);
+        }
+    }
+
+    /// Publishes an applied assignment (`None`: this worker holds none, as after losing its
+    /// id).
+    pub(crate) fn set_assignment(&self, assignment: Option<WorkerAssignment>) {
+        let mut inputs = self.lock();
+        inputs.has_assignment = assignment.is_some() && inputs.stage == Stage::Claimed;
+        let assignment = assignment.unwrap_or_default();
+        telemetry::applied(&inputs.worker_id, assignment.version, assignment.len());
+        self.assignment.send_replace(Arc::new(assignment));
+        self.update(&mut inputs);
+    }
+
+    /// Moves the state to what the inputs say, through the intermediate states the
+    /// transition table requires, publishing every step.
+    fn update(&self, inputs: &mut Inputs) {
+        let mut current = self.state();
+        let target = target_state(inputs, current);
+        while current != target {
+            let next = if current.can_become(target) {
+                target
+            } else {
+                match current {
+                    ManagerState::Init => ManagerState::ClaimingId,
+                    ManagerState::ClaimingId => ManagerState::Election,
+                    ManagerState::Election => ManagerState::WaitingAssignment,
+                    _ => {
+                        tracing::error!(from = %current, to = %target, "no valid path between states");
+                        return;
+                    }
+                }
+            };
+            self.state.send_replace(next);
+            inputs.transitions.retain(|tx| {
+                tx.send(Transition {
+                    from: current,
+                    to: next,
+                })
+                .is_ok()
+            });
+            telemetry::state_transition(&inputs.worker_id, current, next);
+            tracing::debug!(worker = %inputs.worker_id, from = %current, to = %next, "state");
+            self.hooks.state_changed(current, next);
+            current = next;
+        }
+    }
+}
+
+/// The state the inputs call for, given the current one (a worker that has had an
+/// assignment keeps running while the leader changes).
+fn target_state(inputs: &Inputs, current: ManagerState) -> ManagerState {
+    match inputs.stage {
+        Stage::Init => ManagerState::Init,
+        Stage::ClaimingId => ManagerState::ClaimingId,
+        Stage::Shutdown => ManagerState::Shutdown,
+        Stage::Claimed if !inputs.has_assignment => {
+            if inputs.leader.is_some() || current == ManagerState::WaitingAssignment {
+                ManagerState::WaitingAssignment
+            } else {
+                ManagerState::Election
+            }
+        }
+        Stage::Claimed => match &inputs.leader {
+            Some(leader) => running_state(leader.phase),
+            None if current.is_running() => current,
+            None => ManagerState::Stable,
+        },
+    }
+}
+
+/// The running state that mirrors the leader's phase.
+fn running_state(phase: Lifecycle) -> ManagerState {
+    match phase {
+        Lifecycle::Stable => ManagerState::Stable,
+        Lifecycle::Scaling => ManagerState::Scaling,
+        Lifecycle::Rebalancing => ManagerState::Rebalancing,
+        Lifecycle::Emergency => ManagerState::Emergency,
+    }
+}

@@ -1,0 +1,246 @@
+//! A fleet of managers on one store, with the checks every scenario runs after each step:
+//! every partition owned exactly once by a live worker, and versions that only grow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use parti_core::config::Config;
+use parti_core::decide::ManagerState;
+use parti_core::runtime::{Hooks, Manager, StaticSource, Transition};
+use parti_core::store::Store;
+use parti_strategy::{PartitionId, Sticky, WorkerId};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep};
+
+/// How often bounded waits look at the fleet's state.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
+
+/// Every transition of one manager, recorded by its state hook from the very first.
+pub type TransitionLog = Arc<Mutex<Vec<Transition>>>;
+
+/// One running worker.
+pub struct Member<S: Store> {
+    /// Its manager.
+    pub manager: Manager<S>,
+    /// Its transitions, from `Init` on.
+    pub log: TransitionLog,
+}
+
+/// Managers on one store, all sharing one partition source.
+pub struct Fleet<S: Store> {
+    connect: Arc<dyn Fn() -> S + Send + Sync>,
+    /// The configuration every manager gets.
+    pub config: Config,
+    /// The partition source every manager shares.
+    pub source: StaticSource,
+    members: BTreeMap<WorkerId, Member<S>>,
+    /// The highest assignment version seen per manager instance (a restarted worker starts
+    /// again from 0 until it reads its record).
+    versions: BTreeMap<String, u64>,
+}
+
+impl<S: Store> Fleet<S> {
+    /// A fleet whose managers connect with `connect`, assigning `partitions` partitions.
+    pub fn new(
+        connect: impl Fn() -> S + Send + Sync + 'static,
+        config: Config,
+        partitions: usize,
+    ) -> Self {
+        Self {
+            connect: Arc::new(connect),
+            config,
+            source: StaticSource::numbered("p", partitions).expect("valid keys"),
+            members: BTreeMap::new(),
+            versions: BTreeMap::new(),
+        }
+    }
+
+    /// Starts `n` managers at once; returns their ids.
+    pub async fn start(&mut self, n: usize) -> Vec<WorkerId> {
+        let mut starting = JoinSet::new();
+        for _ in 0..n {
+            let store = (self.connect)();
+            let source = self.source.clone();
+            let config = self.config.clone();
+            starting.spawn(async move {
+                let log = TransitionLog::default();
+                let hooks = Hooks::new().on_state_changed({
+                    let log = log.clone();
+                    move |from, to| log.lock().unwrap().push(Transition { from, to })
+                });
+                let manager = Manager::builder(store, source, Sticky::default())
+                    .config(config)
+                    .hooks(hooks)
+                    .start()
+                    .await
+                    .expect("manager starts");
+                Member { manager, log }
+            });
+        }
+        let mut ids = Vec::new();
+        while let Some(member) = starting.join_next().await {
+            let member = member.expect("start task");
+            let id = member.manager.worker_id();
+            ids.push(id.clone());
+            assert!(
+                self.members.insert(id.clone(), member).is_none(),
+                "two live managers claimed {id}"
+            );
+        }
+        ids.sort();
+        ids
+    }
+
+    /// The running members.
+    pub fn members(&self) -> &BTreeMap<WorkerId, Member<S>> {
+        &self.members
+    }
+
+    /// One member.
+    pub fn member(&self, id: &WorkerId) -> &Member<S> {
+        &self.members[id]
+    }
+
+    /// The ids of the running members.
+    pub fn ids(&self) -> BTreeSet<WorkerId> {
+        self.members.keys().cloned().collect()
+    }
+
+    /// Stops a member gracefully.
+    pub async fn stop(&mut self, id: &WorkerId) -> Member<S> {
+        let member = self.members.remove(id).expect("a running member");
+        member.manager.stop().await.expect("clean stop");
+        member
+    }
+
+    /// Stops every member at once.
+    pub async fn stop_all(&mut self) {
+        let mut stopping = JoinSet::new();
+        for (_, member) in std::mem::take(&mut self.members) {
+            stopping.spawn(async move { member.manager.stop().await.expect("clean stop") });
+        }
+        while let Some(done) = stopping.join_next().await {
+            done.expect("stop task");
+        }
+    }
+
+    /// Crashes a member: its tasks end with no cleanup.
+    pub async fn crash(&mut self, id: &WorkerId) {
+        let member = self.members.remove(id).expect("a running member");
+        member.manager.abort().await;
+    }
+
+    /// The live members that believe they lead.
+    pub fn leaders(&self) -> Vec<WorkerId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.manager.is_leader())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The one leader (panics unless there is exactly one).
+    pub fn leader(&self) -> WorkerId {
+        let leaders = self.leaders();
+        assert_eq!(leaders.len(), 1, "leaders: {leaders:?}");
+        leaders[0].clone()
+    }
+
+    /// Who owns each partition, by the live members' applied assignments; `Err` names a
+    /// partition owned twice.
+    pub fn ownership(&self) -> Result<BTreeMap<PartitionId, WorkerId>, String> {
+        let mut owners = BTreeMap::new();
+        for (id, member) in &self.members {
+            for partition in member.manager.assignment().partitions() {
+                if let Some(other) = owners.insert(partition.clone(), id.clone()) {
+                    return Err(format!("{partition} owned by {other} and {id}"));
+                }
+            }
+        }
+        Ok(owners)
+    }
+
+    /// The highest applied version among live members.
+    pub fn max_version(&self) -> u64 {
+        self.members
+            .values()
+            .map(|m| m.manager.assignment().version())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Records versions and panics if one went down.
+    fn check_versions(&mut self) {
+        for (id, member) in &self.members {
+            let version = member.manager.assignment().version();
+            let instance = member.manager.instance_id().to_string();
+            let seen = self.versions.entry(instance).or_default();
+            assert!(
+                version >= *seen,
+                "{id}'s assignment version went from {seen} down to {version}"
+            );
+            *seen = version;
+        }
+    }
+
+    /// Whether every partition of the source is owned exactly once by a live member and
+    /// every member is `Stable` and follows the same leader.
+    fn settled(&self) -> Result<(), String> {
+        let owners = self.ownership()?;
+        let expected: BTreeSet<PartitionId> =
+            self.source.get().iter().map(|p| p.id().clone()).collect();
+        let owned: BTreeSet<PartitionId> = owners.keys().cloned().collect();
+        if owned != expected {
+            return Err(format!(
+                "{} of {} partitions owned, {} unknown",
+                owned.intersection(&expected).count(),
+                expected.len(),
+                owned.difference(&expected).count()
+            ));
+        }
+        let leaders = self.leaders();
+        if leaders.len() != 1 {
+            return Err(format!("leaders: {leaders:?}"));
+        }
+        for (id, member) in &self.members {
+            let state = member.manager.state();
+            if state != ManagerState::Stable {
+                return Err(format!("{id} is {state}"));
+            }
+            match member.manager.leader() {
+                Some(leader) if leader.worker_id == leaders[0] => {}
+                other => return Err(format!("{id} follows {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) until the fleet has settled; returns when it did. Checks
+    /// versions all along.
+    pub async fn settle(&mut self, timeout: Duration) -> Instant {
+        self.wait_for("the fleet to settle", timeout, Self::settled)
+            .await
+    }
+
+    /// Waits (at most `timeout`) until `done` holds; returns when it did. Checks versions
+    /// all along.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Self) -> Result<(), String>,
+    ) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_versions();
+            match done(self) {
+                Ok(()) => return Instant::now(),
+                Err(why) if Instant::now() >= deadline => {
+                    panic!("timed out after {timeout:?} waiting for {what}: {why}")
+                }
+                Err(_) => sleep(LOOK_EVERY).await,
+            }
+        }
+    }
+}

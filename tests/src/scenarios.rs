@@ -1,0 +1,350 @@
+//! The coordination scenarios, one public function each, generic over the store so that
+//! every backend runs the same steps and assertions (see `scenario_tests!`).
+//!
+//! Each takes a [`Fleet`] with no members yet. Timings come from the fleet's configuration:
+//! the memory store runs the defaults on tokio's paused clock, NATS runs short ones.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use parti_core::decide::ManagerState;
+use parti_core::runtime::Transition;
+use parti_core::store::Store;
+use parti_strategy::{Partition, PartitionId, WorkerId};
+use tokio::time::Instant;
+
+use crate::fleet::Fleet;
+
+/// Slack for the scheduling of the test itself (observing the fleet every 10 ms).
+const SLACK: Duration = Duration::from_millis(100);
+
+fn settle_timeout<S: Store>(fleet: &Fleet<S>) -> Duration {
+    let c = &fleet.config;
+    c.cold_start_window * 2 + c.cooldown + c.election_ttl + c.heartbeat_ttl + Duration::from_secs(5)
+}
+
+/// The crash bound T5: partitions of a crashed worker are re-owned within this.
+fn reown_bound<S: Store>(fleet: &Fleet<S>) -> Duration {
+    fleet.config.heartbeat_ttl + fleet.config.emergency_grace + Duration::from_millis(500)
+}
+
+/// Partitions whose owner differs between two ownership maps (partitions in both).
+fn moved(
+    before: &BTreeMap<PartitionId, WorkerId>,
+    after: &BTreeMap<PartitionId, WorkerId>,
+) -> usize {
+    before
+        .iter()
+        .filter(|(p, owner)| after.get(*p).is_some_and(|now| now != *owner))
+        .count()
+}
+
+/// Cold start 0 → 3: one window, then one rebalance (version 1) and `Stable`.
+pub async fn cold_start<S: Store>(mut fleet: Fleet<S>) {
+    let started = Instant::now();
+    fleet.start(3).await;
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - started >= fleet.config.cold_start_window,
+        "settled after {:?}, before the cold-start window",
+        settled - started
+    );
+    for (id, member) in fleet.members() {
+        assert_eq!(
+            member.manager.assignment().version(),
+            1,
+            "{id}: one rebalance only"
+        );
+        assert_eq!(
+            member.manager.assignment().len(),
+            10,
+            "{id}: 30 partitions over 3"
+        );
+    }
+    fleet.stop_all().await;
+}
+
+/// Planned scale 3 → 5: the window is honoured and sticky moves exactly the minimum.
+pub async fn planned_scale<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let before = fleet.ownership().unwrap();
+    let version = fleet.max_version();
+    let joined_at = Instant::now();
+    let new = fleet.start(2).await;
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - joined_at >= fleet.config.planned_scale_window,
+        "rebalanced {:?} after the join, inside the window",
+        settled - joined_at
+    );
+    let after = fleet.ownership().unwrap();
+    // 30 partitions: 10 each over 3, 6 each over 5: the two new workers take 12, nothing else moves.
+    assert_eq!(moved(&before, &after), 12);
+    for id in &new {
+        assert_eq!(fleet.member(id).manager.assignment().len(), 6);
+    }
+    assert_eq!(fleet.max_version(), version + 1);
+    fleet.stop_all().await;
+}
+
+/// Crash 1 of 3 (no `stop`): re-owned within heartbeat_ttl + grace + 0.5 s, no window.
+pub async fn crash_one_of_three<S: Store>(mut fleet: Fleet<S>) {
+    let ids = fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let leader = fleet.leader();
+    let victim = ids.iter().find(|id| **id != leader).unwrap().clone();
+    let crashed = Instant::now();
+    fleet.crash(&victim).await;
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - crashed <= reown_bound(&fleet) + SLACK,
+        "re-owned after {:?}",
+        settled - crashed
+    );
+    fleet.stop_all().await;
+}
+
+/// A graceful stop: the partitions are re-owned without waiting for the heartbeat TTL.
+pub async fn graceful_stop<S: Store>(mut fleet: Fleet<S>) {
+    let ids = fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let leader = fleet.leader();
+    let leaving = ids.iter().find(|id| **id != leader).unwrap().clone();
+    let stopped = Instant::now();
+    let member = fleet.stop(&leaving).await;
+    assert_eq!(member.manager.state(), ManagerState::Shutdown);
+    assert!(member.manager.assignment().is_empty());
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - stopped < fleet.config.heartbeat_ttl,
+        "re-owned after {:?}",
+        settled - stopped
+    );
+    fleet.stop_all().await;
+}
+
+/// A graceful stop of the leader: a new leader at once, not after the election TTL.
+pub async fn leader_stop<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let leader = fleet.leader();
+    let stopped = Instant::now();
+    fleet.stop(&leader).await;
+    let elected = fleet
+        .wait_for("a new leader", settle_timeout(&fleet), |f| {
+            (f.leaders().len() == 1)
+                .then_some(())
+                .ok_or_else(|| "no leader".to_owned())
+        })
+        .await;
+    assert!(
+        elected - stopped < fleet.config.election_ttl / 2,
+        "new leader after {:?}",
+        elected - stopped
+    );
+    fleet.settle(settle_timeout(&fleet)).await;
+    fleet.stop_all().await;
+}
+
+/// Fleet restart 10 → 0 → 10 within id_ttl: the same ids, zero partitions moved.
+pub async fn fleet_restart<S: Store>(mut fleet: Fleet<S>) {
+    let ids = fleet.start(10).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let before = fleet.ownership().unwrap();
+    let version = fleet.max_version();
+    fleet.stop_all().await;
+    let again = fleet.start(10).await;
+    assert_eq!(again, ids, "the same ids are claimed again");
+    fleet.settle(settle_timeout(&fleet)).await;
+    let after = fleet.ownership().unwrap();
+    assert_eq!(moved(&before, &after), 0);
+    assert_eq!(before, after);
+    assert!(fleet.max_version() >= version);
+    fleet.stop_all().await;
+}
+
+/// Leader crash: a new leader within election_ttl + 0.5 s, versions continue above the
+/// old maximum, nothing orphaned or doubled.
+pub async fn leader_crash<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    crash_leader_and_recover(&mut fleet).await;
+    fleet.stop_all().await;
+}
+
+async fn crash_leader_and_recover<S: Store>(fleet: &mut Fleet<S>) {
+    let leader = fleet.leader();
+    let old_max = fleet.max_version();
+    let crashed = Instant::now();
+    fleet.crash(&leader).await;
+    let bound = fleet.config.election_ttl + Duration::from_millis(500);
+    let elected = fleet
+        .wait_for("a new leader", bound * 2, |f| {
+            (f.leaders().len() == 1)
+                .then_some(())
+                .ok_or_else(|| "no leader".to_owned())
+        })
+        .await;
+    assert!(
+        elected - crashed <= bound + SLACK,
+        "new leader after {:?}",
+        elected - crashed
+    );
+    fleet.settle(settle_timeout(fleet)).await;
+    assert!(
+        fleet.max_version() > old_max,
+        "the new leader published above {old_max}"
+    );
+}
+
+/// Five leader crashes in a row.
+pub async fn five_leader_crashes<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(6).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    for _ in 0..5 {
+        crash_leader_and_recover(&mut fleet).await;
+    }
+    assert_eq!(fleet.members().len(), 1);
+    fleet.stop_all().await;
+}
+
+/// Refresh from a follower with partitions added, removed and re-weighted: covered at
+/// once (no window).
+pub async fn refresh<S: Store>(mut fleet: Fleet<S>) {
+    let ids = fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let version = fleet.max_version();
+    let mut partitions = fleet.source.get();
+    partitions.retain(|p| !p.id().as_str().ends_with(".7")); // removed
+    partitions
+        .iter_mut()
+        .take(4)
+        .for_each(|p| *p = p.clone().with_weight(3)); // re-weighted
+    partitions.extend((30..36).map(|n| Partition::from_keys(["p", &n.to_string()]).unwrap()));
+    fleet.source.set(partitions);
+    let follower = ids
+        .iter()
+        .find(|id| **id != fleet.leader())
+        .unwrap()
+        .clone();
+    let asked = Instant::now();
+    fleet
+        .member(&follower)
+        .manager
+        .refresh_partitions()
+        .await
+        .unwrap();
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - asked < fleet.config.planned_scale_window,
+        "refresh took {:?}",
+        settled - asked
+    );
+    assert!(fleet.max_version() > version);
+    fleet.stop_all().await;
+}
+
+/// A planned change during the cooldown waits for it; an emergency during it does not.
+pub async fn cooldown<S: Store>(mut fleet: Fleet<S>) {
+    let ids = fleet.start(3).await;
+    let rebalanced = fleet.settle(settle_timeout(&fleet)).await;
+    // A join right after the cold-start rebalance: it waits for the cooldown.
+    fleet.start(1).await;
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - rebalanced >= fleet.config.cooldown,
+        "planned rebalance {:?} after the last one, inside the cooldown",
+        settled - rebalanced
+    );
+    // A crash right after that rebalance: re-owned at once, cooldown or not.
+    let leader = fleet.leader();
+    let victim = ids.iter().find(|id| **id != leader).unwrap().clone();
+    let crashed = Instant::now();
+    fleet.crash(&victim).await;
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - crashed <= reown_bound(&fleet) + SLACK,
+        "emergency took {:?}",
+        settled - crashed
+    );
+    fleet.stop_all().await;
+}
+
+/// Several joins during one window produce one rebalance.
+pub async fn joins_in_one_window<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(2).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let version = fleet.max_version();
+    let step = fleet.config.planned_scale_window / 4;
+    for _ in 0..3 {
+        fleet.start(1).await;
+        tokio::time::sleep(step).await; // spacing the joins is the scenario, not a sync
+    }
+    fleet.settle(settle_timeout(&fleet)).await;
+    assert_eq!(
+        fleet.max_version(),
+        version + 1,
+        "one rebalance for three joins"
+    );
+    fleet.stop_all().await;
+}
+
+/// Ten managers started at once: exactly one leader, and everyone follows it.
+pub async fn ten_at_once_one_leader<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(10).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let leader = fleet.leader();
+    let term = fleet.member(&leader).manager.leader().unwrap().term;
+    for member in fleet.members().values() {
+        assert_eq!(member.manager.leader().unwrap().term, term);
+    }
+    fleet.stop_all().await;
+}
+
+/// A state subscriber sees every transition in order, and the hook saw every one from
+/// `Init` to `Shutdown`, each valid.
+pub async fn transitions_in_order<S: Store>(mut fleet: Fleet<S>) {
+    let ids = fleet.start(2).await;
+    let mut subscribers: BTreeMap<WorkerId, _> = ids
+        .iter()
+        .map(|id| (id.clone(), fleet.member(id).manager.subscribe_transitions()))
+        .collect();
+    fleet.settle(settle_timeout(&fleet)).await;
+    let logs: BTreeMap<WorkerId, _> = ids
+        .iter()
+        .map(|id| (id.clone(), fleet.member(id).log.clone()))
+        .collect();
+    fleet.stop_all().await;
+    for id in &ids {
+        let log = logs[id].lock().unwrap().clone();
+        assert_eq!(
+            log.first().map(|t| t.from),
+            Some(ManagerState::Init),
+            "{id}"
+        );
+        assert_eq!(
+            log.last().map(|t| t.to),
+            Some(ManagerState::Shutdown),
+            "{id}"
+        );
+        for pair in log.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from, "{id}: a gap in {log:?}");
+        }
+        assert!(log.iter().all(|t| t.from.can_become(t.to)), "{id}: {log:?}");
+        assert!(
+            log.iter().any(|t| t.to == ManagerState::Stable),
+            "{id}: {log:?}"
+        );
+        let subscriber = subscribers.get_mut(id).unwrap();
+        let mut seen: Vec<Transition> = Vec::new();
+        while let Ok(t) = subscriber.try_recv() {
+            seen.push(t);
+        }
+        assert!(!seen.is_empty());
+        assert!(
+            log.ends_with(&seen),
+            "{id}: subscriber {seen:?} vs hook {log:?}"
+        );
+    }
+}
