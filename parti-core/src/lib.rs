@@ -14,8 +14,10 @@
 //!   clocks;
 //! - `testing` (feature `testing`): the conformance suite every `Store` backend runs.
 //!
-//! - [`runtime`]: the async pieces of the coordination runtime, generic over the store
-//!   (so far the stable-id claimer); the `Manager` that ties them together is being built.
+//! - [`runtime`]: the coordination runtime, generic over the store: the
+//!   [`Manager`](runtime::Manager) a worker runs (stable id, heartbeat, election, the
+//!   leader's calculator, the follower of its assignment), hooks and partition sources;
+//! - [`telemetry`]: the metrics the runtime records through the `metrics` facade.
 //!
 //! ```
 //! use std::time::Duration;

@@ -348,3 +348,21 @@ pub async fn transitions_in_order<S: Store>(mut fleet: Fleet<S>) {
         );
     }
 }
+
+/// Writes one test per scenario: `#[attribute] async fn <scenario>() { <scenario>(fleet) }`,
+/// with `fleet` an expression giving a fresh, empty [`Fleet`] (it may `.await`).
+#[macro_export]
+macro_rules! scenario_tests {
+    (#[$attribute:meta] fleet = $fleet:expr;) => {
+        $crate::scenario_tests!(@each #[$attribute] $fleet; cold_start, planned_scale,
+            crash_one_of_three, graceful_stop, leader_stop, fleet_restart, leader_crash,
+            five_leader_crashes, refresh, cooldown, joins_in_one_window,
+            ten_at_once_one_leader, transitions_in_order);
+    };
+    (@each #[$attribute:meta] $fleet:expr; $($name:ident),*) => {$(
+        #[$attribute]
+        async fn $name() {
+            $crate::scenarios::$name($fleet).await;
+        }
+    )*};
+}

@@ -11,30 +11,10 @@ fn fleet() -> Fleet<MemoryStore> {
     Fleet::new(move || store.connect(), Config::default(), 30)
 }
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(start_paused = true)]
-        async fn $name() {
-            tests::scenarios::$name(fleet()).await;
-        }
-    )*};
+tests::scenario_tests! {
+    #[tokio::test(start_paused = true)]
+    fleet = fleet();
 }
-
-scenarios!(
-    cold_start,
-    planned_scale,
-    crash_one_of_three,
-    graceful_stop,
-    leader_stop,
-    fleet_restart,
-    leader_crash,
-    five_leader_crashes,
-    refresh,
-    cooldown,
-    joins_in_one_window,
-    ten_at_once_one_leader,
-    transitions_in_order,
-);
 
 /// Every task a manager starts has ended when `stop` (or `abort`) returns: the runtime has
 /// exactly the tasks it had before the fleet started.

@@ -29,27 +29,7 @@ async fn fleet() -> Fleet<NatsFixture> {
     Fleet::new(move || nats.clone(), config(), 30)
 }
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            tests::scenarios::$name(fleet().await).await;
-        }
-    )*};
+tests::scenario_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    fleet = fleet().await;
 }
-
-scenarios!(
-    cold_start,
-    planned_scale,
-    crash_one_of_three,
-    graceful_stop,
-    leader_stop,
-    fleet_restart,
-    leader_crash,
-    five_leader_crashes,
-    refresh,
-    cooldown,
-    joins_in_one_window,
-    ten_at_once_one_leader,
-    transitions_in_order,
-);
