@@ -24,12 +24,8 @@ pub enum ChangeKind {
 impl ChangeKind {
     /// The kind's name, as used in logs and metric labels.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ColdStart => "cold_start",
-            Self::PlannedScale => "planned_scale",
-            Self::Restart => "restart",
-            Self::Emergency => "emergency",
-        }
+        // The label is that of the rebalance this kind of change leads to.
+        super::RebalanceReason::from(self).as_str()
     }
 }
 

@@ -253,7 +253,6 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
                 }
                 Decision::Rebalance(reason) => {
                     self.wake = None;
-                    self.publish_phase();
                     if let Err(e) = self.rebalance(reason).await {
                         self.session.report("rebalance failed", e);
                         // Try again shortly as a refresh (at once, after re-reading).
