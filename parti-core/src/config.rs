@@ -99,6 +99,10 @@ pub struct Config {
     /// Minimum time between two planned rebalances. Emergencies never wait for it.
     /// Default 10 s.
     pub cooldown: Duration,
+    /// How long a worker's revoke hook may drain a partition that moves away before the
+    /// worker releases it anyway (the hook's future is then dropped). The new owner gets
+    /// the partition only after the release. Default 10 s.
+    pub drain_timeout: Duration,
     /// How long before a lease's TTL runs out its holder stops acting on it (self-fencing),
     /// absorbing clock-rate drift and scheduling delay. `None` (the default) uses
     /// max(100 ms, 10 % of the lease's TTL) for each lease.
@@ -122,6 +126,7 @@ impl Default for Config {
             restart_ratio: 0.5,
             emergency_grace: Duration::from_secs(1),
             cooldown: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
             safety_margin: None,
         }
     }
@@ -132,6 +137,7 @@ impl Config {
     ///
     /// The rules: `heartbeat_interval` > 0; `heartbeat_ttl` ≥ 2 × `heartbeat_interval`;
     /// `id_ttl` ≥ 3 × `heartbeat_interval` and ≥ `heartbeat_ttl`; `election_ttl` > 0;
+    /// `drain_timeout` > 0;
     /// `cooldown` ≤ `planned_scale_window` ≤ `cold_start_window`; `emergency_grace` ≤
     /// `heartbeat_ttl`; `restart_ratio` in (0, 1]; `min_worker_id` ≤ `max_worker_id`;
     /// `replicas` in 1..=5; bucket names valid and distinct; the safety margin of each lease
@@ -167,6 +173,9 @@ impl Config {
             )
         });
         check.rule(!self.election_ttl.is_zero(), "election_ttl", || {
+            "must be greater than zero".to_owned()
+        });
+        check.rule(!self.drain_timeout.is_zero(), "drain_timeout", || {
             "must be greater than zero".to_owned()
         });
         check.rule(
@@ -512,6 +521,13 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert!(err.concerns("election_ttl"), "{err}");
         assert!(err.to_string().contains("`election_ttl`"));
+    }
+
+    #[test]
+    fn drain_timeout_must_be_positive() {
+        let mut config = Config::default();
+        config.drain_timeout = Duration::ZERO;
+        assert_rejects(config, "drain_timeout");
     }
 
     #[test]

@@ -88,6 +88,18 @@ pub enum Error {
     #[error("the manager has stopped")]
     Stopped,
 
+    /// A revoke hook did not finish within `drain_timeout` (or before the heartbeat lease
+    /// ran out): the worker released the partitions anyway and dropped the hook's future.
+    #[error(
+        "released {partitions} partition(s) after {waited:?} with their revoke hook unfinished"
+    )]
+    DrainCutShort {
+        /// How many partitions the hook was draining.
+        partitions: usize,
+        /// How long the hook ran.
+        waited: std::time::Duration,
+    },
+
     /// `wait_state` timed out.
     #[error("timed out after {waited:?} waiting for state {wanted}; the state is {current}")]
     WaitTimeout {

@@ -1,5 +1,6 @@
 //! A fleet of managers on one store, with the checks every scenario runs after each step:
-//! every partition owned exactly once by a live worker, and versions that only grow.
+//! every partition owned exactly once by a live worker, versions that only grow, and an
+//! ownership [`Ledger`] without overlaps or shrinking tokens.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,8 @@ use parti_strategy::{PartitionId, Sticky, WorkerId};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
+use crate::ledger::{Ledger, Owner};
+
 /// How often bounded waits look at the fleet's state.
 const LOOK_EVERY: Duration = Duration::from_millis(10);
 
@@ -25,6 +28,10 @@ pub struct Member<S: Store> {
     pub manager: Manager<S>,
     /// Its transitions, from `Init` on.
     pub log: TransitionLog,
+    /// Its label in the fleet's ledger.
+    pub owner: Owner,
+    /// Its connection to the store (to inject faults into).
+    pub store: S,
 }
 
 /// Managers on one store, all sharing one partition source.
@@ -38,6 +45,11 @@ pub struct Fleet<S: Store> {
     /// The highest assignment version seen per manager instance (a restarted worker starts
     /// again from 0 until it reads its record).
     versions: BTreeMap<String, u64>,
+    /// Every ownership interval of every manager the fleet started.
+    pub ledger: Ledger,
+    /// How long each revoke hook drains.
+    pub drain: Duration,
+    started: Owner,
 }
 
 impl<S: Store> Fleet<S> {
@@ -53,19 +65,27 @@ impl<S: Store> Fleet<S> {
             source: StaticSource::numbered("p", partitions).expect("valid keys"),
             members: BTreeMap::new(),
             versions: BTreeMap::new(),
+            ledger: Ledger::default(),
+            drain: Duration::ZERO,
+            started: 0,
         }
     }
 
     /// Starts `n` managers at once; returns their ids.
     pub async fn start(&mut self, n: usize) -> Vec<WorkerId> {
+        self.rekey();
         let mut starting = JoinSet::new();
         for _ in 0..n {
             let store = (self.connect)();
             let source = self.source.clone();
             let config = self.config.clone();
+            self.started += 1;
+            let owner = self.started;
+            let hooks = self.ledger.hooks(Hooks::new(), owner, self.drain);
+            let connection = store.clone();
             starting.spawn(async move {
                 let log = TransitionLog::default();
-                let hooks = Hooks::new().on_state_changed({
+                let hooks = hooks.on_state_changed({
                     let log = log.clone();
                     move |from, to| log.lock().unwrap().push(Transition { from, to })
                 });
@@ -75,13 +95,19 @@ impl<S: Store> Fleet<S> {
                     .start()
                     .await
                     .expect("manager starts");
-                Member { manager, log }
+                Member {
+                    manager,
+                    log,
+                    owner,
+                    store: connection,
+                }
             });
         }
         let mut ids = Vec::new();
         while let Some(member) = starting.join_next().await {
             let member = member.expect("start task");
             let id = member.manager.worker_id();
+            self.ledger.started(member.owner, id.clone());
             ids.push(id.clone());
             assert!(
                 self.members.insert(id.clone(), member).is_none(),
@@ -107,6 +133,41 @@ impl<S: Store> Fleet<S> {
         self.members.keys().cloned().collect()
     }
 
+    /// Files members under the ids they hold now: a worker that lost its id (cut off from
+    /// the store for longer than `id_ttl`) claims another. Panics if two members in a claimed
+    /// state hold the same id; one still claiming a new id, whose old id is taken already,
+    /// is filed under `reclaiming-<label>` meanwhile.
+    pub fn rekey(&mut self) {
+        if self
+            .members
+            .iter()
+            .all(|(id, member)| member.manager.worker_id() == *id)
+        {
+            return;
+        }
+        let (reclaiming, claimed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.members)
+            .into_values()
+            .partition(|m| m.manager.state() == ManagerState::ClaimingId);
+        for member in claimed {
+            let id = member.manager.worker_id();
+            self.ledger.started(member.owner, id.clone());
+            let previous = self.members.insert(id.clone(), member);
+            assert!(previous.is_none(), "two live managers hold {id}");
+        }
+        for member in reclaiming {
+            let mut id = member.manager.worker_id();
+            if self.members.contains_key(&id) {
+                id = WorkerId::new(format!("reclaiming-{}", member.owner));
+            }
+            self.members.insert(id, member);
+        }
+    }
+
+    /// Takes a member out of the fleet without stopping it (to stop it from another task).
+    pub fn take(&mut self, id: &WorkerId) -> Member<S> {
+        self.members.remove(id).expect("a running member")
+    }
+
     /// Stops a member gracefully.
     pub async fn stop(&mut self, id: &WorkerId) -> Member<S> {
         let member = self.members.remove(id).expect("a running member");
@@ -129,6 +190,7 @@ impl<S: Store> Fleet<S> {
     pub async fn crash(&mut self, id: &WorkerId) {
         let member = self.members.remove(id).expect("a running member");
         member.manager.abort().await;
+        self.ledger.crashed(member.owner);
     }
 
     /// The live members that believe they lead.
@@ -170,8 +232,20 @@ impl<S: Store> Fleet<S> {
             .unwrap_or(0)
     }
 
-    /// Records versions and panics if one went down.
+    /// Panics if the ledger shows two owners of a partition at once, or a token going down.
+    pub fn check_ledger(&self) {
+        let overlaps = self.ledger.overlaps();
+        assert!(overlaps.is_empty(), "overlapping ownership: {overlaps:#?}");
+        let tokens = self.ledger.token_violations();
+        assert!(
+            tokens.is_empty(),
+            "fencing tokens out of order: {tokens:#?}"
+        );
+    }
+
+    /// Records versions and panics if one went down; checks the ledger.
     fn check_versions(&mut self) {
+        self.check_ledger();
         for (id, member) in &self.members {
             let version = member.manager.assignment().version();
             let instance = member.manager.instance_id().to_string();
@@ -233,6 +307,7 @@ impl<S: Store> Fleet<S> {
     ) -> Instant {
         let deadline = Instant::now() + timeout;
         loop {
+            self.rekey();
             self.check_versions();
             match done(self) {
                 Ok(()) => return Instant::now(),

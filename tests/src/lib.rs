@@ -10,10 +10,12 @@
 //! - `scenarios.rs`: the coordination scenario suite ([`scenarios`]) on `MemoryStore` (paused
 //!   clock, default timings) and on a real `nats-server` (short timings).
 //!
-//! Shared here: [`fleet`] (a fleet of managers with the invariant checks), [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
+//! Shared here: [`fleet`] (a fleet of managers with the invariant checks), [`ledger`] (who
+//! owned what when, from the hooks), [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
 //! fixture that owns its servers).
 
 pub mod fleet;
+pub mod ledger;
 pub mod nats;
 pub mod nats_server;
 pub mod scenarios;

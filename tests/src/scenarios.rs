@@ -69,7 +69,7 @@ pub async fn planned_scale<S: Store>(mut fleet: Fleet<S>) {
     fleet.start(3).await;
     fleet.settle(settle_timeout(&fleet)).await;
     let before = fleet.ownership().unwrap();
-    let version = fleet.max_version();
+    let grants_before = fleet.ledger.intervals().len();
     let joined_at = Instant::now();
     let new = fleet.start(2).await;
     let settled = fleet.settle(settle_timeout(&fleet)).await;
@@ -84,7 +84,52 @@ pub async fn planned_scale<S: Store>(mut fleet: Fleet<S>) {
     for id in &new {
         assert_eq!(fleet.member(id).manager.assignment().len(), 6);
     }
-    assert_eq!(fleet.max_version(), version + 1);
+    // One rebalance: each moved partition was granted once.
+    assert_eq!(fleet.ledger.intervals().len(), grants_before + 12);
+    fleet.stop_all().await;
+}
+
+/// Through a planned rebalance (3 → 5) the partitions that stay where they are keep their
+/// owner without a pause — no revoke, no new grant — while each moved one is released by its
+/// old owner before its new owner gets it.
+pub async fn unmoved_partitions_are_never_paused<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let before = fleet.ownership().unwrap();
+    let intervals_before = fleet.ledger.intervals().len();
+    fleet.start(2).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let after = fleet.ownership().unwrap();
+    let intervals = fleet.ledger.intervals();
+    let mut unmoved = 0;
+    for (partition, owner) in &before {
+        let of_partition: Vec<_> = intervals
+            .iter()
+            .filter(|i| &i.partition == partition)
+            .collect();
+        if after[partition] == *owner {
+            unmoved += 1;
+            assert_eq!(
+                of_partition.len(),
+                1,
+                "{partition} stayed with {owner} but was revoked or granted again: {of_partition:?}"
+            );
+            assert!(of_partition[0].to.is_none(), "{partition} is still owned");
+        } else {
+            let [old, new] = of_partition[..] else {
+                panic!("{partition} moved once, but: {of_partition:?}");
+            };
+            let released = old.to.expect("the old owner released it");
+            assert!(
+                released.1 < new.from.1,
+                "{partition}: granted before released"
+            );
+            assert!(new.token > old.token, "{partition}: the token must grow");
+        }
+    }
+    assert_eq!(unmoved, 18, "30 partitions, 12 move to the 2 new workers");
+    assert_eq!(intervals.len(), intervals_before + 12);
+    fleet.check_ledger();
     fleet.stop_all().await;
 }
 
@@ -275,17 +320,21 @@ pub async fn cooldown<S: Store>(mut fleet: Fleet<S>) {
 pub async fn joins_in_one_window<S: Store>(mut fleet: Fleet<S>) {
     fleet.start(2).await;
     fleet.settle(settle_timeout(&fleet)).await;
-    let version = fleet.max_version();
+    let before = fleet.ownership().unwrap();
+    let grants_before = fleet.ledger.intervals().len();
     let step = fleet.config.planned_scale_window / 4;
     for _ in 0..3 {
         fleet.start(1).await;
         tokio::time::sleep(step).await; // spacing the joins is the scenario, not a sync
     }
     fleet.settle(settle_timeout(&fleet)).await;
+    let after = fleet.ownership().unwrap();
+    // 2 → 5 in one rebalance moves 18 of 30, each once; three rebalances would move more.
+    assert_eq!(moved(&before, &after), 18);
     assert_eq!(
-        fleet.max_version(),
-        version + 1,
-        "one rebalance for three joins"
+        fleet.ledger.intervals().len() - grants_before,
+        18,
+        "one rebalance for three joins: every moved partition granted once"
     );
     fleet.stop_all().await;
 }
@@ -355,6 +404,7 @@ pub async fn transitions_in_order<S: Store>(mut fleet: Fleet<S>) {
 macro_rules! scenario_tests {
     (#[$attribute:meta] fleet = $fleet:expr;) => {
         $crate::scenario_tests!(@each #[$attribute] $fleet; cold_start, planned_scale,
+            unmoved_partitions_are_never_paused,
             crash_one_of_three, graceful_stop, leader_stop, fleet_restart, leader_crash,
             five_leader_crashes, refresh, cooldown, joins_in_one_window,
             ten_at_once_one_leader, transitions_in_order);

@@ -8,6 +8,7 @@
 mod calculator;
 mod classify;
 mod emergency;
+mod handoff;
 mod manager_state;
 
 pub use calculator::{
@@ -15,4 +16,5 @@ pub use calculator::{
 };
 pub use classify::{ChangeKind, TopologyChange, classify};
 pub use emergency::EmergencyDetector;
+pub use handoff::{Handoff, ListingTicket, RecordChange, Step};
 pub use manager_state::{InvalidTransition, ManagerState};

@@ -117,6 +117,7 @@ async fn campaign<B: Bucket, P: PartitionSource>(
         let deadline = Instant::now() + poll;
         loop {
             tokio::select! {
+                biased;
                 () = stopped(stop) => return None,
                 event = next_event(&mut watch) => match event {
                     Some(Ok(WatchEvent::Put(entry))) if entry.key == LEADER_KEY => {
@@ -194,7 +195,7 @@ async fn lead<B: Bucket, P: PartitionSource>(
     let mut reread = false;
     let stopping = loop {
         tokio::select! {
-            biased;
+           biased;
             () = stopped(stop) => break true,
             () = sleep_until(lease.valid_until()) => {
                 tracing::warn!(worker = %session.worker_id, term, "leader lease ran out");

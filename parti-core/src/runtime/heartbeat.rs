@@ -1,5 +1,7 @@
 //! The heartbeat: this worker's liveness and what it has applied, `put` every
 //! `heartbeat_interval` (and at once when the applied assignment changes), deleted on stop.
+//! Each acknowledged put extends the worker's lease on its partitions to the put's *send*
+//! time + `heartbeat_ttl` − margin; the follower fences the worker when it runs out.
 
 use std::sync::Arc;
 
@@ -22,6 +24,8 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let bucket = &session.buckets.heartbeat;
     let key = session.worker_id.as_str();
     let interval = session.config.heartbeat_interval;
+    let config = &session.config;
+    let lease = config.heartbeat_ttl - config.margin_for(config.heartbeat_ttl);
     let mut last_revision: Option<Revision> = None;
     let mut last_ack = Instant::now();
     loop {
@@ -40,11 +44,15 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
             Ok(revision) => {
                 last_revision = Some(revision);
                 last_ack = sent;
+                // The store stamps the write after `sent`, so the entry outlives this
+                // lease by at least the margin: the worker fences itself first.
+                session.status.extend_lease(sent + lease);
             }
             Err(e) => session.report("heartbeat failed", e),
         }
         telemetry::heartbeat_age(&session.worker_id, Instant::now() - last_ack);
         tokio::select! {
+           biased;
             () = stopped(&mut stop) => break,
             () = sleep_until(sent + interval) => {}
             Ok(()) = applied.changed() => {}

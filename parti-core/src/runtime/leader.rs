@@ -3,9 +3,12 @@
 //! and the publisher.
 //!
 //! Heartbeats arrive by watch (the fast path) and by listing every `heartbeat_interval / 2`
-//! (the safety net, and the way to notice expiry on a backend that cannot report it).
+//! (the safety net, and the way to notice expiry on a backend that cannot report it). They
+//! also carry each worker's applied version, which is what the [handoff
+//! planner](crate::decide::Handoff) waits for before granting a moved partition: every
+//! rebalance only sets a target, and the records move towards it in safe steps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +21,12 @@ use super::context::{Session, next_event};
 use super::election::Lease;
 use super::publish::Records;
 use crate::decide::{
-    CalculatorPhase, Decision, EmergencyDetector, RebalanceReason, RebalanceScheduler,
+    CalculatorPhase, Decision, EmergencyDetector, Handoff, RebalanceReason, RebalanceScheduler,
     WindowPolicy, classify,
 };
 use crate::store::{Bucket, WatchEvent, WatchFrom};
 use crate::telemetry;
-use crate::wire::{Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, worker_number};
+use crate::wire::{Heartbeat, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireRecord, worker_number};
 use crate::{Error, Result};
 
 /// Runs the calculator of the leader of `term` until aborted (by the election, when the
@@ -48,8 +51,11 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         term,
         lease,
         phase,
-        current: records.assignment(),
+        target: records.assignment(),
         members: records.workers(),
+        handoff: Handoff::resume(records.contents()),
+        handing_off: None,
+        retry_handoff: None,
         live: BTreeSet::new(),
         detector: EmergencyDetector::new(config.emergency_grace),
         scheduler: RebalanceScheduler::new(WindowPolicy {
@@ -70,8 +76,14 @@ struct Calculator<B, P> {
     lease: Arc<Lease>,
     phase: watch::Sender<Lifecycle>,
     records: Records,
-    /// The assignment last published (or read from the records).
-    current: Assignment,
+    /// The assignment aimed at (at first, what the records say).
+    target: Assignment,
+    /// Moves the records towards `target` without granting anything still held elsewhere.
+    handoff: Handoff,
+    /// The lifecycle of the rebalance whose handoff is still under way.
+    handing_off: Option<Lifecycle>,
+    /// When to try the handoff's writes again after a failure.
+    retry_handoff: Option<Instant>,
     /// The workers the current plan counts in.
     members: BTreeSet<WorkerId>,
     /// The workers with a live heartbeat.
@@ -86,13 +98,6 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
     async fn run(&mut self) {
         let poll = self.session.config.heartbeat_poll_interval();
         let buckets = self.session.buckets.clone();
-        if !self.records.is_empty() {
-            // A fleet that already holds assignments: no cold start; planned changes
-            // respect the cooldown from now.
-            self.scheduler.resume_after(Instant::now().into_std());
-            let decision = self.check_coverage().await;
-            self.carry_out(decision).await;
-        }
         let mut heartbeats = None;
         let mut refreshes = None;
         // The first listing happens once the watch is set up, so nothing falls in between.
@@ -118,9 +123,13 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             if std::mem::take(&mut first) {
                 self.list_heartbeats().await;
                 next_poll = Instant::now() + poll;
+                if !self.records.is_empty() {
+                    self.resume().await;
+                }
             }
             let deadline = [
                 self.wake,
+                self.retry_handoff,
                 self.detector.next_deadline().map(Instant::from_std),
             ]
             .into_iter()
@@ -129,10 +138,16 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             .unwrap_or(next_poll)
             .min(next_poll);
             let decision = tokio::select! {
+               biased;
                 event = next_event(&mut heartbeats) => {
                     match event {
                         Some(Ok(WatchEvent::Put(entry))) => {
                             if let Some(worker) = heartbeat_worker(&entry.key) {
+                                let applied = applied_version(&entry.value);
+                                self.records.raise_version(applied);
+                                if self.handoff.applied(&worker, applied) {
+                                    self.advance().await;
+                                }
                                 self.live.insert(worker);
                             }
                         }
@@ -166,7 +181,13 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
                 () = sleep_until(deadline) => {
                     if Instant::now() >= next_poll {
                         next_poll = Instant::now() + poll;
-                        self.list_heartbeats().await;
+                        if self.list_heartbeats().await {
+                            self.advance().await;
+                        }
+                    }
+                    if self.retry_handoff.is_some_and(|at| Instant::now() >= at) {
+                        self.retry_handoff = None;
+                        self.advance().await;
                     }
                     match self.observe() {
                         Decision::Nothing => self.scheduler.poll(Instant::now().into_std()),
@@ -178,10 +199,48 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         }
     }
 
-    async fn list_heartbeats(&mut self) {
-        match self.session.buckets.heartbeat.keys(WORKER_ID_PREFIX).await {
-            Ok(keys) => self.live = keys.iter().filter_map(|k| heartbeat_worker(k)).collect(),
-            Err(e) => self.session.report("listing heartbeats failed", e),
+    /// A new leader of a fleet that already holds assignments: no cold start, planned
+    /// changes respect the cooldown from now, every record is stamped with this term (so
+    /// workers re-reading one accept it), and records that do not cover the partitions
+    /// exactly (a predecessor's half-done handoff) lead to a rebalance at once.
+    async fn resume(&mut self) {
+        self.scheduler.resume_after(Instant::now().into_std());
+        self.handoff.rewrite_all();
+        self.handoff.plan(self.members.clone(), &self.target);
+        self.advance().await;
+        let decision = self.check_coverage().await;
+        self.carry_out(decision).await;
+    }
+
+    /// Lists the heartbeats: the live set, and for the handoff, who reported what and who
+    /// is absent. Returns whether that confirmed a worker's release.
+    async fn list_heartbeats(&mut self) -> bool {
+        let ticket = self.handoff.listing_ticket();
+        match self
+            .session
+            .buckets
+            .heartbeat
+            .entries(WORKER_ID_PREFIX)
+            .await
+        {
+            Ok(entries) => {
+                let present: BTreeMap<WorkerId, u64> = entries
+                    .iter()
+                    .filter_map(|entry| {
+                        let worker = heartbeat_worker(&entry.key)?;
+                        Some((worker, applied_version(&entry.value)))
+                    })
+                    .collect();
+                if let Some(highest) = present.values().max() {
+                    self.records.raise_version(*highest);
+                }
+                self.live = present.keys().cloned().collect();
+                self.handoff.listed(ticket, &present)
+            }
+            Err(e) => {
+                self.session.report("listing heartbeats failed", e);
+                false
+            }
         }
     }
 
@@ -271,7 +330,7 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
 
     fn publish_phase(&self) {
         let lifecycle = match self.scheduler.phase() {
-            CalculatorPhase::Idle => Lifecycle::Stable,
+            CalculatorPhase::Idle => self.handing_off.unwrap_or(Lifecycle::Stable),
             CalculatorPhase::Scaling => Lifecycle::Scaling,
             CalculatorPhase::Rebalancing => Lifecycle::Rebalancing,
             CalculatorPhase::Emergency => Lifecycle::Emergency,
@@ -283,14 +342,67 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         });
     }
 
+    /// After a failed write: re-read the records and tell the planner what they are.
     async fn reload(&mut self) {
         let report = |e| {
             self.session
                 .report("reading the assignment records failed", e)
         };
         if let Ok(records) = Records::load(&self.session.buckets.assignment, report).await {
-            self.current = records.assignment();
+            self.handoff.reconcile(records.contents());
+            let version = self.records.version().max(records.version());
             self.records = records;
+            self.records.raise_version(version);
+        }
+    }
+
+    /// Writes every step the handoff planner allows now. After writes that revoke, a fresh
+    /// heartbeat listing may confirm releases at once (a crashed worker is absent), so the
+    /// next step can grant.
+    async fn advance(&mut self) {
+        let lifecycle = self.handing_off.unwrap_or(Lifecycle::Stable);
+        for _ in 0..MAX_STEPS_PER_ADVANCE {
+            let step = self.handoff.step();
+            if step.is_empty() {
+                break;
+            }
+            let lease = self.lease.clone();
+            let written = self
+                .records
+                .write(
+                    &self.session.buckets.assignment,
+                    &step,
+                    &mut self.handoff,
+                    self.term,
+                    lifecycle,
+                    || lease.is_valid(),
+                )
+                .await;
+            match written {
+                Ok(published) => tracing::debug!(
+                    term = self.term,
+                    version = published.version,
+                    written = published.written,
+                    deleted = published.deleted,
+                    waiting_for = ?self.handoff.waiting_for().collect::<Vec<_>>(),
+                    "handoff step"
+                ),
+                Err(e) => {
+                    self.session.report("writing assignment records failed", e);
+                    self.reload().await;
+                    self.retry_handoff =
+                        Some(Instant::now() + retry_delay(self.session.config.heartbeat_interval));
+                    return;
+                }
+            }
+            if self.handoff.waiting_for().next().is_some() {
+                self.list_heartbeats().await;
+            }
+        }
+        if self.handing_off.is_some() && self.handoff.is_settled() {
+            tracing::info!(term = self.term, "handoff complete");
+            self.handing_off = None;
+            self.publish_phase();
         }
     }
 
@@ -298,6 +410,7 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         let started = Instant::now();
         let partitions = self.partitions().await?;
         if self.members.is_empty() {
+            // Keep the records: returning workers get their partitions back unmoved.
             tracing::info!(
                 term = self.term,
                 reason = reason.as_str(),
@@ -306,35 +419,24 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             return Ok(());
         }
         let workers: Vec<Worker> = self.members.iter().cloned().map(Worker::new).collect();
-        let input = StrategyInput::new(&workers, &partitions).with_previous(&self.current);
+        let input = StrategyInput::new(&workers, &partitions).with_previous(&self.target);
         let next = self.session.strategy.assign(&input)?;
-        let moved = moved(&self.current, &next);
-        let lifecycle = match reason {
+        let moved = moved(&self.target, &next);
+        self.handing_off = Some(match reason {
             RebalanceReason::Emergency | RebalanceReason::Refresh => Lifecycle::Emergency,
             _ => Lifecycle::Rebalancing,
-        };
-        let lease = self.lease.clone();
-        let published = self
-            .records
-            .publish(
-                &self.session.buckets.assignment,
-                &next,
-                &self.members,
-                self.term,
-                lifecycle,
-                || lease.is_valid(),
-            )
-            .await?;
+        });
+        self.handoff.plan(self.members.clone(), &next);
+        self.target = next;
+        self.advance().await;
         tracing::info!(
             term = self.term,
             reason = reason.as_str(),
-            version = published.version,
             workers = self.members.len(),
             partitions = partitions.len(),
             moved,
-            written = published.written,
-            deleted = published.deleted,
-            "published assignment"
+            waiting_for = ?self.handoff.waiting_for().collect::<Vec<_>>(),
+            "planned assignment"
         );
         telemetry::rebalance(
             &self.session.worker_id,
@@ -343,9 +445,17 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             moved,
             self.members.len(),
         );
-        self.current = next;
         Ok(())
     }
+}
+
+/// A bound on write rounds per call of `advance` (each round needs a confirmation that the
+/// previous one produced; more than a few in a row would be a bug, not progress).
+const MAX_STEPS_PER_ADVANCE: usize = 8;
+
+/// The applied version a heartbeat reports (0 if unreadable: it confirms nothing).
+fn applied_version(value: &[u8]) -> u64 {
+    Heartbeat::decode(value).map_or(0, |beat| beat.applied_version)
 }
 
 /// Partitions whose owner changed (partitions added or removed do not count).

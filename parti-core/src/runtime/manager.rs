@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parti_strategy::{Strategy, WorkerId};
+use parti_strategy::{PartitionId, Strategy, WorkerId};
 use tokio::sync::{mpsc, watch};
 
 use super::context::{Buckets, OwnedTask, Shared};
@@ -15,7 +15,7 @@ use super::{Hooks, IdClaimer, InstanceId, PartitionSource};
 use crate::config::Config;
 use crate::decide::ManagerState;
 use crate::store::{Bucket, Store};
-use crate::wire::REFRESH_KEY;
+use crate::wire::{FencingToken, REFRESH_KEY};
 use crate::{Error, Result};
 
 /// Configures and starts a [`Manager`].
@@ -183,6 +183,59 @@ impl<S: Store> Manager<S> {
     /// The partitions this worker owns now.
     pub fn assignment(&self) -> Arc<WorkerAssignment> {
         self.status.assignment()
+    }
+
+    /// Whether this worker owns `partition` under `token` right now: the partition is in
+    /// its applied assignment with that token, and its heartbeat lease has not run out. A
+    /// lock and a clock read: cheap enough to call before every side effect.
+    ///
+    /// Checking is not enough on its own — a process can pause between the check and the
+    /// write. Pass the token to the downstream system too, and have it reject tokens lower
+    /// than the highest it has seen for the partition: tokens of one partition only grow,
+    /// so a stale owner's writes are refused.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use parti_core::wire::FencingToken;
+    /// use parti_strategy::PartitionId;
+    ///
+    /// /// A downstream store that fences writers by token.
+    /// #[derive(Default)]
+    /// struct Ledger {
+    ///     highest: HashMap<PartitionId, FencingToken>,
+    ///     rows: Vec<(PartitionId, String)>,
+    /// }
+    ///
+    /// impl Ledger {
+    ///     fn write(&mut self, partition: &PartitionId, token: FencingToken, row: &str) -> Result<(), String> {
+    ///         let highest = self.highest.entry(partition.clone()).or_default();
+    ///         if token < *highest {
+    ///             return Err(format!("stale owner of {partition}: {token:?} < {highest:?}"));
+    ///         }
+    ///         *highest = token;
+    ///         self.rows.push((partition.clone(), row.to_owned()));
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # async fn work<S: parti_core::store::Store>(manager: &parti_core::runtime::Manager<S>, ledger: &mut Ledger) {
+    /// let assignment = manager.assignment();
+    /// for (partition, token) in assignment.grants() {
+    ///     if manager.owns(partition, token) {
+    ///         // ... do the work, then write with the token:
+    ///         let _ = ledger.write(partition, token, "result");
+    ///     }
+    /// }
+    /// # }
+    /// let p = PartitionId::new("orders-7").unwrap();
+    /// let mut ledger = Ledger::default();
+    /// let old = FencingToken { term: 3, version: 10 };
+    /// let new = FencingToken { term: 3, version: 14 };
+    /// ledger.write(&p, new, "from the new owner").unwrap();
+    /// assert!(ledger.write(&p, old, "from the old owner").is_err());
+    /// ```
+    pub fn owns(&self, partition: &PartitionId, token: FencingToken) -> bool {
+        self.status.assignment().token(partition) == Some(token) && self.status.lease_valid()
     }
 
     /// A receiver of the assignment: it always reaches the latest value.

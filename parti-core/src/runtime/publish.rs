@@ -1,11 +1,12 @@
-//! The assignment publisher: the leader's copy of the assignment records, and writing a new
-//! assignment as the fewest compare-and-set writes — only the workers whose grants changed,
-//! plus deleting the records of workers that left.
+//! The assignment publisher: the leader's copy of the assignment records, and writing the
+//! steps of the [handoff planner](crate::decide::Handoff) as compare-and-set writes — only
+//! the records that change.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use parti_strategy::{Assignment, PartitionId, WorkerId};
 
+use crate::decide::{Handoff, RecordChange, Step};
 use crate::store::{Bucket, Revision, StoreError};
 use crate::wire::{
     AssignmentRecord, FencingToken, Grant, Lifecycle, WORKER_ID_PREFIX, WireRecord, worker_number,
@@ -117,6 +118,38 @@ impl Records {
         seen == partitions.len()
     }
 
+    /// Each record as `(worker, version, partitions)`, for the handoff planner. An
+    /// unreadable record counts as granting nothing at a version no heartbeat can reach, so
+    /// only its worker's absence (or a rewrite) settles it.
+    pub(crate) fn contents(&self) -> Vec<(WorkerId, u64, BTreeSet<PartitionId>)> {
+        self.slots
+            .iter()
+            .map(|(worker, slot)| match &slot.record {
+                Some(record) => (
+                    worker.clone(),
+                    record.version,
+                    record
+                        .partitions
+                        .iter()
+                        .map(|g| g.partition.clone())
+                        .collect(),
+                ),
+                None => (worker.clone(), u64::MAX, BTreeSet::new()),
+            })
+            .collect()
+    }
+
+    /// The highest version written or seen.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Makes the next version at least `version + 1` (a worker reported having applied
+    /// `version`, perhaps of a record deleted since: versions must not repeat).
+    pub(crate) fn raise_version(&mut self, version: u64) {
+        self.version = self.version.max(version);
+    }
+
     /// The tokens of the partitions `worker`'s record grants.
     fn tokens(&self, worker: &WorkerId) -> BTreeMap<&PartitionId, FencingToken> {
         self.slots
@@ -128,103 +161,79 @@ impl Records {
             .collect()
     }
 
-    /// Writes `next` for `members`: a worker keeps the token of every partition it already
-    /// had; new grants get `(term, version)`. Only changed records are written, records of
-    /// workers outside `members` are deleted, and every write is a compare-and-set checked
-    /// against the lease (`may_write`) first.
-    pub(crate) async fn publish<B: Bucket>(
+    /// Writes one handoff step, all at one new version, reporting every write to `handoff`
+    /// as it lands. A worker keeps the token of every partition its record already had; new
+    /// grants get `(term, version)`. Every write is a compare-and-set, checked against the
+    /// lease (`may_write`) first. On an error the caller re-reads the records and
+    /// reconciles the planner.
+    pub(crate) async fn write<B: Bucket>(
         &mut self,
         bucket: &B,
-        next: &Assignment,
-        members: &BTreeSet<WorkerId>,
+        step: &Step,
+        handoff: &mut Handoff,
         term: u64,
         lifecycle: Lifecycle,
         may_write: impl Fn() -> bool,
     ) -> Result<Published> {
         let version = self.version + 1;
-        let by_worker = next.by_worker();
-        let mut writes = Vec::new();
-        for worker in members {
-            let partitions = by_worker.get(worker).map(Vec::as_slice).unwrap_or_default();
-            let tokens = self.tokens(worker);
-            let mut grants: Vec<Grant> = partitions
-                .iter()
-                .map(|partition| Grant {
-                    partition: partition.clone(),
-                    token: tokens
-                        .get(partition)
-                        .copied()
-                        .unwrap_or(FencingToken { term, version }),
-                })
-                .collect();
-            grants.sort_by(|a, b| a.partition.cmp(&b.partition));
-            let unchanged = self
-                .slots
-                .get(worker)
-                .and_then(|slot| slot.record.as_ref())
-                .is_some_and(|record| same_partitions(&record.partitions, &grants));
-            if !unchanged {
-                writes.push((worker.clone(), grants));
-            }
-        }
-        let departed: Vec<WorkerId> = self
-            .slots
-            .keys()
-            .filter(|worker| !members.contains(*worker))
-            .cloned()
-            .collect();
         let mut done = Published {
             version: self.version,
             ..Published::default()
         };
-        if writes.is_empty() && departed.is_empty() {
-            return Ok(done);
-        }
-        for (worker, grants) in writes {
-            let record = AssignmentRecord {
-                version,
-                term,
-                lifecycle,
-                partitions: grants,
-            };
+        for (worker, change) in step {
             if !may_write() {
                 return Err(Error::LeaseLost);
             }
-            let value = record.encode()?;
-            let written = match self.slots.get(&worker) {
-                Some(slot) => bucket.update(worker.as_str(), value, slot.revision).await,
-                None => bucket.create(worker.as_str(), value).await,
-            };
-            let revision = written.map_err(|e| changed(&worker, e))?;
-            self.version = version;
-            done.version = version;
-            done.written += 1;
-            self.slots.insert(
-                worker,
-                Slot {
-                    revision,
-                    record: Some(record),
-                },
-            );
-        }
-        for worker in departed {
-            if !may_write() {
-                return Err(Error::LeaseLost);
+            match change {
+                RecordChange::Write(partitions) => {
+                    let tokens = self.tokens(worker);
+                    let record = AssignmentRecord {
+                        version,
+                        term,
+                        lifecycle,
+                        partitions: partitions
+                            .iter()
+                            .map(|partition| Grant {
+                                partition: partition.clone(),
+                                token: tokens
+                                    .get(partition)
+                                    .copied()
+                                    .unwrap_or(FencingToken { term, version }),
+                            })
+                            .collect(),
+                    };
+                    let value = record.encode()?;
+                    let written = match self.slots.get(worker) {
+                        Some(slot) => bucket.update(worker.as_str(), value, slot.revision).await,
+                        None => bucket.create(worker.as_str(), value).await,
+                    };
+                    let revision = written.map_err(|e| changed(worker, e))?;
+                    self.version = version;
+                    done.version = version;
+                    done.written += 1;
+                    self.slots.insert(
+                        worker.clone(),
+                        Slot {
+                            revision,
+                            record: Some(record),
+                        },
+                    );
+                }
+                RecordChange::Delete => {
+                    if let Some(slot) = self.slots.get(worker) {
+                        bucket
+                            .delete(worker.as_str(), Some(slot.revision))
+                            .await
+                            .map_err(|e| changed(worker, e))?;
+                        self.slots.remove(worker);
+                        done.deleted += 1;
+                    }
+                }
             }
-            let revision = self.slots[&worker].revision;
-            bucket
-                .delete(worker.as_str(), Some(revision))
-                .await
-                .map_err(|e| changed(&worker, e))?;
-            self.slots.remove(&worker);
-            done.deleted += 1;
+            handoff.committed(worker, change, version);
         }
         Ok(done)
     }
-}
-
-fn same_partitions(old: &[Grant], new: &[Grant]) -> bool {
-    old.len() == new.len() && old.iter().zip(new).all(|(a, b)| a == b)
 }
 
 fn changed(worker: &WorkerId, error: StoreError) -> Error {

@@ -39,6 +39,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
                 let retry = shared.config.heartbeat_interval;
                 claimed = loop {
                     tokio::select! {
+                        biased;
                         () = stopped(&mut stop) => {
                             shared.status.set_stage(Stage::Shutdown);
                             return Ok(());
@@ -49,6 +50,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
                         },
                     }
                     tokio::select! {
+                        biased;
                         () = stopped(&mut stop) => {
                             shared.status.set_stage(Stage::Shutdown);
                             return Ok(());
@@ -76,8 +78,11 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         worker_id,
         applied: watch::Sender::new(Applied::default()),
     });
+    shared.status.reset_lease();
     let (stop_tasks, task_stop) = watch::channel(false);
-    let beats = OwnedTask::spawn(heartbeat::run(session.clone(), task_stop.clone()));
+    // The heartbeat stops last: while it lives the leader grants none of our partitions.
+    let (stop_beats, beats_stop) = watch::channel(false);
+    let beats = OwnedTask::spawn(heartbeat::run(session.clone(), beats_stop));
     let following = OwnedTask::spawn(follower::run(session.clone(), task_stop.clone()));
     let leading = OwnedTask::spawn(election::run(session.clone(), task_stop.clone()));
 
@@ -89,6 +94,7 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         (config.id_renew_interval() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let end = loop {
         tokio::select! {
+           biased;
             () = stopped(stop) => break End::Stopped,
             () = sleep_until(valid_until) => break End::IdLost,
             () = sleep_until(next_renewal) => {}
@@ -115,8 +121,9 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         End::IdLost => Stage::ClaimingId,
     });
     // Leadership first (the calculator stops, the lease is released so another worker
-    // takes over at once), then the follower, then stop working on every partition, then
-    // the heartbeat (the leader re-owns our partitions once it is gone), then the id.
+    // takes over at once), then the follower, which releases every partition (drained
+    // within the drain timeout), then the heartbeat (once it is gone the leader re-grants
+    // our partitions), then the id.
     let _ = stop_tasks.send(true);
     let mut cleanup = Ok(());
     for (task, name) in [(leading, "election"), (following, "follower")] {
@@ -126,6 +133,7 @@ async fn run_session<B: Bucket, P: PartitionSource>(
     }
     let owned = shared.status.assignment();
     if !owned.is_empty() {
+        // The follower ended abnormally, holding partitions: release them here.
         shared
             .status
             .hooks()
@@ -133,6 +141,7 @@ async fn run_session<B: Bucket, P: PartitionSource>(
             .await;
     }
     shared.status.set_assignment(None::<WorkerAssignment>);
+    let _ = stop_beats.send(true);
     if beats.join().await.is_none() && cleanup.is_ok() {
         cleanup = Err(Error::TaskEnded { task: "heartbeat" });
     }

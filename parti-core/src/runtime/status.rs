@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use parti_strategy::{PartitionId, WorkerId};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use super::Hooks;
 use super::hooks::LeadershipChange;
@@ -30,6 +31,20 @@ impl WorkerAssignment {
             partitions: grants
                 .into_iter()
                 .map(|grant| (grant.partition, grant.token))
+                .collect(),
+        }
+    }
+
+    /// The same assignment with only the partitions `keep` accepts.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&PartitionId) -> bool) -> Self {
+        Self {
+            version: self.version,
+            term: self.term,
+            partitions: self
+                .partitions
+                .iter()
+                .filter(|(p, _)| keep(p))
+                .map(|(p, token)| (p.clone(), *token))
                 .collect(),
         }
     }
@@ -122,6 +137,10 @@ pub(crate) struct Status {
     assignment: watch::Sender<Arc<WorkerAssignment>>,
     leader: watch::Sender<Option<LeaderInfo>>,
     is_leader: watch::Sender<bool>,
+    /// Until when this worker may act on its partitions: the send time of its last
+    /// acknowledged heartbeat plus `heartbeat_ttl` minus the margin (`None`: no heartbeat
+    /// acknowledged in this session yet).
+    lease: watch::Sender<Option<Instant>>,
     hooks: Hooks,
 }
 
@@ -139,6 +158,7 @@ impl Status {
             assignment: watch::Sender::new(Arc::default()),
             leader: watch::Sender::new(None),
             is_leader: watch::Sender::new(false),
+            lease: watch::Sender::new(None),
             hooks,
         }
     }
@@ -184,6 +204,33 @@ impl Status {
 
     pub(crate) fn is_leader(&self) -> bool {
         *self.is_leader.borrow()
+    }
+
+    /// Resets the heartbeat lease (a new session has not had a heartbeat acknowledged).
+    pub(crate) fn reset_lease(&self) {
+        self.lease.send_replace(None);
+    }
+
+    /// Extends the heartbeat lease to `until` (never shortens it).
+    pub(crate) fn extend_lease(&self, until: Instant) {
+        self.lease.send_if_modified(|lease| {
+            let extended = lease.is_none_or(|current| until > current);
+            if extended {
+                *lease = Some(until);
+            }
+            extended
+        });
+    }
+
+    pub(crate) fn watch_lease(&self) -> watch::Receiver<Option<Instant>> {
+        self.lease.subscribe()
+    }
+
+    /// Whether the heartbeat lease is valid now.
+    pub(crate) fn lease_valid(&self) -> bool {
+        self.lease
+            .borrow()
+            .is_some_and(|until| Instant::now() < until)
     }
 
     pub(crate) fn set_stage(&self, stage: Stage) {

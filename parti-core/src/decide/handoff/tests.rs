@@ -1,0 +1,426 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use parti_strategy::{Assignment, PartitionId, WorkerId};
+use proptest::prelude::*;
+
+use super::{Handoff, ListingTicket, RecordChange};
+
+fn w(n: usize) -> WorkerId {
+    WorkerId::new(format!("worker-{n}"))
+}
+
+fn p(n: usize) -> PartitionId {
+    PartitionId::new(format!("p{n}")).unwrap()
+}
+
+fn set(ns: &[usize]) -> BTreeSet<PartitionId> {
+    ns.iter().map(|&n| p(n)).collect()
+}
+
+fn target(pairs: &[(usize, usize)]) -> Assignment {
+    let mut assignment = Assignment::new();
+    for &(partition, worker) in pairs {
+        assignment.assign(p(partition), w(worker));
+    }
+    assignment
+}
+
+fn commit_all(handoff: &mut Handoff, step: &super::Step, version: u64) {
+    for (worker, change) in step {
+        handoff.committed(worker, change, version);
+    }
+}
+
+#[test]
+fn cold_start_grants_everything_at_once() {
+    let mut handoff = Handoff::new();
+    handoff.plan([w(0), w(1)].into(), &target(&[(0, 0), (1, 1), (2, 0)]));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[0, 2])));
+    assert_eq!(step[&w(1)], RecordChange::Write(set(&[1])));
+    commit_all(&mut handoff, &step, 1);
+    assert!(handoff.is_settled());
+    assert!(handoff.step().is_empty());
+}
+
+#[test]
+fn unmoved_partitions_are_never_revoked() {
+    let mut handoff = Handoff::new();
+    handoff.plan([w(0)].into(), &target(&[(0, 0), (1, 0)]));
+    let step = handoff.step();
+    commit_all(&mut handoff, &step, 1);
+    // p1 moves to the new worker, p0 stays.
+    handoff.plan([w(0), w(1)].into(), &target(&[(0, 0), (1, 1)]));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[0])));
+    assert_eq!(step[&w(1)], RecordChange::Write(set(&[])));
+    commit_all(&mut handoff, &step, 2);
+    assert_eq!(handoff.waiting_for().collect::<Vec<_>>(), [&w(0)]);
+    assert!(handoff.step().is_empty());
+    // A stale report (version 1) confirms nothing.
+    assert!(!handoff.applied(&w(0), 1));
+    assert!(handoff.applied(&w(0), 2));
+    let step = handoff.step();
+    assert_eq!(step.len(), 1);
+    assert_eq!(step[&w(1)], RecordChange::Write(set(&[1])));
+    commit_all(&mut handoff, &step, 3);
+    assert!(handoff.is_settled());
+}
+
+#[test]
+fn absence_counts_only_in_a_listing_started_after_the_revoke() {
+    let mut handoff = Handoff::new();
+    handoff.plan([w(0)].into(), &target(&[(0, 0)]));
+    let step = handoff.step();
+    commit_all(&mut handoff, &step, 1);
+    let early = handoff.listing_ticket();
+    handoff.plan([w(1)].into(), &target(&[(0, 1)]));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[])));
+    commit_all(&mut handoff, &step, 2);
+    let present = BTreeMap::from([(w(1), 2)]);
+    assert!(
+        !handoff.listed(early, &present),
+        "listing began before the revoke"
+    );
+    assert!(handoff.step().is_empty());
+    let late = handoff.listing_ticket();
+    assert!(handoff.listed(late, &present));
+    let step = handoff.step();
+    assert_eq!(step[&w(1)], RecordChange::Write(set(&[0])));
+    // The departed worker's emptied, confirmed record is deleted in the same step.
+    assert_eq!(step[&w(0)], RecordChange::Delete);
+    commit_all(&mut handoff, &step, 3);
+    assert!(handoff.is_settled());
+}
+
+#[test]
+fn a_new_leader_grants_nothing_until_every_holder_is_confirmed() {
+    // w0's record was emptied by the previous leader; w0 may not have applied it yet.
+    let mut handoff = Handoff::resume([(w(0), 5, set(&[])), (w(1), 4, set(&[1]))]);
+    handoff.plan([w(0), w(1)].into(), &target(&[(0, 1), (1, 1)]));
+    assert!(handoff.step().is_empty());
+    // w1 confirmed; w0 still unknown: p0 must wait.
+    assert!(handoff.applied(&w(1), 4));
+    assert!(handoff.step().is_empty());
+    assert!(handoff.applied(&w(0), 5));
+    let step = handoff.step();
+    assert_eq!(step[&w(1)], RecordChange::Write(set(&[0, 1])));
+}
+
+#[test]
+fn rewrite_all_writes_unchanged_records_once() {
+    let mut handoff = Handoff::resume([(w(0), 3, set(&[0]))]);
+    handoff.listed(handoff.listing_ticket(), &BTreeMap::from([(w(0), 3)]));
+    handoff.plan([w(0)].into(), &target(&[(0, 0)]));
+    handoff.rewrite_all();
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[0])));
+    commit_all(&mut handoff, &step, 4);
+    assert!(handoff.step().is_empty());
+    assert!(handoff.is_settled());
+}
+
+#[test]
+fn a_failed_write_keeps_the_grant_counted_as_held() {
+    let mut handoff = Handoff::new();
+    handoff.plan([w(0)].into(), &target(&[(0, 0)]));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[0])));
+    // The write timed out; it may have landed. The store shows it did.
+    handoff.reconcile([(w(0), 1, set(&[0]))]);
+    // Now p0 should move to w1: it may only once w0 let go.
+    handoff.plan([w(1)].into(), &target(&[(0, 1)]));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[])));
+    assert_eq!(step[&w(1)], RecordChange::Write(set(&[])));
+}
+
+#[test]
+fn a_record_written_by_someone_else_makes_its_worker_unknown() {
+    let mut handoff = Handoff::new();
+    handoff.plan([w(0)].into(), &target(&[(0, 0)]));
+    let step = handoff.step();
+    commit_all(&mut handoff, &step, 1);
+    handoff.reconcile([(w(0), 1, set(&[0])), (w(7), 9, set(&[3]))]);
+    handoff.plan([w(0)].into(), &target(&[(0, 0), (4, 0)]));
+    // w7 may hold anything: p4 waits.
+    assert!(!handoff.step().contains_key(&w(0)));
+    assert!(handoff.listed(handoff.listing_ticket(), &BTreeMap::from([(w(0), 1)])));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[0, 4])));
+    assert_eq!(step[&w(7)], RecordChange::Write(set(&[])));
+}
+
+#[test]
+fn listing_tickets_order_with_writes() {
+    let mut handoff = Handoff::new();
+    let before = handoff.listing_ticket();
+    handoff.plan([w(0)].into(), &target(&[(0, 0)]));
+    let step = handoff.step();
+    commit_all(&mut handoff, &step, 1);
+    assert!(handoff.listing_ticket() > before);
+    assert_eq!(before, ListingTicket(0));
+}
+
+// ---- model-based property: a world of workers that apply records late, die, come back ----
+
+const WORKERS: usize = 4;
+const PARTITIONS: usize = 6;
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// The leader plans: members by bit mask, owner of each partition (index into members).
+    Plan(u8, Vec<usize>),
+    /// The leader takes a step; writes after `fail_at` fail (`applied`: the failing one
+    /// landed anyway).
+    Step {
+        fail_at: Option<usize>,
+        applied: bool,
+    },
+    /// Worker applies its latest record (or the oldest unapplied one if `lag`).
+    Apply(usize, bool),
+    /// The leader sees worker's heartbeat.
+    Beat(usize),
+    /// A listing starts (snapshot now) ...
+    BeginListing,
+    /// ... and its result reaches the leader.
+    EndListing,
+    /// Worker's lease lapses: it fences (holds nothing) and its heartbeat vanishes.
+    Fence(usize),
+    /// Worker comes back.
+    Revive(usize),
+    /// The leader changes.
+    NewLeader,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        2 => (1u8..16, prop::collection::vec(0usize..WORKERS, PARTITIONS))
+            .prop_map(|(mask, owners)| Action::Plan(mask, owners)),
+        4 => (prop::option::of(0usize..3), any::<bool>())
+            .prop_map(|(fail_at, applied)| Action::Step { fail_at, applied }),
+        5 => (0..WORKERS, any::<bool>()).prop_map(|(w, lag)| Action::Apply(w, lag)),
+        4 => (0..WORKERS).prop_map(Action::Beat),
+        1 => Just(Action::BeginListing),
+        2 => Just(Action::EndListing),
+        1 => (0..WORKERS).prop_map(Action::Fence),
+        1 => (0..WORKERS).prop_map(Action::Revive),
+        1 => Just(Action::NewLeader),
+    ]
+}
+
+#[derive(Debug, Default, Clone)]
+struct ModelWorker {
+    alive: bool,
+    /// Must re-read the latest record before holding anything (after fencing).
+    resync: bool,
+    applied: u64,
+    held: BTreeSet<PartitionId>,
+}
+
+/// One version of a record: `None` content is a deletion.
+type RecordVersion = (u64, Option<BTreeSet<PartitionId>>);
+
+struct World {
+    handoff: Handoff,
+    /// Every version of every record: `None` content is a deletion.
+    history: BTreeMap<WorkerId, Vec<RecordVersion>>,
+    workers: Vec<ModelWorker>,
+    version: u64,
+    listing: Option<(ListingTicket, BTreeMap<WorkerId, u64>)>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            handoff: Handoff::new(),
+            history: BTreeMap::new(),
+            workers: vec![
+                ModelWorker {
+                    alive: true,
+                    ..ModelWorker::default()
+                };
+                WORKERS
+            ],
+            version: 0,
+            listing: None,
+        }
+    }
+
+    fn records(&self) -> Vec<(WorkerId, u64, BTreeSet<PartitionId>)> {
+        self.history
+            .iter()
+            .filter_map(|(worker, versions)| {
+                let (version, content) = versions.last()?;
+                Some((worker.clone(), *version, content.clone()?))
+            })
+            .collect()
+    }
+
+    fn present(&self) -> BTreeMap<WorkerId, u64> {
+        (0..WORKERS)
+            .filter(|&i| self.workers[i].alive)
+            .map(|i| (w(i), self.workers[i].applied))
+            .collect()
+    }
+
+    fn write(&mut self, worker: &WorkerId, change: &RecordChange, version: u64) {
+        let content = match change {
+            RecordChange::Write(set) => Some(set.clone()),
+            RecordChange::Delete => None,
+        };
+        self.history
+            .entry(worker.clone())
+            .or_default()
+            .push((version, content));
+    }
+
+    fn run(&mut self, action: Action) {
+        match action {
+            Action::Plan(mask, owners) => {
+                let members: Vec<WorkerId> = (0..WORKERS)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(w)
+                    .collect();
+                let mut next = Assignment::new();
+                for (partition, owner) in owners.iter().enumerate() {
+                    next.assign(p(partition), members[owner % members.len()].clone());
+                }
+                self.handoff.plan(members.into_iter().collect(), &next);
+            }
+            Action::Step { fail_at, applied } => {
+                // Like the shell: the next version is above every record and every report.
+                let reported = self.workers.iter().map(|w| w.applied).max().unwrap_or(0);
+                self.version = self.version.max(reported) + 1;
+                let version = self.version;
+                let step = self.handoff.step();
+                for (i, (worker, change)) in step.iter().enumerate() {
+                    if fail_at == Some(i) {
+                        if applied {
+                            self.write(worker, change, version);
+                        }
+                        let records = self.records();
+                        self.handoff.reconcile(records);
+                        return;
+                    }
+                    self.write(worker, change, version);
+                    self.handoff.committed(worker, change, version);
+                }
+            }
+            Action::Apply(i, lag) => {
+                let worker = &mut self.workers[i];
+                if !worker.alive {
+                    return;
+                }
+                let versions = self.history.get(&w(i)).cloned().unwrap_or_default();
+                let newer: Vec<_> = versions
+                    .iter()
+                    .filter(|(version, _)| worker.resync || *version > worker.applied)
+                    .collect();
+                let pick = if lag && !worker.resync {
+                    newer.first()
+                } else {
+                    newer.last()
+                };
+                if let Some((version, content)) = pick {
+                    worker.resync = false;
+                    match content {
+                        Some(content) => {
+                            worker.held = content.clone();
+                            worker.applied = *version;
+                        }
+                        // A deleted record: nothing held, no version to report.
+                        None => worker.held.clear(),
+                    }
+                }
+            }
+            Action::Beat(i) => {
+                if self.workers[i].alive {
+                    self.handoff.applied(&w(i), self.workers[i].applied);
+                }
+            }
+            Action::BeginListing => {
+                self.listing = Some((self.handoff.listing_ticket(), self.present()));
+            }
+            Action::EndListing => {
+                if let Some((ticket, present)) = self.listing.take() {
+                    self.handoff.listed(ticket, &present);
+                }
+            }
+            Action::Fence(i) => {
+                let worker = &mut self.workers[i];
+                worker.alive = false;
+                worker.held.clear();
+            }
+            Action::Revive(i) => {
+                let worker = &mut self.workers[i];
+                if !worker.alive {
+                    worker.alive = true;
+                    worker.resync = true;
+                }
+            }
+            Action::NewLeader => {
+                self.handoff = Handoff::resume(self.records());
+                self.listing = None;
+            }
+        }
+    }
+
+    fn assert_exclusive(&self) -> Result<(), TestCaseError> {
+        let mut owner: BTreeMap<&PartitionId, usize> = BTreeMap::new();
+        for (i, worker) in self.workers.iter().enumerate() {
+            for partition in &worker.held {
+                if let Some(other) = owner.insert(partition, i) {
+                    return Err(TestCaseError::fail(format!(
+                        "{partition} held by worker-{other} and worker-{i}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the order of writes, applies, reports, listings, fences and leader changes,
+    /// no partition is ever held by two workers — and once everyone is back and the messages
+    /// flow, the records reach the target and every worker holds its part of it.
+    #[test]
+    fn no_partition_is_ever_held_twice_and_the_target_is_reached(
+        actions in prop::collection::vec(action(), 1..120),
+        last_plan in (1u8..16, prop::collection::vec(0usize..WORKERS, PARTITIONS)),
+    ) {
+        let mut world = World::new();
+        world.run(Action::Plan(0b1111, vec![0; PARTITIONS]));
+        for action in actions {
+            world.run(action);
+            world.assert_exclusive()?;
+        }
+        for i in 0..WORKERS {
+            world.run(Action::Revive(i));
+        }
+        world.run(Action::Plan(last_plan.0, last_plan.1));
+        for _ in 0..6 {
+            world.run(Action::Step { fail_at: None, applied: false });
+            for i in 0..WORKERS {
+                world.run(Action::Apply(i, false));
+                world.assert_exclusive()?;
+                world.run(Action::Beat(i));
+            }
+            world.run(Action::BeginListing);
+            world.run(Action::EndListing);
+        }
+        prop_assert!(world.handoff.is_settled(), "not settled: {:?}", world.handoff);
+        let records = world.handoff.records();
+        for (i, worker) in world.workers.iter().enumerate() {
+            let expected: BTreeSet<PartitionId> =
+                records.partitions_of(&w(i)).into_iter().collect();
+            prop_assert_eq!(&worker.held, &expected, "worker-{}", i);
+        }
+        let held: usize = world.workers.iter().map(|w| w.held.len()).sum();
+        prop_assert_eq!(held, PARTITIONS);
+    }
+}

@@ -1,0 +1,264 @@
+//! The ownership ledger: every interval during which a manager owned a partition, built from
+//! its hooks — from the call of the assign hook to the end of the revoke hook (its return,
+//! or the moment the runtime dropped it after the drain bound) — and closed by hand when a
+//! test crashes a manager (a dead process owns nothing).
+//!
+//! Events are ordered by a sequence number taken under one lock, so two intervals overlap
+//! exactly when one began before the other ended, also when they share an instant of the
+//! paused clock.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use parti_core::runtime::Hooks;
+use parti_core::wire::FencingToken;
+use parti_strategy::{PartitionId, WorkerId};
+use tokio::time::Instant;
+
+/// Which manager owned: the fleet's label for it (one per start) and, once known, its id.
+pub type Owner = usize;
+
+/// One ownership interval.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The manager that owned it.
+    pub owner: Owner,
+    /// The token it was granted with.
+    pub token: FencingToken,
+    /// When it began (time and sequence).
+    pub from: (Instant, u64),
+    /// When it ended (`None`: still owned).
+    pub to: Option<(Instant, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    seq: u64,
+    intervals: Vec<Interval>,
+    /// Open intervals by (partition, owner).
+    open: BTreeMap<(PartitionId, Owner), usize>,
+    /// The worker ids each owner held (more than one if it lost its id and claimed another).
+    ids: BTreeMap<Owner, Vec<WorkerId>>,
+}
+
+impl Inner {
+    fn tick(&mut self) -> (Instant, u64) {
+        self.seq += 1;
+        (Instant::now(), self.seq)
+    }
+
+    fn close(&mut self, partition: &PartitionId, owner: Owner) {
+        if let Some(index) = self.open.remove(&(partition.clone(), owner)) {
+            let at = self.tick();
+            self.intervals[index].to = Some(at);
+        }
+    }
+}
+
+/// A shared ledger; clones record into the same one.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger(Arc<Mutex<Inner>>);
+
+/// Closes its partitions' intervals when dropped: at the end of the revoke hook, whether it
+/// returned or was dropped by the runtime.
+struct Release {
+    ledger: Ledger,
+    owner: Owner,
+    partitions: Vec<PartitionId>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut inner = self.ledger.lock();
+        for partition in &self.partitions {
+            inner.close(partition, self.owner);
+        }
+    }
+}
+
+impl Ledger {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds hooks recording `owner`'s ownership to `hooks`; the revoke hook takes `drain`
+    /// (it may be cut short by the runtime).
+    pub fn hooks(&self, hooks: Hooks, owner: Owner, drain: Duration) -> Hooks {
+        let assigned = self.clone();
+        let revoked = self.clone();
+        hooks
+            .on_assigned(move |grants| {
+                let mut inner = assigned.lock();
+                for grant in grants {
+                    let from = inner.tick();
+                    let index = inner.intervals.len();
+                    inner.intervals.push(Interval {
+                        partition: grant.partition.clone(),
+                        owner,
+                        token: grant.token,
+                        from,
+                        to: None,
+                    });
+                    if let Some(previous) = inner.open.insert((grant.partition, owner), index) {
+                        // Assigned twice without a revoke in between: keep both visible.
+                        inner.intervals[previous].to = Some(from);
+                    }
+                }
+                async {}
+            })
+            .on_revoked(move |partitions| {
+                let release = Release {
+                    ledger: revoked.clone(),
+                    owner,
+                    partitions,
+                };
+                async move {
+                    let _release = release;
+                    if !drain.is_zero() {
+                        tokio::time::sleep(drain).await;
+                    }
+                }
+            })
+    }
+
+    /// Records the worker id `owner` got.
+    pub fn started(&self, owner: Owner, id: WorkerId) {
+        let mut inner = self.lock();
+        let ids = inner.ids.entry(owner).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    /// Ends every open interval of `owner` now (it crashed).
+    pub fn crashed(&self, owner: Owner) {
+        let mut inner = self.lock();
+        let open: Vec<PartitionId> = inner
+            .open
+            .keys()
+            .filter(|(_, o)| *o == owner)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for partition in open {
+            inner.close(&partition, owner);
+        }
+    }
+
+    /// Every interval so far.
+    pub fn intervals(&self) -> Vec<Interval> {
+        self.lock().intervals.clone()
+    }
+
+    /// The owners of each partition now (open intervals).
+    pub fn owners_now(&self) -> BTreeMap<PartitionId, Vec<Owner>> {
+        let inner = self.lock();
+        let mut owners: BTreeMap<PartitionId, Vec<Owner>> = BTreeMap::new();
+        for (partition, owner) in inner.open.keys() {
+            owners.entry(partition.clone()).or_default().push(*owner);
+        }
+        owners
+    }
+
+    /// The overlapping intervals of one partition (should be none), described.
+    pub fn overlaps(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut found = Vec::new();
+        for (partition, intervals) in by_partition(&inner.intervals) {
+            for (i, a) in intervals.iter().enumerate() {
+                for b in &intervals[i + 1..] {
+                    let a_end = a.to.map_or(u64::MAX, |t| t.1);
+                    let b_end = b.to.map_or(u64::MAX, |t| t.1);
+                    if a.from.1 < b_end && b.from.1 < a_end {
+                        found.push(format!(
+                            "{partition}: owner {} ({:?}) from #{} to {:?} overlaps owner {} ({:?}) from #{} to {:?}",
+                            a.owner,
+                            inner.ids.get(&a.owner),
+                            a.from.1,
+                            a.to.map(|t| t.1),
+                            b.owner,
+                            inner.ids.get(&b.owner),
+                            b.from.1,
+                            b.to.map(|t| t.1),
+                        ));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Token order violations (should be none): along each partition's intervals tokens
+    /// never go down, and go strictly up when the owner's worker id changes (the same id
+    /// taking a partition back after fencing itself, or after a restart, keeps its grant).
+    pub fn token_violations(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut found = Vec::new();
+        for (partition, intervals) in by_partition(&inner.intervals) {
+            for pair in intervals.windows(2) {
+                let (a, b) = (&pair[0], &pair[1]);
+                let ids = |owner| inner.ids.get(&owner).map(Vec::as_slice).unwrap_or_default();
+                let same_id = ids(a.owner).iter().any(|id| ids(b.owner).contains(id));
+                if b.token < a.token || (!same_id && b.token == a.token) {
+                    found.push(format!(
+                        "{partition}: token {:?} of owner {} then {:?} of owner {}",
+                        a.token, a.owner, b.token, b.owner
+                    ));
+                }
+            }
+        }
+        found
+    }
+
+    /// Gaps between consecutive intervals of a partition held by different owners: the
+    /// time each moved partition had no owner.
+    pub fn handoff_gaps(&self) -> Vec<(PartitionId, Duration)> {
+        let inner = self.lock();
+        let mut gaps = Vec::new();
+        for (partition, intervals) in by_partition(&inner.intervals) {
+            for pair in intervals.windows(2) {
+                if let (Some(end), true) = (pair[0].to, pair[0].owner != pair[1].owner) {
+                    gaps.push((
+                        partition.clone(),
+                        pair[1].from.0.saturating_duration_since(end.0),
+                    ));
+                }
+            }
+        }
+        gaps
+    }
+
+    /// A short report of the ledger.
+    pub fn summary(&self) -> String {
+        let intervals = self.intervals();
+        let gaps = self.handoff_gaps();
+        let longest = gaps.iter().map(|(_, d)| *d).max().unwrap_or_default();
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "{} ownership intervals, {} handoffs, longest handoff gap {:?}",
+            intervals.len(),
+            gaps.len(),
+            longest
+        );
+        out
+    }
+}
+
+/// Intervals grouped by partition, each group ordered by start.
+fn by_partition(intervals: &[Interval]) -> BTreeMap<&PartitionId, Vec<&Interval>> {
+    let mut groups: BTreeMap<&PartitionId, Vec<&Interval>> = BTreeMap::new();
+    for interval in intervals {
+        groups
+            .entry(&interval.partition)
+            .or_default()
+            .push(interval);
+    }
+    for group in groups.values_mut() {
+        group.sort_by_key(|i| i.from.1);
+    }
+    groups
+}
