@@ -8,7 +8,6 @@
 //! paused clock.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,6 +56,21 @@ impl Inner {
             self.intervals[index].to = Some(at);
         }
     }
+}
+
+/// A partition changing owner.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The owner that released it.
+    pub from: Owner,
+    /// The owner that got it next.
+    pub to: Owner,
+    /// When the old owner's interval ended.
+    pub released: Instant,
+    /// How long nobody owned it.
+    pub gap: Duration,
 }
 
 /// A shared ledger; clones record into the same one.
@@ -213,38 +227,26 @@ impl Ledger {
         found
     }
 
-    /// Gaps between consecutive intervals of a partition held by different owners: the
-    /// time each moved partition had no owner.
-    pub fn handoff_gaps(&self) -> Vec<(PartitionId, Duration)> {
+    /// Every change of owner of a partition: the old owner's interval end, the new owner's
+    /// start, and the time between, when nobody owned it.
+    pub fn handoffs(&self) -> Vec<Handoff> {
         let inner = self.lock();
-        let mut gaps = Vec::new();
+        let mut handoffs = Vec::new();
         for (partition, intervals) in by_partition(&inner.intervals) {
             for pair in intervals.windows(2) {
-                if let (Some(end), true) = (pair[0].to, pair[0].owner != pair[1].owner) {
-                    gaps.push((
-                        partition.clone(),
-                        pair[1].from.0.saturating_duration_since(end.0),
-                    ));
+                let (old, new) = (pair[0], pair[1]);
+                if let (Some(released), true) = (old.to, old.owner != new.owner) {
+                    handoffs.push(Handoff {
+                        partition: partition.clone(),
+                        from: old.owner,
+                        to: new.owner,
+                        released: released.0,
+                        gap: new.from.0.saturating_duration_since(released.0),
+                    });
                 }
             }
         }
-        gaps
-    }
-
-    /// A short report of the ledger.
-    pub fn summary(&self) -> String {
-        let intervals = self.intervals();
-        let gaps = self.handoff_gaps();
-        let longest = gaps.iter().map(|(_, d)| *d).max().unwrap_or_default();
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            "{} ownership intervals, {} handoffs, longest handoff gap {:?}",
-            intervals.len(),
-            gaps.len(),
-            longest
-        );
-        out
+        handoffs
     }
 }
 

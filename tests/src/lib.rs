@@ -18,4 +18,5 @@ pub mod fleet;
 pub mod ledger;
 pub mod nats;
 pub mod nats_server;
+pub mod proxy;
 pub mod scenarios;

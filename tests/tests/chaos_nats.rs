@@ -1,0 +1,229 @@
+//! The chaos run on a real `nats-server`: 6 workers, 120 partitions, 60 s of random crashes
+//! (each followed by a replacement), leader kills, and one worker's NATS connection severed
+//! through a proxy and restored — twice. The ownership ledger must show no overlaps and
+//! tokens that only grow; at the end every partition is owned exactly once.
+//!
+//! It prints a report: the longest time a moved partition had no owner, and how long the
+//! partitions of each crashed, killed or severed worker took to be owned again. Run it with
+//! `cargo test -p tests --test chaos_nats -- --nocapture` to see it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use parti_core::config::Config;
+use parti_nats::NatsStore;
+use parti_strategy::PartitionId;
+use tests::fleet::Fleet;
+use tests::ledger::{Ledger, Owner};
+use tests::nats::wait_for_jetstream;
+use tests::nats_server::NatsServer;
+use tests::proxy::Proxy;
+use tokio::time::{Instant, sleep};
+
+const WORKERS: usize = 6;
+const PARTITIONS: usize = 120;
+const CHAOS: Duration = Duration::from_secs(60);
+/// Connections made up front, one per worker start (the fleet's connect is synchronous).
+const CONNECTIONS: usize = 48;
+
+fn config() -> Config {
+    let ms = Duration::from_millis;
+    let mut config = Config::default();
+    config.heartbeat_interval = ms(250);
+    config.heartbeat_ttl = ms(1000);
+    config.emergency_grace = ms(250);
+    config.election_ttl = ms(2000);
+    config.id_ttl = ms(5000);
+    config.cold_start_window = ms(1500);
+    config.planned_scale_window = ms(1000);
+    config.cooldown = ms(1000);
+    config.drain_timeout = ms(1000);
+    config.validate().expect("valid chaos timings");
+    config
+}
+
+/// SplitMix64, for a schedule that is the same on every run (the timing is not).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.next() % (high - low))
+    }
+}
+
+/// A worker that lost its partitions at `at`, and which partitions.
+struct Loss {
+    what: &'static str,
+    at: Instant,
+    owner: Owner,
+    partitions: Vec<PartitionId>,
+}
+
+impl Loss {
+    fn of(what: &'static str, ledger: &Ledger, owner: Owner) -> Self {
+        let partitions = ledger
+            .owners_now()
+            .into_iter()
+            .filter(|(_, owners)| owners.contains(&owner))
+            .map(|(partition, _)| partition)
+            .collect();
+        Self {
+            what,
+            at: Instant::now(),
+            owner,
+            partitions,
+        }
+    }
+
+    /// How long until every partition lost was owned by another worker.
+    fn reowned_after(&self, ledger: &Ledger) -> Option<Duration> {
+        let intervals = ledger.intervals();
+        self.partitions
+            .iter()
+            .map(|partition| {
+                intervals
+                    .iter()
+                    .filter(|i| {
+                        &i.partition == partition && i.owner != self.owner && i.from.0 >= self.at
+                    })
+                    .map(|i| i.from.0 - self.at)
+                    .min()
+            })
+            .try_fold(Duration::ZERO, |longest, next| Some(longest.max(next?)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_nats_never_double_owns() {
+    let server = NatsServer::start();
+    let url = server.url();
+    wait_for_jetstream(&url, 1).await;
+    let upstream = url.trim_start_matches("nats://").to_owned();
+    let mut proxies = Vec::new();
+    let mut stores = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let proxy = Proxy::start(&upstream).await;
+        let store = NatsStore::connect(&proxy.url())
+            .await
+            .expect("connecting through the proxy");
+        proxies.push(proxy);
+        stores.push(store);
+    }
+    // The k-th worker started gets the k-th connection (and is label k + 1 in the ledger).
+    let pool = Arc::new(Mutex::new(stores.into_iter().rev().collect::<Vec<_>>()));
+    let mut fleet = Fleet::new(
+        move || pool.lock().unwrap().pop().expect("enough connections"),
+        config(),
+        PARTITIONS,
+    );
+    fleet.drain = Duration::from_millis(50);
+    fleet.start(WORKERS).await;
+    fleet.settle(Duration::from_secs(60)).await;
+
+    let mut rng = Rng(0x5EED);
+    let mut losses = Vec::new();
+    let mut severs = 0;
+    let began = Instant::now();
+    let sever_at = [began + CHAOS / 4, began + CHAOS * 3 / 4];
+    while began.elapsed() < CHAOS {
+        sleep(rng.millis(1_500, 4_000)).await;
+        let ids: Vec<_> = fleet.ids().into_iter().collect();
+        if severs < sever_at.len() && Instant::now() >= sever_at[severs] {
+            severs += 1;
+            let id = &ids[(rng.next() % ids.len() as u64) as usize];
+            let owner = fleet.member(id).owner;
+            losses.push(Loss::of("severed", &fleet.ledger, owner));
+            let proxy = &proxies[owner - 1];
+            proxy.sever();
+            sleep(rng.millis(2_000, 4_000)).await;
+            proxy.restore();
+            continue;
+        }
+        let (what, id) = if rng.next() % 3 == 0 {
+            match &fleet.leaders()[..] {
+                [leader] => ("leader killed", leader.clone()),
+                _ => continue,
+            }
+        } else {
+            (
+                "crashed",
+                ids[(rng.next() % ids.len() as u64) as usize].clone(),
+            )
+        };
+        let owner = fleet.member(&id).owner;
+        losses.push(Loss::of(what, &fleet.ledger, owner));
+        fleet.crash(&id).await;
+        fleet.start(1).await;
+    }
+    fleet.settle(Duration::from_secs(60)).await;
+    let owners = fleet.ownership().expect("exclusive");
+    assert_eq!(owners.len(), PARTITIONS);
+    fleet.check_ledger();
+
+    let mut report = String::from("chaos report:\n");
+    // Moves between live workers (revoke, drain, report, grant), apart from the re-owning
+    // of partitions whose owner crashed or was cut off, which is reported per loss below.
+    let handoffs = fleet.ledger.handoffs();
+    let moved: Vec<_> = handoffs
+        .iter()
+        .filter(|h| {
+            !losses
+                .iter()
+                .any(|loss| loss.owner == h.from && h.released >= loss.at)
+        })
+        .collect();
+    let longest = moved
+        .iter()
+        .max_by_key(|h| h.gap)
+        .expect("partitions moved");
+    let mut gaps: Vec<Duration> = moved.iter().map(|h| h.gap).collect();
+    gaps.sort();
+    report += &format!(
+        "  {} ownership intervals, {} changes of owner, 0 overlaps\n  \
+         {} moved between live workers: median gap without an owner {:?}, longest {:?} ({})\n",
+        fleet.ledger.intervals().len(),
+        handoffs.len(),
+        moved.len(),
+        gaps[gaps.len() / 2],
+        longest.gap,
+        longest.partition,
+    );
+    let mut by_kind: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for loss in &losses {
+        let reowned = loss.reowned_after(&fleet.ledger).unwrap_or_else(|| {
+            panic!(
+                "the partitions of a {} worker were never re-owned",
+                loss.what
+            )
+        });
+        by_kind.entry(loss.what).or_default().push(reowned);
+        report += &format!(
+            "  {} worker (label {}): {} partitions re-owned after {:?}\n",
+            loss.what,
+            loss.owner,
+            loss.partitions.len(),
+            reowned
+        );
+    }
+    for (what, times) in &by_kind {
+        report += &format!(
+            "  {what}: {} times, re-owned after at most {:?}\n",
+            times.len(),
+            times.iter().max().expect("one")
+        );
+    }
+    println!("{report}");
+    assert!(by_kind.contains_key("crashed") && by_kind.contains_key("leader killed"));
+    assert_eq!(by_kind.get("severed").map(Vec::len), Some(2));
+    fleet.stop_all().await;
+    fleet.check_ledger();
+}
