@@ -39,6 +39,9 @@ pub const STORE_ERRORS: &str = "parti_store_errors_total";
 /// Gauge of the seconds since this worker's last acknowledged heartbeat was sent, set at each
 /// heartbeat attempt.
 pub const HEARTBEAT_AGE: &str = "parti_heartbeat_age_seconds";
+/// Histogram of the time from a rebalance decision until its handoff completed: every moved
+/// partition released by its old owner and granted to its new one (leader only).
+pub const HANDOFF_DURATION: &str = "parti_handoff_duration_seconds";
 
 /// Registers the description and unit of every metric above with the installed recorder.
 pub fn describe() {
@@ -66,11 +69,20 @@ pub fn describe() {
         "Latency of store operations."
     );
     describe_counter!(STORE_ERRORS, "Failed store operations.");
+    describe_histogram!(
+        HANDOFF_DURATION,
+        Unit::Seconds,
+        "Time from a rebalance decision until every moved partition reached its new owner."
+    );
     describe_gauge!(
         HEARTBEAT_AGE,
         Unit::Seconds,
         "Seconds since this worker's last acknowledged heartbeat was sent."
     );
+}
+
+pub(crate) fn handoff(leader: &WorkerId, took: Duration) {
+    histogram!(HANDOFF_DURATION, "worker" => leader.to_string()).record(took.as_secs_f64());
 }
 
 pub(crate) fn state_transition(worker: &WorkerId, from: ManagerState, to: ManagerState) {

@@ -10,8 +10,12 @@
 //! - `scenarios.rs`: the coordination scenario suite ([`scenarios`]) on `MemoryStore` (paused
 //!   clock, default timings) and on a real `nats-server` (short timings).
 //!
+//! - `simulation.rs`: random fault schedules on `MemoryStore` and the paused clock, checked
+//!   by the ownership ledger; `chaos_nats.rs`: the same checks on a real server.
+//!
 //! Shared here: [`fleet`] (a fleet of managers with the invariant checks), [`ledger`] (who
-//! owned what when, from the hooks), [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
+//! owned what when, from the hooks), [`proxy`] (a severable TCP proxy), [`rng`] (seeded
+//! schedules), [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
 //! fixture that owns its servers).
 
 pub mod fleet;
@@ -19,4 +23,5 @@ pub mod ledger;
 pub mod nats;
 pub mod nats_server;
 pub mod proxy;
+pub mod rng;
 pub mod scenarios;

@@ -50,10 +50,19 @@ pub fn server_binary() -> PathBuf {
 
 /// A port nobody listens on now (the OS picks; released at once).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("binding a loopback port")
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: every listener is held until all are bound, so the kernel cannot
+/// hand out one port twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("a bound address").port())
+        .collect()
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -258,7 +267,8 @@ impl NatsCluster {
     }
 
     fn try_start() -> Result<Self, String> {
-        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports = free_ports(6);
+        let (client_ports, cluster_ports) = ports.split_at(3);
         let routes = cluster_ports
             .iter()
             .map(|port| format!("nats://127.0.0.1:{port}"))
@@ -269,7 +279,7 @@ impl NatsCluster {
             .enumerate()
             .map(|(i, &port)| NatsServer {
                 name: format!("node-{i}"),
-                port: free_port(),
+                port: client_ports[i],
                 dir: temp_dir(&format!("node{i}")),
                 cluster: Some(ClusterArgs {
                     port,

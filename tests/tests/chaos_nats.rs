@@ -19,6 +19,7 @@ use tests::ledger::{Ledger, Owner};
 use tests::nats::wait_for_jetstream;
 use tests::nats_server::NatsServer;
 use tests::proxy::Proxy;
+use tests::rng::Rng;
 use tokio::time::{Instant, sleep};
 
 const WORKERS: usize = 6;
@@ -41,23 +42,6 @@ fn config() -> Config {
     config.drain_timeout = ms(1000);
     config.validate().expect("valid chaos timings");
     config
-}
-
-/// SplitMix64, for a schedule that is the same on every run (the timing is not).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.next() % (high - low))
-    }
 }
 
 /// A worker that lost its partitions at `at`, and which partitions.
@@ -129,7 +113,7 @@ async fn chaos_on_nats_never_double_owns() {
     fleet.start(WORKERS).await;
     fleet.settle(Duration::from_secs(60)).await;
 
-    let mut rng = Rng(0x5EED);
+    let mut rng = Rng::new(0x5EED);
     let mut losses = Vec::new();
     let mut severs = 0;
     let began = Instant::now();
@@ -139,7 +123,7 @@ async fn chaos_on_nats_never_double_owns() {
         let ids: Vec<_> = fleet.ids().into_iter().collect();
         if severs < sever_at.len() && Instant::now() >= sever_at[severs] {
             severs += 1;
-            let id = &ids[(rng.next() % ids.len() as u64) as usize];
+            let id = rng.pick(&ids).expect("members");
             let owner = fleet.member(id).owner;
             losses.push(Loss::of("severed", &fleet.ledger, owner));
             let proxy = &proxies[owner - 1];
@@ -148,16 +132,13 @@ async fn chaos_on_nats_never_double_owns() {
             proxy.restore();
             continue;
         }
-        let (what, id) = if rng.next() % 3 == 0 {
+        let (what, id) = if rng.below(3) == 0 {
             match &fleet.leaders()[..] {
                 [leader] => ("leader killed", leader.clone()),
                 _ => continue,
             }
         } else {
-            (
-                "crashed",
-                ids[(rng.next() % ids.len() as u64) as usize].clone(),
-            )
+            ("crashed", rng.pick(&ids).expect("members").clone())
         };
         let owner = fleet.member(&id).owner;
         losses.push(Loss::of(what, &fleet.ledger, owner));

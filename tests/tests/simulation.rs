@@ -20,41 +20,13 @@ use parti_core::config::Config;
 use parti_core::store::MemoryStore;
 use parti_strategy::{Partition, WorkerId};
 use tests::fleet::Fleet;
+use tests::rng::Rng;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
 const DEFAULT_SEEDS: u64 = 500;
 const SHARDS: u64 = 4;
 const PARTITIONS: usize = 24;
-
-/// SplitMix64: small, fast and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.below(high - low))
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() {
-            None
-        } else {
-            Some(&items[self.below(items.len() as u64) as usize])
-        }
-    }
-}
 
 /// The default timings with short windows, so a schedule packs many rebalances.
 fn config() -> Config {
@@ -80,7 +52,7 @@ fn partition(n: usize) -> Partition {
 }
 
 async fn simulate(seed: u64) -> Outcome {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let store = MemoryStore::new();
     let mut fleet = Fleet::new(move || store.connect(), config(), PARTITIONS);
     fleet.drain = [0, 100, 800, 3_000].map(Duration::from_millis)[rng.below(4) as usize];

@@ -94,7 +94,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                 next_poll = Instant::now() + poll;
                 match session.buckets.assignment.get(key).await {
                     Ok(Some(entry)) => follower.on_entry(&entry, true).await,
-                    Ok(None) => follower.on_deleted().await,
+                    Ok(None) => follower.on_deleted(true).await,
                     Err(e) => follower.session.report("reading the assignment failed", e),
                 }
             }
@@ -103,7 +103,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                     follower.on_entry(&entry, false).await;
                 }
                 Some(Ok(WatchEvent::Delete { key: deleted, .. })) if deleted == key && valid => {
-                    follower.on_deleted().await;
+                    follower.on_deleted(false).await;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
@@ -189,8 +189,13 @@ impl<B: Bucket, P: PartitionSource> Follower<B, P> {
     }
 
     /// The leader deleted this worker's record (it had emptied it first): hold nothing.
-    async fn on_deleted(&mut self) {
-        self.resync = false;
+    /// After a read found no record, only fresh reads count until one finds a record: the
+    /// watch may still deliver older versions, and with no record there is no applied
+    /// version to tell them by.
+    async fn on_deleted(&mut self, fresh: bool) {
+        if fresh {
+            self.resync = true;
+        }
         if !self.has_record && self.held.is_empty() {
             return;
         }

@@ -80,8 +80,8 @@ struct Calculator<B, P> {
     target: Assignment,
     /// Moves the records towards `target` without granting anything still held elsewhere.
     handoff: Handoff,
-    /// The lifecycle of the rebalance whose handoff is still under way.
-    handing_off: Option<Lifecycle>,
+    /// The lifecycle of the rebalance whose handoff is still under way, and when it began.
+    handing_off: Option<(Lifecycle, Instant)>,
     /// When to try the handoff's writes again after a failure.
     retry_handoff: Option<Instant>,
     /// The workers the current plan counts in.
@@ -330,7 +330,7 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
 
     fn publish_phase(&self) {
         let lifecycle = match self.scheduler.phase() {
-            CalculatorPhase::Idle => self.handing_off.unwrap_or(Lifecycle::Stable),
+            CalculatorPhase::Idle => self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l),
             CalculatorPhase::Scaling => Lifecycle::Scaling,
             CalculatorPhase::Rebalancing => Lifecycle::Rebalancing,
             CalculatorPhase::Emergency => Lifecycle::Emergency,
@@ -360,7 +360,7 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
     /// heartbeat listing may confirm releases at once (a crashed worker is absent), so the
     /// next step can grant.
     async fn advance(&mut self) {
-        let lifecycle = self.handing_off.unwrap_or(Lifecycle::Stable);
+        let lifecycle = self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l);
         for _ in 0..MAX_STEPS_PER_ADVANCE {
             let step = self.handoff.step();
             if step.is_empty() {
@@ -399,10 +399,13 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
                 self.list_heartbeats().await;
             }
         }
-        if self.handing_off.is_some() && self.handoff.is_settled() {
-            tracing::info!(term = self.term, "handoff complete");
-            self.handing_off = None;
-            self.publish_phase();
+        if let Some((_, began)) = self.handing_off {
+            if self.handoff.is_settled() {
+                tracing::info!(term = self.term, took = ?began.elapsed(), "handoff complete");
+                telemetry::handoff(&self.session.worker_id, began.elapsed());
+                self.handing_off = None;
+                self.publish_phase();
+            }
         }
     }
 
@@ -422,10 +425,12 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         let input = StrategyInput::new(&workers, &partitions).with_previous(&self.target);
         let next = self.session.strategy.assign(&input)?;
         let moved = moved(&self.target, &next);
-        self.handing_off = Some(match reason {
+        let lifecycle = match reason {
             RebalanceReason::Emergency | RebalanceReason::Refresh => Lifecycle::Emergency,
             _ => Lifecycle::Rebalancing,
-        });
+        };
+        let began = self.handing_off.map_or(started, |(_, began)| began);
+        self.handing_off = Some((lifecycle, began));
         self.handoff.plan(self.members.clone(), &next);
         self.target = next;
         self.advance().await;

@@ -330,8 +330,12 @@ impl World {
                             worker.held = content.clone();
                             worker.applied = *version;
                         }
-                        // A deleted record: nothing held, no version to report.
-                        None => worker.held.clear(),
+                        // A deleted record: nothing held, no version to report, and
+                        // only fresh (latest) reads from now on.
+                        None => {
+                            worker.held.clear();
+                            worker.resync = true;
+                        }
                     }
                 }
             }
