@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parti_core::config::Config;
 use parti_nats::NatsStore;
 use parti_strategy::PartitionId;
 use tests::fleet::Fleet;
 use tests::ledger::{Ledger, Owner};
-use tests::nats::wait_for_jetstream;
+use tests::nats::{short_timings, wait_for_jetstream};
 use tests::nats_server::NatsServer;
 use tests::proxy::Proxy;
 use tests::rng::Rng;
@@ -27,22 +26,6 @@ const PARTITIONS: usize = 120;
 const CHAOS: Duration = Duration::from_secs(60);
 /// Connections made up front, one per worker start (the fleet's connect is synchronous).
 const CONNECTIONS: usize = 48;
-
-fn config() -> Config {
-    let ms = Duration::from_millis;
-    let mut config = Config::default();
-    config.heartbeat_interval = ms(250);
-    config.heartbeat_ttl = ms(1000);
-    config.emergency_grace = ms(250);
-    config.election_ttl = ms(2000);
-    config.id_ttl = ms(5000);
-    config.cold_start_window = ms(1500);
-    config.planned_scale_window = ms(1000);
-    config.cooldown = ms(1000);
-    config.drain_timeout = ms(1000);
-    config.validate().expect("valid chaos timings");
-    config
-}
 
 /// A worker that lost its partitions at `at`, and which partitions.
 struct Loss {
@@ -106,7 +89,7 @@ async fn chaos_on_nats_never_double_owns() {
     let pool = Arc::new(Mutex::new(stores.into_iter().rev().collect::<Vec<_>>()));
     let mut fleet = Fleet::new(
         move || pool.lock().unwrap().pop().expect("enough connections"),
-        config(),
+        short_timings(),
         PARTITIONS,
     );
     fleet.drain = Duration::from_millis(50);
