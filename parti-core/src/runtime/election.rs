@@ -195,7 +195,7 @@ async fn lead<B: Bucket, P: PartitionSource>(
     let mut reread = false;
     let stopping = loop {
         tokio::select! {
-           biased;
+            biased;
             () = stopped(stop) => break true,
             () = sleep_until(lease.valid_until()) => {
                 tracing::warn!(worker = %session.worker_id, term, "leader lease ran out");

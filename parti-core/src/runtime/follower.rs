@@ -85,7 +85,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         }
         was_valid = valid;
         tokio::select! {
-           biased;
+            biased;
             () = stopped(&mut stop) => break,
             // Wake when the lease runs out (to fence), or when it is renewed.
             () = sleep_until(lease_end.unwrap_or_else(Instant::now)), if valid => {}
@@ -253,7 +253,7 @@ impl<B: Bucket, P: PartitionSource> Follower<B, P> {
             let hook = pin!(session.status.hooks().assigned(assigned));
             let lease = self.lease_end();
             tokio::select! {
-               biased;
+                biased;
                 () = hook => {}
                 () = sleep_until(lease.unwrap_or_else(Instant::now)) => {
                     tracing::warn!(
@@ -309,7 +309,7 @@ impl<B: Bucket, P: PartitionSource> Follower<B, P> {
                 .map_or(started, |end| end + half_margin)
                 .min(drain_end);
             tokio::select! {
-               biased;
+                biased;
                 () = &mut hook => return,
                 Ok(()) = self.lease.changed() => {}
                 () = sleep_until(hard_end) => break,

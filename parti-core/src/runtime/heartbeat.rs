@@ -52,7 +52,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         }
         telemetry::heartbeat_age(&session.worker_id, Instant::now() - last_ack);
         tokio::select! {
-           biased;
+            biased;
             () = stopped(&mut stop) => break,
             () = sleep_until(sent + interval) => {}
             Ok(()) = applied.changed() => {}

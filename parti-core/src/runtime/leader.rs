@@ -138,7 +138,7 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             .unwrap_or(next_poll)
             .min(next_poll);
             let decision = tokio::select! {
-               biased;
+                biased;
                 event = next_event(&mut heartbeats) => {
                     match event {
                         Some(Ok(WatchEvent::Put(entry))) => {
@@ -361,7 +361,12 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
     /// next step can grant.
     async fn advance(&mut self) {
         let lifecycle = self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l);
-        for _ in 0..MAX_STEPS_PER_ADVANCE {
+        for round in 0.. {
+            if round == MAX_STEPS_PER_ADVANCE {
+                // Go on at the next turn of the loop, after the events waiting.
+                self.retry_handoff = Some(Instant::now());
+                return;
+            }
             let step = self.handoff.step();
             if step.is_empty() {
                 break;
@@ -454,8 +459,8 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
     }
 }
 
-/// A bound on write rounds per call of `advance` (each round needs a confirmation that the
-/// previous one produced; more than a few in a row would be a bug, not progress).
+/// Write rounds per call of `advance` before it yields to other events (each round needs a
+/// confirmation the previous one produced, so more than a few in a row is unusual).
 const MAX_STEPS_PER_ADVANCE: usize = 8;
 
 /// The applied version a heartbeat reports (0 if unreadable: it confirms nothing).

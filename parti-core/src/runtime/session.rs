@@ -94,7 +94,7 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         (config.id_renew_interval() / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let end = loop {
         tokio::select! {
-           biased;
+            biased;
             () = stopped(stop) => break End::Stopped,
             () = sleep_until(valid_until) => break End::IdLost,
             () = sleep_until(next_renewal) => {}
