@@ -209,6 +209,17 @@ impl<S: Store> Fleet<S> {
         leaders[0].clone()
     }
 
+    /// A member that is not the leader (panics unless there is exactly one leader and
+    /// another member).
+    pub fn follower(&self) -> WorkerId {
+        let leader = self.leader();
+        self.members
+            .keys()
+            .find(|id| **id != leader)
+            .expect("a member besides the leader")
+            .clone()
+    }
+
     /// Who owns each partition, by the live members' applied assignments; `Err` names a
     /// partition owned twice.
     pub fn ownership(&self) -> Result<BTreeMap<PartitionId, WorkerId>, String> {

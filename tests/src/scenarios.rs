@@ -28,6 +28,20 @@ fn reown_bound<S: Store>(fleet: &Fleet<S>) -> Duration {
     fleet.config.heartbeat_ttl + fleet.config.emergency_grace + Duration::from_millis(500)
 }
 
+/// Crashes a worker that is not the leader and checks its partitions are re-owned within
+/// the crash bound T5 (no window, no cooldown).
+async fn crash_a_follower_and_expect_reown<S: Store>(fleet: &mut Fleet<S>) {
+    let victim = fleet.follower();
+    let crashed = Instant::now();
+    fleet.crash(&victim).await;
+    let settled = fleet.settle(settle_timeout(fleet)).await;
+    assert!(
+        settled - crashed <= reown_bound(fleet) + SLACK,
+        "re-owned after {:?}",
+        settled - crashed
+    );
+}
+
 /// Partitions whose owner differs between two ownership maps (partitions in both).
 fn moved(
     before: &BTreeMap<PartitionId, WorkerId>,
@@ -135,27 +149,17 @@ pub async fn unmoved_partitions_are_never_paused<S: Store>(mut fleet: Fleet<S>) 
 
 /// Crash 1 of 3 (no `stop`): re-owned within heartbeat_ttl + grace + 0.5 s, no window.
 pub async fn crash_one_of_three<S: Store>(mut fleet: Fleet<S>) {
-    let ids = fleet.start(3).await;
+    fleet.start(3).await;
     fleet.settle(settle_timeout(&fleet)).await;
-    let leader = fleet.leader();
-    let victim = ids.iter().find(|id| **id != leader).unwrap().clone();
-    let crashed = Instant::now();
-    fleet.crash(&victim).await;
-    let settled = fleet.settle(settle_timeout(&fleet)).await;
-    assert!(
-        settled - crashed <= reown_bound(&fleet) + SLACK,
-        "re-owned after {:?}",
-        settled - crashed
-    );
+    crash_a_follower_and_expect_reown(&mut fleet).await;
     fleet.stop_all().await;
 }
 
 /// A graceful stop: the partitions are re-owned without waiting for the heartbeat TTL.
 pub async fn graceful_stop<S: Store>(mut fleet: Fleet<S>) {
-    let ids = fleet.start(3).await;
+    fleet.start(3).await;
     fleet.settle(settle_timeout(&fleet)).await;
-    let leader = fleet.leader();
-    let leaving = ids.iter().find(|id| **id != leader).unwrap().clone();
+    let leaving = fleet.follower();
     let stopped = Instant::now();
     let member = fleet.stop(&leaving).await;
     assert_eq!(member.manager.state(), ManagerState::Shutdown);
@@ -292,7 +296,7 @@ pub async fn refresh<S: Store>(mut fleet: Fleet<S>) {
 
 /// A planned change during the cooldown waits for it; an emergency during it does not.
 pub async fn cooldown<S: Store>(mut fleet: Fleet<S>) {
-    let ids = fleet.start(3).await;
+    fleet.start(3).await;
     let rebalanced = fleet.settle(settle_timeout(&fleet)).await;
     // A join right after the cold-start rebalance: it waits for the cooldown.
     fleet.start(1).await;
@@ -303,16 +307,7 @@ pub async fn cooldown<S: Store>(mut fleet: Fleet<S>) {
         settled - rebalanced
     );
     // A crash right after that rebalance: re-owned at once, cooldown or not.
-    let leader = fleet.leader();
-    let victim = ids.iter().find(|id| **id != leader).unwrap().clone();
-    let crashed = Instant::now();
-    fleet.crash(&victim).await;
-    let settled = fleet.settle(settle_timeout(&fleet)).await;
-    assert!(
-        settled - crashed <= reown_bound(&fleet) + SLACK,
-        "emergency took {:?}",
-        settled - crashed
-    );
+    crash_a_follower_and_expect_reown(&mut fleet).await;
     fleet.stop_all().await;
 }
 
