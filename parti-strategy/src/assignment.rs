@@ -164,6 +164,16 @@ impl Assignment {
         self.owners.get(partition).copied()
     }
 
+    /// For each entry of [`Assignment::worker_table`], whether it owns a partition (the
+    /// table keeps workers that lost their last one).
+    pub(crate) fn owns_any(&self) -> Vec<bool> {
+        let mut owns = vec![false; self.workers.len()];
+        for &index in self.owners.values() {
+            owns[index as usize] = true;
+        }
+        owns
+    }
+
     /// The interned worker table that [`Assignment::owner_index`] points into.
     pub(crate) fn worker_table(&self) -> &[WorkerId] {
         &self.workers

@@ -160,6 +160,55 @@ fn minimal_moves(w: &[Worker], p: &[Partition], previous: &Assignment) -> usize 
     departed + (excess - relieved) as usize
 }
 
+/// The bounded ring's cap for `worker` among `w` with `total` unit partitions:
+/// max(⌈aᵢ⌉, ⌊(1+ε)·aᵢ⌋) of its fair share aᵢ.
+fn bounded_cap(worker: &Worker, w: &[Worker], total: usize, epsilon: f64) -> u64 {
+    let capacity: u64 = w.iter().map(|w| u64::from(w.capacity())).sum();
+    let share = total as u64 * u64::from(worker.capacity());
+    share
+        .div_ceil(capacity)
+        .max(((1.0 + epsilon) * share as f64 / capacity as f64).floor() as u64)
+}
+
+/// Checks that every move of the bounded ring from `previous` (its own result over
+/// `before`) to `next` (over `after` and `p`, unit weights) has a reason: its worker is gone,
+/// it went to a joiner (a worker that owned nothing before), or its worker's cap fell below
+/// what it kept — and then no more left it than the excess.
+fn assert_bounded_moves_explained(
+    previous: &Assignment,
+    next: &Assignment,
+    after: &[Worker],
+    p: &[Partition],
+    epsilon: f64,
+) -> Result<(), TestCaseError> {
+    let owned_before = previous.counts();
+    let mut kept_candidates: BTreeMap<&WorkerId, u64> = BTreeMap::new();
+    let mut left_not_to_joiner: BTreeMap<&WorkerId, u64> = BTreeMap::new();
+    for partition in p {
+        let (Some(was), Some(now)) = (previous.owner(partition.id()), next.owner(partition.id()))
+        else {
+            continue;
+        };
+        *kept_candidates.entry(was).or_default() += 1;
+        if was != now && owned_before.contains_key(now) {
+            *left_not_to_joiner.entry(was).or_default() += 1;
+        }
+    }
+    for worker in after {
+        let left = left_not_to_joiner.get(worker.id()).copied().unwrap_or(0);
+        let kept = kept_candidates.get(worker.id()).copied().unwrap_or(0);
+        let excess = kept.saturating_sub(bounded_cap(worker, after, p.len(), epsilon));
+        prop_assert!(
+            left <= excess,
+            "{} lost {} partitions to workers other than joiners, but was over its cap by {}",
+            worker.id(),
+            left,
+            excess
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
@@ -340,16 +389,103 @@ proptest! {
     fn bounded_consistent_hash_caps_every_load(
         w in weighted_workers(16),
         p in unit_partitions(300),
+        previous in unit_partitions(300).prop_flat_map(|p| previous_for(&p)),
         epsilon in 0.05f64..1.0,
     ) {
         let ring = ConsistentHash::new().with_epsilon(epsilon).unwrap();
-        let a = run(&ring, &w, &p, None);
-        let c = counts(&a, &w);
-        let capacity: u64 = w.iter().map(|w| u64::from(w.capacity())).sum();
-        for worker in &w {
-            let share = p.len() as u64 * u64::from(worker.capacity());
-            let cap = share.div_ceil(capacity).max(((1.0 + epsilon) * share as f64 / capacity as f64).floor() as u64);
-            prop_assert!(c[worker.id()] <= cap, "{} has {} > cap {}", worker.id(), c[worker.id()], cap);
+        for previous in [None, Some(&previous)] {
+            let a = run(&ring, &w, &p, previous);
+            let c = counts(&a, &w);
+            for worker in &w {
+                let cap = bounded_cap(worker, &w, p.len(), epsilon);
+                prop_assert!(c[worker.id()] <= cap, "{} has {} > cap {}", worker.id(), c[worker.id()], cap);
+            }
+        }
+    }
+
+    #[test]
+    fn bounded_consistent_hash_join_moves_first_choices_onto_the_joiner(
+        w in weighted_workers(16),
+        p in unit_partitions(300),
+        joiner_capacity in 1u32..=4,
+        epsilon in 0.05f64..1.0,
+    ) {
+        let ring = ConsistentHash::new().with_epsilon(epsilon).unwrap();
+        let before = run(&ring, &w, &p, None);
+        let joiner = worker(99).with_capacity(joiner_capacity);
+        let mut more = w.clone();
+        more.push(joiner.clone());
+        let after = run(&ring, &more, &p, Some(&before));
+        assert_bounded_moves_explained(&before, &after, &more, &p, epsilon)?;
+        // The joiner takes the partitions whose first choice it now is, up to its cap.
+        let first_choices = run(&ConsistentHash::new(), &more, &p, None);
+        let claims = p.iter().filter(|x| first_choices.owner(x.id()) == Some(joiner.id()));
+        let demand = claims.clone().count() as u64;
+        let granted = claims.filter(|x| after.owner(x.id()) == Some(joiner.id())).count() as u64;
+        prop_assert_eq!(granted, demand.min(bounded_cap(&joiner, &more, p.len(), epsilon)));
+    }
+
+    #[test]
+    fn bounded_consistent_hash_leave_moves_only_the_lost_workers_partitions(
+        w in weighted_workers(16).prop_filter("two workers", |w| w.len() >= 2),
+        p in unit_partitions(300),
+        leaving in any::<prop::sample::Index>(),
+        epsilon in 0.05f64..1.0,
+    ) {
+        let ring = ConsistentHash::new().with_epsilon(epsilon).unwrap();
+        let before = run(&ring, &w, &p, None);
+        let mut fewer = w.clone();
+        let gone = fewer.remove(leaving.index(w.len()));
+        let after = run(&ring, &fewer, &p, Some(&before));
+        prop_assert_eq!(after.moved_from(&before), before.partitions_of(gone.id()).len());
+    }
+
+    #[test]
+    fn bounded_consistent_hash_new_partitions_move_nothing_else(
+        w in weighted_workers(16),
+        p in unit_partitions(300),
+        extra in 1usize..50,
+    ) {
+        let ring = ConsistentHash::bounded();
+        let before = run(&ring, &w, &p, None);
+        let mut more = p.clone();
+        more.extend((1000..1000 + extra).map(|n| partition(n, 1)));
+        let after = run(&ring, &w, &more, Some(&before));
+        prop_assert_eq!(after.moved_from(&before), 0);
+    }
+
+    #[test]
+    fn bounded_consistent_hash_moves_only_for_a_reason_across_changes(
+        steps in proptest::collection::vec((0u8..4, 1usize..30), 1..12),
+        epsilon in 0.05f64..1.0,
+    ) {
+        let ring = ConsistentHash::new().with_epsilon(epsilon).unwrap();
+        let mut w: Vec<Worker> = (0..4).map(worker).collect();
+        let mut p: Vec<Partition> = (0..100).map(|n| partition(n, 1)).collect();
+        let mut next_worker = 4;
+        let mut next_partition = 100;
+        let mut current = run(&ring, &w, &p, None);
+        for (op, amount) in steps {
+            match op {
+                0 => {
+                    w.push(worker(next_worker).with_capacity(1 + (amount % 3) as u32));
+                    next_worker += 1;
+                }
+                1 if w.len() > 1 => { w.remove(amount % w.len()); }
+                2 => {
+                    p.extend((next_partition..next_partition + amount).map(|n| partition(n, 1)));
+                    next_partition += amount;
+                }
+                _ => { let keep = p.len().saturating_sub(amount); p.truncate(keep); }
+            }
+            let next = run(&ring, &w, &p, Some(&current));
+            assert_covers(&next, &w, &p)?;
+            let c = counts(&next, &w);
+            for worker in &w {
+                prop_assert!(c[worker.id()] <= bounded_cap(worker, &w, p.len(), epsilon));
+            }
+            assert_bounded_moves_explained(&current, &next, &w, &p, epsilon)?;
+            current = next;
         }
     }
 

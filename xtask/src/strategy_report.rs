@@ -17,16 +17,19 @@ pub(crate) struct Options {
     vnodes: u32,
     only: Option<String>,
     trials: usize,
+    churn: usize,
 }
 
 pub(crate) const USAGE: &str = "\
   strategy-report --partitions P --workers N [--weights uniform|skewed] [--runs R] [--vnodes V]
-                  [--trials T] [--only NAME]
+                  [--trials T] [--only NAME] [--churn K]
           per strategy: compute time (release build, median and max of R >= 20 runs from the
-          previous assignment), balance, and partitions moved on N -> N+1 and N -> N-1
+          previous assignment), balance, partitions moved on N -> N+1 and N -> N-1
           against the optimum (means over T >= 1 different joining / leaving workers,
-          default 10: one join is dominated by where one hash lands); one JSON object
-          per line";
+          default 10: one join is dominated by where one hash lands), and the share of
+          partitions on their first choice on the plain ring; with --churn K, also K
+          pseudo-random joins and leaves, each from the assignment before: partitions moved
+          per change and the first-choice share at the end; one JSON object per line";
 
 impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
@@ -38,6 +41,7 @@ impl Options {
             vnodes: ConsistentHash::DEFAULT_VNODES,
             only: None,
             trials: 10,
+            churn: 0,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -52,6 +56,7 @@ impl Options {
                 "--workers" => options.workers = number()?,
                 "--runs" => options.runs = number()?,
                 "--trials" => options.trials = number()?,
+                "--churn" => options.churn = number()?,
                 "--vnodes" => {
                     options.vnodes = u32::try_from(number()?).map_err(|e| e.to_string())?
                 }
@@ -79,16 +84,20 @@ impl Options {
     }
 }
 
+/// splitmix64: a fixed pseudo-random function of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// Deterministic skewed weights: 5 % weigh 10, 15 % weigh 3, the rest 1.
 fn weight(index: usize, skewed: bool) -> u32 {
     if !skewed {
         return 1;
     }
-    // splitmix64 of the index: a fixed pseudo-random sequence.
-    let mut x = (index as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
+    let x = splitmix64(index as u64);
     match x % 100 {
         0..5 => 10,
         5..20 => 3,
@@ -129,17 +138,19 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         }
         println!(
             "{}",
-            measure(strategy, label, &workers, &partitions, options)?
+            measure(strategy, label, &workers, &partitions, &ring, options)?
         );
     }
     Ok(())
 }
 
+/// One strategy's JSON line. `ring` is the plain ring that defines first choices.
 fn measure(
     strategy: &dyn Strategy,
     label: &str,
     workers: &[Worker],
     partitions: &[Partition],
+    ring: &ConsistentHash,
     options: &Options,
 ) -> Result<String, String> {
     let assign = |workers: &[Worker], previous: Option<&Assignment>| {
@@ -188,12 +199,49 @@ fn measure(
     }
     let mean = |total: usize| total as f64 / options.trials as f64;
 
+    // The share of partitions on their first choice: the owner the plain ring gives them.
+    let at_first_choice = |assignment: &Assignment, workers: &[Worker]| {
+        let first = ring
+            .assign(&StrategyInput::new(workers, partitions))
+            .map_err(|e| format!("plain ring: {e}"))?;
+        let on_first = partitions
+            .iter()
+            .filter(|p| assignment.owner(p.id()) == first.owner(p.id()))
+            .count();
+        Ok::<f64, String>(on_first as f64 / partitions.len() as f64)
+    };
+    let mut churn = String::new();
+    if options.churn > 0 {
+        // Pseudo-random joins and leaves, each computed from the assignment before.
+        let mut fleet = workers.to_vec();
+        let mut current = base.clone();
+        let mut moved = 0;
+        for step in 0..options.churn as u64 {
+            let roll = splitmix64(step);
+            if roll % 2 == 0 || fleet.len() == 1 {
+                fleet.push(Worker::new(format!("churn-{step}")));
+            } else {
+                fleet.remove((roll >> 1) as usize % fleet.len());
+            }
+            let next = assign(&fleet, Some(&current))?;
+            moved += next.moved_from(&current);
+            current = next;
+        }
+        churn = format!(
+            ",\"churn\":{},\"churn_moved_per_change\":{:.1},\"churn_at_first_choice\":{:.4}",
+            options.churn,
+            moved as f64 / options.churn as f64,
+            at_first_choice(&current, &fleet)?,
+        );
+    }
+
     Ok(format!(
         "{{\"strategy\":\"{label}\",\"partitions\":{},\"workers\":{},\"weights\":\"{}\",\
          \"runs\":{},\"compute_ms_median\":{:.3},\"compute_ms_max\":{:.3},\
          \"max_over_avg\":{:.4},\"max_minus_min\":{},\"trials\":{},\
          \"moved_scale_out\":{:.1},\"optimal_scale_out\":{:.1},\"moved_over_optimal_out\":{:.3},\
-         \"moved_scale_in\":{:.1},\"optimal_scale_in\":{:.1},\"moved_over_optimal_in\":{:.3}}}",
+         \"moved_scale_in\":{:.1},\"optimal_scale_in\":{:.1},\"moved_over_optimal_in\":{:.3},\
+         \"at_first_choice\":{:.4}{churn}}}",
         partitions.len(),
         workers.len(),
         if options.skewed { "skewed" } else { "uniform" },
@@ -209,5 +257,6 @@ fn measure(
         mean(moved_in),
         mean(optimal_in),
         moved_in as f64 / optimal_in.max(1) as f64,
+        at_first_choice(&base, workers)?,
     ))
 }

@@ -1,25 +1,42 @@
 //! `ConsistentHash`: a hash ring with virtual nodes, optionally with bounded loads.
 
+mod bounded;
+mod ring;
+
 use crate::assignment::AssignmentBuilder;
-use crate::hash::hash64;
 use crate::{Assignment, Strategy, StrategyError, StrategyInput, Worker};
+
+use ring::Ring;
 
 /// The most ring points (virtual nodes × capacity, summed over workers) a ring may have.
 pub const MAX_RING_POINTS: u64 = 1 << 26;
 
-/// Consistent hashing on a ring of virtual nodes, for zero-coordination affinity: a
-/// partition's owner depends only on the hash of its id and the set of workers.
+/// Consistent hashing on a ring of virtual nodes, for hash affinity: a partition's owner
+/// follows from the hash of its id.
 ///
-/// Each worker gets `vnodes × capacity` points on a 64-bit ring (xxh3, seeded); a partition
-/// goes to the first point at or after its own hash. The default of
+/// Each worker gets `vnodes × capacity` points on a 64-bit ring (xxh3, seeded); a partition's
+/// *first choice* is the worker of the first point at or after its own hash. The default of
 /// [`ConsistentHash::DEFAULT_VNODES`] points per unit of capacity was chosen by measurement
 /// (see the crate docs): more points balance better but make the ring slower to build.
+///
+/// **Plain** ([`ConsistentHash::new`]): every partition goes to its first choice. The owner
+/// depends only on the partition's id and the set of workers — any process can compute it
+/// alone, without the partition list or the previous assignment — but loads vary as hash
+/// luck does.
 ///
 /// **Bounded load** ([`ConsistentHash::bounded`], after Mirrokni, Thorup and
 /// Zadimoghaddam, *Consistent Hashing with Bounded Loads*): each worker accepts at most
 /// max(⌈aᵢ⌉, ⌊(1+ε)·aᵢ⌋) of weight, where aᵢ = W·cᵢ/C is its fair share; a partition whose
 /// first choice is full walks on clockwise to the next worker with room. Partitions are
-/// placed in ring order, so the result does not depend on input order.
+/// placed in ring order (hash, then id), so the result does not depend on input order.
+/// Bounded mode also uses [`StrategyInput::previous`]: a partition stays on its worker
+/// unless its first choice became a *joiner* (a worker that owned nothing before), its worker
+/// is gone, or its worker's cap fell below its load. Without a previous assignment it is the
+/// MTZ placement, first choices first. Keeping partitions in place is what holds movement near
+/// the minimum when caps bind often (few partitions per worker): without it, every join or
+/// leave sets off chains of partitions returning to first choices that gained room. The
+/// price is that a partition pushed off its first choice stays off it until its worker
+/// leaves; the crate docs measure how few those are.
 ///
 /// Guarantees (each one is a property test):
 ///
@@ -28,17 +45,28 @@ pub const MAX_RING_POINTS: u64 = 1 << 26;
 /// - **plain mode is monotone**: when a worker joins, partitions move only to it;
 /// - **bounded mode caps every worker's load** at max(⌈aᵢ⌉, ⌊(1+ε)·aᵢ⌋) (equal weights;
 ///   with unequal weights a worker may exceed it only when no worker has room for a
-///   partition, which then goes to the worker furthest below its share).
+///   partition, which then goes to the worker furthest below its share);
+/// - **bounded mode moves a partition only for a reason** (equal weights, from its own
+///   previous result): to a joiner, away from a departed worker, or off a worker whose cap
+///   fell below what it kept — and then no more than that excess. So a join moves partitions
+///   only onto the joiner, which takes exactly the partitions whose first choice it became,
+///   up to its cap; a leave moves exactly the leaver's partitions; new partitions move
+///   nothing else.
 ///
 /// ```
 /// use parti_strategy::{ConsistentHash, Partition, Strategy, StrategyInput, Worker};
 ///
-/// let workers: Vec<Worker> = (0..4).map(|n| Worker::new(format!("worker-{n}"))).collect();
+/// let mut workers: Vec<Worker> = (0..4).map(|n| Worker::new(format!("worker-{n}"))).collect();
 /// let partitions: Vec<Partition> =
 ///     (0..100).map(|n| Partition::new(format!("p{n}"))).collect::<Result<_, _>>()?;
 /// let ring = ConsistentHash::bounded();
-/// let assignment = ring.assign(&StrategyInput::new(&workers, &partitions))?;
-/// assert!(assignment.counts().values().all(|&n| n <= 31)); // ⌊1.25 × 25⌋
+/// let before = ring.assign(&StrategyInput::new(&workers, &partitions))?;
+/// assert!(before.counts().values().all(|&n| n <= 31)); // ⌊1.25 × 25⌋
+///
+/// // worker-3 leaves: only its partitions move.
+/// let gone = workers.pop().expect("four workers");
+/// let after = ring.assign(&StrategyInput::new(&workers, &partitions).with_previous(&before))?;
+/// assert_eq!(after.moved_from(&before), before.partitions_of(gone.id()).len());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,33 +153,6 @@ impl ConsistentHash {
     pub fn vnodes(&self) -> u32 {
         self.vnodes
     }
-
-    fn build_ring(&self, workers: &[&Worker]) -> Result<Vec<(u64, u32)>, StrategyError> {
-        let points: u64 = workers
-            .iter()
-            .map(|w| u64::from(self.vnodes) * u64::from(w.capacity()))
-            .sum();
-        if points > MAX_RING_POINTS {
-            return Err(StrategyError::InvalidParameter {
-                parameter: "vnodes",
-                reason: format!(
-                    "vnodes × capacities give {points} ring points, more than {MAX_RING_POINTS}; \
-                     lower the vnodes or the capacities"
-                ),
-            });
-        }
-        let mut ring = Vec::with_capacity(points as usize);
-        for (index, worker) in workers.iter().enumerate() {
-            let worker_seed = hash64(worker.id().as_str().as_bytes(), self.seed);
-            let count = u64::from(self.vnodes) * u64::from(worker.capacity());
-            // At most MAX_RING_POINTS workers, so the index fits in u32.
-            let index = index as u32;
-            ring.extend((0..count).map(|k| (hash64(&k.to_le_bytes(), worker_seed), index)));
-        }
-        // Equal points (a 64-bit collision) are ordered by worker id.
-        ring.sort_unstable();
-        Ok(ring)
-    }
 }
 
 impl Strategy for ConsistentHash {
@@ -170,69 +171,17 @@ impl Strategy for ConsistentHash {
         }
         let mut workers: Vec<&Worker> = input.workers.iter().collect();
         workers.sort_unstable_by(|a, b| a.id().cmp(b.id()));
-        let ring = self.build_ring(&workers)?;
-        let start_of = |hash: u64| ring.partition_point(|&(point, _)| point < hash) % ring.len();
-
+        let ring = Ring::build(&workers, self.vnodes, self.seed)?;
+        if let Some(epsilon) = self.epsilon {
+            return bounded::assign(&ring, &workers, input, epsilon, self.seed);
+        }
         let mut assignment =
             AssignmentBuilder::new(workers.iter().map(|w| w.id()), input.partitions.len());
-        let Some(epsilon) = self.epsilon else {
-            for partition in input.partitions {
-                let hash = hash64(partition.id().as_str().as_bytes(), self.seed);
-                assignment.give(partition.id(), ring[start_of(hash)].1 as usize)?;
-            }
-            return Ok(assignment.finish());
-        };
-
-        let total: u128 = input
-            .partitions
-            .iter()
-            .map(|p| u128::from(p.weight()))
-            .sum();
-        let capacity: u128 = workers.iter().map(|w| u128::from(w.capacity())).sum();
-        let cap: Vec<u128> = workers
-            .iter()
-            .map(|w| {
-                let share = total * u128::from(w.capacity());
-                let ceil = share.div_ceil(capacity);
-                let bounded = ((1.0 + epsilon) * share as f64 / capacity as f64).floor() as u128;
-                ceil.max(bounded)
-            })
-            .collect();
-        let mut load = vec![0u128; workers.len()];
-
-        // MTZ: partitions in ring order (hash, then id), each to the first worker at or
-        // after its hash that has room.
-        let mut order: Vec<(u64, usize)> = input
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (hash64(p.id().as_str().as_bytes(), self.seed), i))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            (a.0, input.partitions[a.1].id()).cmp(&(b.0, input.partitions[b.1].id()))
-        });
-        for (hash, i) in order {
-            let partition = &input.partitions[i];
-            let weight = u128::from(partition.weight());
-            let start = start_of(hash);
-            let with_room = (0..ring.len())
-                .map(|step| ring[(start + step) % ring.len()].1 as usize)
-                .find(|&w| load[w] + weight <= cap[w]);
-            // Only unequal weights can leave no worker with room: then the partition goes
-            // to the worker furthest below its share.
-            let owner = with_room.unwrap_or_else(|| {
-                (0..workers.len())
-                    .max_by_key(|&w| {
-                        let share = total * u128::from(workers[w].capacity());
-                        (
-                            share as i128 - (load[w] * capacity) as i128,
-                            std::cmp::Reverse(w),
-                        )
-                    })
-                    .unwrap_or(0)
-            });
-            load[owner] += weight;
-            assignment.give(partition.id(), owner)?;
+        // In hash order, so that finding each partition's point is one sweep of the ring.
+        let by_hash = ring::by_hash(input.partitions, self.seed);
+        let starts = ring.starts(by_hash.iter().map(|&(hash, _)| hash));
+        for (&(_, i), start) in by_hash.iter().zip(starts) {
+            assignment.give(input.partitions[i].id(), ring.owner_at(start))?;
         }
         Ok(assignment.finish())
     }
