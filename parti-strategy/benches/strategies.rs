@@ -19,12 +19,13 @@ fn fleet(partitions: usize, workers: usize) -> (Vec<Partition>, Vec<Worker>) {
 }
 
 fn strategies(c: &mut Criterion) {
-    let candidates: [(&str, Box<dyn Strategy>); 3] = [
+    let candidates: [(&str, Box<dyn Strategy>); 4] = [
         ("sticky", Box::new(Sticky::new())),
         (
             "consistent-hash-bounded",
             Box::new(ConsistentHash::bounded()),
         ),
+        ("consistent-hash", Box::new(ConsistentHash::new())),
         ("round-robin", Box::new(RoundRobin::new())),
     ];
     for (partitions, workers) in [(10_000, 200), (100_000, 10_000)] {
