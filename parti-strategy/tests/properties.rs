@@ -160,6 +160,83 @@ fn minimal_moves(w: &[Worker], p: &[Partition], previous: &Assignment) -> usize 
     departed + (excess - relieved) as usize
 }
 
+/// A fleet under random changes: starts with 4 workers and 100 unit partitions.
+struct Churn {
+    w: Vec<Worker>,
+    p: Vec<Partition>,
+    next_worker: usize,
+    next_partition: usize,
+}
+
+impl Churn {
+    fn new() -> Self {
+        Self {
+            w: (0..4).map(worker).collect(),
+            p: (0..100).map(|n| partition(n, 1)).collect(),
+            next_worker: 4,
+            next_partition: 100,
+        }
+    }
+
+    /// Op 0: a worker of `capacity` joins; 1: the worker at `amount` (mod the fleet)
+    /// leaves, unless it is the last; 2: `amount` partitions are added; 3: removed.
+    fn apply(&mut self, op: u8, amount: usize, capacity: u32) {
+        match op {
+            0 => {
+                self.w
+                    .push(worker(self.next_worker).with_capacity(capacity));
+                self.next_worker += 1;
+            }
+            1 if self.w.len() > 1 => {
+                self.w.remove(amount % self.w.len());
+            }
+            2 => {
+                let new = self.next_partition..self.next_partition + amount;
+                self.p.extend(new.map(|n| partition(n, 1)));
+                self.next_partition += amount;
+            }
+            _ => {
+                let keep = self.p.len().saturating_sub(amount);
+                self.p.truncate(keep);
+            }
+        }
+    }
+}
+
+/// `s` from its own assignment over `w`, after the worker at `leaving` leaves, moves exactly
+/// that worker's partitions.
+fn assert_leave_moves_only_the_leavers(
+    s: &dyn AssignmentStrategy,
+    w: &[Worker],
+    p: &[Partition],
+    leaving: usize,
+) -> Result<(), TestCaseError> {
+    let before = run(s, w, p, None);
+    let mut fewer = w.to_vec();
+    let gone = fewer.remove(leaving);
+    let after = run(s, &fewer, p, Some(&before));
+    prop_assert_eq!(
+        after.moved_from(&before),
+        before.partitions_of(gone.id()).len()
+    );
+    Ok(())
+}
+
+/// `s` from its own assignment, given `extra` more partitions, moves none of the others.
+fn assert_new_partitions_move_nothing_else(
+    s: &dyn AssignmentStrategy,
+    w: &[Worker],
+    p: &[Partition],
+    extra: usize,
+) -> Result<(), TestCaseError> {
+    let before = run(s, w, p, None);
+    let mut more = p.to_vec();
+    more.extend((1000..1000 + extra).map(|n| partition(n, 1)));
+    let after = run(s, w, &more, Some(&before));
+    prop_assert_eq!(after.moved_from(&before), 0);
+    Ok(())
+}
+
 /// The bounded ring's cap for `worker` among `w` with `total` unit partitions:
 /// max(⌈aᵢ⌉, ⌊(1+ε)·aᵢ⌋) of its fair share aᵢ.
 fn bounded_cap(worker: &Worker, w: &[Worker], total: usize, epsilon: f64) -> u64 {
@@ -319,11 +396,7 @@ proptest! {
         p in unit_partitions(300),
         leaving in any::<prop::sample::Index>(),
     ) {
-        let before = run(&Sticky::new(), &w, &p, None);
-        let mut fewer = w.clone();
-        let gone = fewer.remove(leaving.index(w.len()));
-        let after = run(&Sticky::new(), &fewer, &p, Some(&before));
-        prop_assert_eq!(after.moved_from(&before), before.partitions_of(gone.id()).len());
+        assert_leave_moves_only_the_leavers(&Sticky::new(), &w, &p, leaving.index(w.len()))?;
     }
 
     #[test]
@@ -332,37 +405,23 @@ proptest! {
         p in unit_partitions(300),
         extra in 1usize..50,
     ) {
-        let before = run(&Sticky::new(), &w, &p, None);
-        let mut more = p.clone();
-        more.extend((1000..1000 + extra).map(|n| partition(n, 1)));
-        let after = run(&Sticky::new(), &w, &more, Some(&before));
-        prop_assert_eq!(after.moved_from(&before), 0);
+        assert_new_partitions_move_nothing_else(&Sticky::new(), &w, &p, extra)?;
     }
 
     #[test]
     fn sticky_stays_balanced_and_minimal_across_changes(
         steps in proptest::collection::vec((0u8..4, 1usize..30), 1..12),
     ) {
-        let mut w: Vec<Worker> = (0..4).map(worker).collect();
-        let mut p: Vec<Partition> = (0..100).map(|n| partition(n, 1)).collect();
-        let mut next_worker = 4;
-        let mut next_partition = 100;
-        let mut current = run(&Sticky::new(), &w, &p, None);
+        let mut fleet = Churn::new();
+        let mut current = run(&Sticky::new(), &fleet.w, &fleet.p, None);
         for (op, amount) in steps {
-            match op {
-                0 => { w.push(worker(next_worker)); next_worker += 1; }
-                1 if w.len() > 1 => { w.remove(amount % w.len()); }
-                2 => {
-                    p.extend((next_partition..next_partition + amount).map(|n| partition(n, 1)));
-                    next_partition += amount;
-                }
-                _ => { let keep = p.len().saturating_sub(amount); p.truncate(keep); }
-            }
-            let next = run(&Sticky::new(), &w, &p, Some(&current));
-            assert_covers(&next, &w, &p)?;
-            let c = counts(&next, &w);
+            fleet.apply(op, amount, 1);
+            let (w, p) = (&fleet.w, &fleet.p);
+            let next = run(&Sticky::new(), w, p, Some(&current));
+            assert_covers(&next, w, p)?;
+            let c = counts(&next, w);
             prop_assert!(c.values().max().unwrap() - c.values().min().unwrap() <= 1);
-            prop_assert_eq!(next.moved_from(&current), minimal_moves(&w, &p, &current));
+            prop_assert_eq!(next.moved_from(&current), minimal_moves(w, p, &current));
             current = next;
         }
     }
@@ -433,11 +492,7 @@ proptest! {
         epsilon in 0.05f64..1.0,
     ) {
         let ring = ConsistentHash::new().with_epsilon(epsilon).unwrap();
-        let before = run(&ring, &w, &p, None);
-        let mut fewer = w.clone();
-        let gone = fewer.remove(leaving.index(w.len()));
-        let after = run(&ring, &fewer, &p, Some(&before));
-        prop_assert_eq!(after.moved_from(&before), before.partitions_of(gone.id()).len());
+        assert_leave_moves_only_the_leavers(&ring, &w, &p, leaving.index(w.len()))?;
     }
 
     #[test]
@@ -446,12 +501,7 @@ proptest! {
         p in unit_partitions(300),
         extra in 1usize..50,
     ) {
-        let ring = ConsistentHash::bounded();
-        let before = run(&ring, &w, &p, None);
-        let mut more = p.clone();
-        more.extend((1000..1000 + extra).map(|n| partition(n, 1)));
-        let after = run(&ring, &w, &more, Some(&before));
-        prop_assert_eq!(after.moved_from(&before), 0);
+        assert_new_partitions_move_nothing_else(&ConsistentHash::bounded(), &w, &p, extra)?;
     }
 
     #[test]
@@ -460,31 +510,18 @@ proptest! {
         epsilon in 0.05f64..1.0,
     ) {
         let ring = ConsistentHash::new().with_epsilon(epsilon).unwrap();
-        let mut w: Vec<Worker> = (0..4).map(worker).collect();
-        let mut p: Vec<Partition> = (0..100).map(|n| partition(n, 1)).collect();
-        let mut next_worker = 4;
-        let mut next_partition = 100;
-        let mut current = run(&ring, &w, &p, None);
+        let mut fleet = Churn::new();
+        let mut current = run(&ring, &fleet.w, &fleet.p, None);
         for (op, amount) in steps {
-            match op {
-                0 => {
-                    w.push(worker(next_worker).with_capacity(1 + (amount % 3) as u32));
-                    next_worker += 1;
-                }
-                1 if w.len() > 1 => { w.remove(amount % w.len()); }
-                2 => {
-                    p.extend((next_partition..next_partition + amount).map(|n| partition(n, 1)));
-                    next_partition += amount;
-                }
-                _ => { let keep = p.len().saturating_sub(amount); p.truncate(keep); }
+            fleet.apply(op, amount, 1 + (amount % 3) as u32);
+            let (w, p) = (&fleet.w, &fleet.p);
+            let next = run(&ring, w, p, Some(&current));
+            assert_covers(&next, w, p)?;
+            let c = counts(&next, w);
+            for worker in w {
+                prop_assert!(c[worker.id()] <= bounded_cap(worker, w, p.len(), epsilon));
             }
-            let next = run(&ring, &w, &p, Some(&current));
-            assert_covers(&next, &w, &p)?;
-            let c = counts(&next, &w);
-            for worker in &w {
-                prop_assert!(c[worker.id()] <= bounded_cap(worker, &w, p.len(), epsilon));
-            }
-            assert_bounded_moves_explained(&current, &next, &w, &p, epsilon)?;
+            assert_bounded_moves_explained(&current, &next, w, p, epsilon)?;
             current = next;
         }
     }
