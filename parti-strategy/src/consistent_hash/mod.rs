@@ -36,7 +36,10 @@ pub const MAX_RING_POINTS: u64 = 1 << 26;
 /// the minimum when caps bind often (few partitions per worker): without it, every join or
 /// leave sets off chains of partitions returning to first choices that gained room. The
 /// price is that a partition pushed off its first choice stays off it until its worker
-/// leaves; the crate docs measure how few those are.
+/// leaves; the crate docs measure how few those are. The previous assignment is taken to be
+/// the ring's own: given one made by another strategy, bounded mode keeps that layout
+/// wherever it fits under the caps. To start a fleet that switches to it from the ring's own
+/// placement, compute once without the previous assignment.
 ///
 /// Guarantees (each one is a property test):
 ///
