@@ -133,6 +133,38 @@ impl Default for Config {
 }
 
 impl Config {
+    /// [`Config::default`] with the protocol timings shortened for a fleet on one machine —
+    /// demos, and integration tests against a local nats-server: heartbeats every 250 ms
+    /// with a 1 s TTL, a 2 s leader lease, stabilization windows of 1.5 s (cold start) and
+    /// 1 s (planned scale), a 1 s cooldown and a 1 s drain timeout.
+    ///
+    /// TTLs stay at a second or more because NATS keeps its expiry markers at least one
+    /// second. Not for production: a one-second pause (a GC, a slow network) would look like
+    /// a crash and move partitions.
+    ///
+    /// ```
+    /// use parti_core::config::Config;
+    ///
+    /// let config = Config::short_timings();
+    /// assert!(config.validate().is_ok());
+    /// assert!(config.heartbeat_ttl < Config::default().heartbeat_ttl);
+    /// ```
+    pub fn short_timings() -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            heartbeat_interval: ms(250),
+            heartbeat_ttl: ms(1000),
+            emergency_grace: ms(250),
+            election_ttl: ms(2000),
+            id_ttl: ms(5000),
+            cold_start_window: ms(1500),
+            planned_scale_window: ms(1000),
+            cooldown: ms(1000),
+            drain_timeout: ms(1000),
+            ..Self::default()
+        }
+    }
+
     /// Checks every rule and reports all the fields that break one.
     ///
     /// The rules: `heartbeat_interval` > 0; `heartbeat_ttl` ≥ 2 × `heartbeat_interval`;

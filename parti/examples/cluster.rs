@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parti::config::Config;
 use parti::store::MemoryStore;
-use parti::strategy::{PartitionId, Sticky, WorkerId};
+use parti::strategy::{Assignment, Sticky, WorkerId};
 use parti::{Manager, StaticSource};
 use tokio::time::{Instant, sleep};
 
@@ -18,25 +18,10 @@ const PARTITIONS: usize = 60;
 
 type Fleet = BTreeMap<WorkerId, Manager<MemoryStore>>;
 
-/// Short windows so the whole story fits in a few seconds of real time.
-fn config() -> Config {
-    let ms = Duration::from_millis;
-    let mut config = Config::default();
-    config.heartbeat_interval = ms(250);
-    config.heartbeat_ttl = ms(1000);
-    config.emergency_grace = ms(250);
-    config.election_ttl = ms(2000);
-    config.id_ttl = ms(5000);
-    config.cold_start_window = ms(3000);
-    config.planned_scale_window = ms(2000);
-    config.cooldown = ms(2000);
-    config
-}
-
 async fn start(fleet: &mut Fleet, store: &MemoryStore, source: &StaticSource, n: usize) {
     for _ in 0..n {
         let manager = Manager::builder(store.connect(), source.clone(), Sticky::default())
-            .config(config())
+            .config(Config::short_timings())
             .start()
             .await
             .expect("the embedded store is always reachable");
@@ -46,7 +31,8 @@ async fn start(fleet: &mut Fleet, store: &MemoryStore, source: &StaticSource, n:
 }
 
 /// Who owns each partition (by the workers' applied assignments).
-fn owners(fleet: &Fleet) -> BTreeMap<PartitionId, WorkerId> {
+/// Who owns what, as the workers themselves report it.
+fn owners(fleet: &Fleet) -> Assignment {
     fleet
         .iter()
         .flat_map(|(id, m)| {
@@ -101,16 +87,6 @@ fn settled(fleet: &Fleet) -> bool {
             .all(|m| m.state() == parti::decide::ManagerState::Stable)
 }
 
-fn moved(
-    before: &BTreeMap<PartitionId, WorkerId>,
-    after: &BTreeMap<PartitionId, WorkerId>,
-) -> usize {
-    before
-        .iter()
-        .filter(|(p, w)| after.get(*p).is_some_and(|now| now != *w))
-        .count()
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let started = Instant::now();
@@ -118,7 +94,12 @@ async fn main() {
     let source = StaticSource::numbered("orders", PARTITIONS).expect("valid keys");
     let mut fleet = Fleet::new();
 
-    println!("== cold start: 5 workers, {PARTITIONS} partitions (3 s window)");
+    // Short timings, so that the whole story fits in a few seconds of real time.
+    let config = Config::short_timings();
+    println!(
+        "== cold start: 5 workers, {PARTITIONS} partitions ({:?} window)",
+        config.cold_start_window
+    );
     start(&mut fleet, &store, &source, 5).await;
     watch_until(&fleet, started, settled).await;
     let before_crash = owners(&fleet);
@@ -135,7 +116,10 @@ async fn main() {
     let reowned = watch_until(&fleet, started, settled).await - crashed;
     let after_crash = owners(&fleet);
 
-    println!("== scale out: two workers join (2 s window)");
+    println!(
+        "== scale out: two workers join ({:?} window)",
+        config.planned_scale_window
+    );
     let before_join = after_crash.clone();
     start(&mut fleet, &store, &source, 2).await;
     watch_until(&fleet, started, settled).await;
@@ -143,14 +127,15 @@ async fn main() {
 
     let minimum_join = 2 * (PARTITIONS / fleet.len());
     println!("== summary");
+    let bound = config.heartbeat_ttl + config.emergency_grace + Duration::from_millis(500);
     println!(
-        "  crash: {} partitions moved (minimum {lost}), re-owned in {:.2} s (bound: heartbeat_ttl + grace + 0.5 s = 1.75 s)",
-        moved(&before_crash, &after_crash),
+        "  crash: {} partitions moved (minimum {lost}), re-owned in {:.2} s (bound: heartbeat_ttl + grace + 0.5 s = {bound:?})",
+        after_crash.moved_from(&before_crash),
         reowned.as_secs_f64()
     );
     println!(
         "  join of 2: {} partitions moved (minimum {minimum_join})",
-        moved(&before_join, &after_join)
+        after_join.moved_from(&before_join)
     );
     for (_, manager) in fleet {
         manager.stop().await.expect("clean stop");

@@ -10,7 +10,7 @@ use parti_core::config::Config;
 use parti_core::decide::ManagerState;
 use parti_core::runtime::{Hooks, Manager, StaticSource, Transition};
 use parti_core::store::Store;
-use parti_strategy::{PartitionId, Sticky, WorkerId};
+use parti_strategy::{Assignment, PartitionId, Sticky, WorkerId};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
@@ -232,6 +232,12 @@ impl<S: Store> Fleet<S> {
             }
         }
         Ok(owners)
+    }
+
+    /// [`Fleet::ownership`] as an [`Assignment`], to measure movement with
+    /// [`Assignment::moved_from`].
+    pub fn assignment(&self) -> Result<Assignment, String> {
+        Ok(self.ownership()?.into_iter().collect())
     }
 
     /// The highest applied version among live members.

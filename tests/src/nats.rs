@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parti_core::config::Config;
 use parti_core::store::{BucketSpec, Store, StoreResult};
 use parti_nats::{NatsBucket, NatsStore};
 
@@ -109,23 +108,4 @@ pub async fn wait_for_jetstream(url: &str, replicas: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("JetStream at {url} not ready within {READY_TIMEOUT:?}: {last_error}");
-}
-
-/// Short protocol timings for fleets on a local server (a second-long heartbeat TTL, windows
-/// of a second or so); TTLs stay at a second or more because the server keeps its expiry
-/// markers at least one second.
-pub fn short_timings() -> Config {
-    let ms = Duration::from_millis;
-    let mut config = Config::default();
-    config.heartbeat_interval = ms(250);
-    config.heartbeat_ttl = ms(1000);
-    config.emergency_grace = ms(250);
-    config.election_ttl = ms(2000);
-    config.id_ttl = ms(5000);
-    config.cold_start_window = ms(1500);
-    config.planned_scale_window = ms(1000);
-    config.cooldown = ms(1000);
-    config.drain_timeout = ms(1000);
-    config.validate().expect("valid short timings");
-    config
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parti_core::decide::ManagerState;
 use parti_core::runtime::Transition;
 use parti_core::store::Store;
-use parti_strategy::{Partition, PartitionId, WorkerId};
+use parti_strategy::{Partition, WorkerId};
 use tokio::time::Instant;
 
 use crate::fleet::Fleet;
@@ -42,17 +42,6 @@ async fn crash_a_follower_and_expect_reown<S: Store>(fleet: &mut Fleet<S>) {
     );
 }
 
-/// Partitions whose owner differs between two ownership maps (partitions in both).
-fn moved(
-    before: &BTreeMap<PartitionId, WorkerId>,
-    after: &BTreeMap<PartitionId, WorkerId>,
-) -> usize {
-    before
-        .iter()
-        .filter(|(p, owner)| after.get(*p).is_some_and(|now| now != *owner))
-        .count()
-}
-
 /// Cold start 0 → 3: one window, then one rebalance (version 1) and `Stable`.
 pub async fn cold_start<S: Store>(mut fleet: Fleet<S>) {
     let started = Instant::now();
@@ -82,7 +71,7 @@ pub async fn cold_start<S: Store>(mut fleet: Fleet<S>) {
 pub async fn planned_scale<S: Store>(mut fleet: Fleet<S>) {
     fleet.start(3).await;
     fleet.settle(settle_timeout(&fleet)).await;
-    let before = fleet.ownership().unwrap();
+    let before = fleet.assignment().unwrap();
     let grants_before = fleet.ledger.intervals().len();
     let joined_at = Instant::now();
     let new = fleet.start(2).await;
@@ -92,9 +81,9 @@ pub async fn planned_scale<S: Store>(mut fleet: Fleet<S>) {
         "rebalanced {:?} after the join, inside the window",
         settled - joined_at
     );
-    let after = fleet.ownership().unwrap();
+    let after = fleet.assignment().unwrap();
     // 30 partitions: 10 each over 3, 6 each over 5: the two new workers take 12, nothing else moves.
-    assert_eq!(moved(&before, &after), 12);
+    assert_eq!(after.moved_from(&before), 12);
     for id in &new {
         assert_eq!(fleet.member(id).manager.assignment().len(), 6);
     }
@@ -200,14 +189,14 @@ pub async fn leader_stop<S: Store>(mut fleet: Fleet<S>) {
 pub async fn fleet_restart<S: Store>(mut fleet: Fleet<S>) {
     let ids = fleet.start(10).await;
     fleet.settle(settle_timeout(&fleet)).await;
-    let before = fleet.ownership().unwrap();
+    let before = fleet.assignment().unwrap();
     let version = fleet.max_version();
     fleet.stop_all().await;
     let again = fleet.start(10).await;
     assert_eq!(again, ids, "the same ids are claimed again");
     fleet.settle(settle_timeout(&fleet)).await;
-    let after = fleet.ownership().unwrap();
-    assert_eq!(moved(&before, &after), 0);
+    let after = fleet.assignment().unwrap();
+    assert_eq!(after.moved_from(&before), 0);
     assert_eq!(before, after);
     assert!(fleet.max_version() >= version);
     fleet.stop_all().await;
@@ -315,7 +304,7 @@ pub async fn cooldown<S: Store>(mut fleet: Fleet<S>) {
 pub async fn joins_in_one_window<S: Store>(mut fleet: Fleet<S>) {
     fleet.start(2).await;
     fleet.settle(settle_timeout(&fleet)).await;
-    let before = fleet.ownership().unwrap();
+    let before = fleet.assignment().unwrap();
     let grants_before = fleet.ledger.intervals().len();
     let step = fleet.config.planned_scale_window / 4;
     for _ in 0..3 {
@@ -323,9 +312,9 @@ pub async fn joins_in_one_window<S: Store>(mut fleet: Fleet<S>) {
         tokio::time::sleep(step).await; // spacing the joins is the scenario, not a sync
     }
     fleet.settle(settle_timeout(&fleet)).await;
-    let after = fleet.ownership().unwrap();
+    let after = fleet.assignment().unwrap();
     // 2 → 5 in one rebalance moves 18 of 30, each once; three rebalances would move more.
-    assert_eq!(moved(&before, &after), 18);
+    assert_eq!(after.moved_from(&before), 18);
     assert_eq!(
         fleet.ledger.intervals().len() - grants_before,
         18,

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use parti_core::config::Config;
 use parti_nats::NatsStore;
 use parti_strategy::PartitionId;
 use tests::fleet::Fleet;
 use tests::ledger::{Ledger, Owner};
-use tests::nats::{short_timings, wait_for_jetstream};
+use tests::nats::wait_for_jetstream;
 use tests::nats_server::NatsServer;
 use tests::proxy::Proxy;
 use tests::rng::Rng;
@@ -89,7 +90,7 @@ async fn chaos_on_nats_never_double_owns() {
     let pool = Arc::new(Mutex::new(stores.into_iter().rev().collect::<Vec<_>>()));
     let mut fleet = Fleet::new(
         move || pool.lock().unwrap().pop().expect("enough connections"),
-        short_timings(),
+        Config::short_timings(),
         PARTITIONS,
     );
     fleet.drain = Duration::from_millis(50);
