@@ -203,6 +203,21 @@ impl Churn {
     }
 }
 
+/// Every partition of `p` whose owner changed from `before` to `after` went to `joiner`.
+fn assert_moved_only_onto(
+    before: &Assignment,
+    after: &Assignment,
+    p: &[Partition],
+    joiner: &Worker,
+) -> Result<(), TestCaseError> {
+    for partition in p {
+        if before.owner(partition.id()) != after.owner(partition.id()) {
+            prop_assert_eq!(after.owner(partition.id()), Some(joiner.id()));
+        }
+    }
+    Ok(())
+}
+
 /// `s` from its own assignment over `w`, after the worker at `leaving` leaves, moves exactly
 /// that worker's partitions.
 fn assert_leave_moves_only_the_leavers(
@@ -383,11 +398,7 @@ proptest! {
         more.push(joiner.clone());
         let after = run(&Sticky::new(), &more, &p, Some(&before));
         prop_assert_eq!(after.moved_from(&before), p.len() / more.len());
-        for partition in &p {
-            if before.owner(partition.id()) != after.owner(partition.id()) {
-                prop_assert_eq!(after.owner(partition.id()), Some(joiner.id()));
-            }
-        }
+        assert_moved_only_onto(&before, &after, &p, &joiner)?;
     }
 
     #[test]
@@ -437,11 +448,7 @@ proptest! {
         let joiner = worker(99);
         more.push(joiner.clone());
         let after = run(&ring, &more, &p, None);
-        for partition in &p {
-            if before.owner(partition.id()) != after.owner(partition.id()) {
-                prop_assert_eq!(after.owner(partition.id()), Some(joiner.id()));
-            }
-        }
+        assert_moved_only_onto(&before, &after, &p, &joiner)?;
     }
 
     #[test]
