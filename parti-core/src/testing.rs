@@ -87,7 +87,8 @@ macro_rules! store_conformance_tests {
                 update_race_exactly_one_wins, watch_sees_puts_and_deletes_in_revision_order,
                 watch_filters_by_prefix, watch_from_current_replays_then_follows,
                 watch_from_revision_resumes, reopening_a_bucket_binds_to_it,
-                reopening_with_another_ttl_is_a_mismatch, deleted_bucket_is_not_found;
+                reopening_with_another_ttl_is_a_mismatch, deleted_bucket_is_not_found,
+                reads_see_every_acknowledged_write;
             timed: ttl_expires_exactly_after_the_last_write, ttl_is_measured_from_the_last_write,
                 ttl_expiry_is_seen_by_watchers
         );
@@ -606,6 +607,118 @@ pub async fn deleted_bucket_is_not_found<S: Store>(store: &S) {
     ));
     let again = open_spec(store, spec).await;
     assert_eq!(get(&again, "k").await, None);
+}
+
+/// What a read-your-writes run found: reads that returned less than an acknowledged write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadReport {
+    /// `get`s made.
+    pub reads: usize,
+    /// `get`s that returned a value older than a write acknowledged before they began.
+    pub stale_reads: usize,
+    /// Listings (`keys` or `entries`) made.
+    pub listings: usize,
+    /// Listings that missed a write acknowledged before they began.
+    pub stale_listings: usize,
+}
+
+/// How often (in rounds) [`reads_see_acknowledged_writes`] also checks a listing.
+const LISTING_EVERY: usize = 10;
+
+/// Keys the background writer cycles through.
+const BACKGROUND_KEYS: usize = 8;
+
+/// The background writer's pause between writes: a steady load, not a flood.
+const BACKGROUND_PAUSE: Duration = Duration::from_millis(1);
+
+/// `get`, `keys` and `entries` see every write acknowledged before they began, with one
+/// client writing and reading (two handles of `store`). See
+/// [`reads_see_acknowledged_writes`] for the cross-client form a clustered backend needs.
+pub async fn reads_see_every_acknowledged_write<S: Store>(store: &S) {
+    reads_see_acknowledged_writes(store, &[store.clone(), store.clone()], 500).await;
+}
+
+/// Read-your-writes across clients: in each of `rounds` rounds `writer` puts `k = round`
+/// and, once that is acknowledged, every reader `get`s `k` and must see that value or a
+/// newer one; every [`LISTING_EVERY`] rounds the writer also puts or deletes `list` and a
+/// reader's `keys` or `entries` must agree. Another task writes other keys meanwhile, so
+/// the store is never idle.
+///
+/// On a clustered backend, pin the writer and each reader to different nodes: a replica that
+/// answers before it has caught up is what this catches. Panics with the counts when any
+/// read was stale; returns them otherwise.
+pub async fn reads_see_acknowledged_writes<W: Store, R: Store>(
+    writer: &W,
+    readers: &[R],
+    rounds: usize,
+) -> ReadReport {
+    let spec = BucketSpec::new(unique_name("ryw")).expect("valid name");
+    let written = open_spec(writer, spec.clone()).await;
+    let mut reading = Vec::with_capacity(readers.len());
+    for reader in readers {
+        reading.push(open_spec(reader, spec.clone()).await);
+    }
+
+    let load = {
+        let bucket = written.clone();
+        tokio::spawn(async move {
+            for n in 0usize.. {
+                let key = format!("bg-{}", n % BACKGROUND_KEYS);
+                // Errors are not this test's subject; the foreground reports the store's.
+                let _ = bucket.put(&key, value(&n.to_string())).await;
+                tokio::time::sleep(BACKGROUND_PAUSE).await;
+            }
+        })
+    };
+
+    let mut report = ReadReport::default();
+    for round in 1..=rounds {
+        must("put", written.put("k", value(&round.to_string())).await);
+        for bucket in &reading {
+            report.reads += 1;
+            let seen = get(bucket, "k").await.and_then(|entry| {
+                std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+            });
+            if seen.is_none_or(|seen| seen < round) {
+                report.stale_reads += 1;
+            }
+        }
+        if round % LISTING_EVERY == 0 {
+            // Listings alternate put/delete, and (in pairs) `keys`/`entries`, so each
+            // listing sees both outcomes.
+            let listing = round / LISTING_EVERY;
+            let listed_expected = listing % 2 == 1;
+            if listed_expected {
+                must("put", written.put("list", value(&round.to_string())).await);
+            } else {
+                must("delete", written.delete("list", None).await);
+            }
+            let bucket = &reading[round % reading.len()];
+            report.listings += 1;
+            let fresh = if (listing / 2) % 2 == 0 {
+                let keys = must("keys", bucket.keys("list").await);
+                keys.len() == usize::from(listed_expected)
+            } else {
+                let entries = must("entries", bucket.entries("list").await);
+                match &entries[..] {
+                    [] => !listed_expected,
+                    [entry] => listed_expected && entry.value == value(&round.to_string()),
+                    _ => false,
+                }
+            };
+            if !fresh {
+                report.stale_listings += 1;
+            }
+        }
+    }
+    load.abort();
+    assert!(
+        report.stale_reads == 0 && report.stale_listings == 0,
+        "reads missed acknowledged writes: {report:?}"
+    );
+    report
 }
 
 async fn open_ttl<S: Store>(store: &S, tag: &str, timing: TtlTiming) -> S::Bucket {

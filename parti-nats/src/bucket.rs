@@ -5,6 +5,7 @@ use std::fmt;
 use async_nats::HeaderMap;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parti_core::store::{
@@ -12,16 +13,33 @@ use parti_core::store::{
     check_prefix,
 };
 
-use crate::errors::{PublishFailure, Target, entry_error, publish_failure, watch_error};
+use crate::errors::{
+    PublishFailure, Target, entry_error, info_error, publish_failure, raw_read_error,
+};
 use crate::store::NatsStore;
 use crate::watch;
 
 /// The header JetStream KV uses to mark a delete.
 const KV_OPERATION: &str = "KV-Operation";
 const KV_OPERATION_DELETE: &str = "DEL";
+const KV_OPERATION_PURGE: &str = "PURGE";
 
 /// How many times `create` retries when the key changes between its attempts.
 const CREATE_ATTEMPTS: usize = 3;
+
+/// How many reads of one listing are in flight at once.
+const LISTING_READS_IN_FLIGHT: usize = 16;
+
+/// The header a server puts on the marker it writes when a limit (a TTL) removes an entry.
+const NATS_MARKER_REASON: &str = "Nats-Marker-Reason";
+
+/// Whether a stored KV message is a put (not a delete, purge or expiry marker).
+fn is_put(headers: &HeaderMap) -> bool {
+    let deleted = headers
+        .get(KV_OPERATION)
+        .is_some_and(|op| matches!(op.as_str(), KV_OPERATION_DELETE | KV_OPERATION_PURGE));
+    !deleted && headers.get(NATS_MARKER_REASON).is_none()
+}
 
 /// One bucket of a [`NatsStore`].
 #[derive(Clone)]
@@ -124,22 +142,103 @@ impl NatsBucket {
         }
     }
 
+    /// The live entries under `prefix`, sorted by key, read from the stream's leader.
+    ///
+    /// The leader lists the stream's subjects (one per key: its last put, or a delete or
+    /// expiry marker, history being 1), then each key's last message is read from it. A key
+    /// live when the listing began has a subject in the list, and its read comes later, so
+    /// each key is reported as it was at some instant of the listing: it sees every write
+    /// acknowledged before it began. (async-nats's `keys` uses an ordered consumer instead,
+    /// which a cluster may place on any replica, one that has not caught up included.)
+    async fn listing(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
+        let target = self.target(Operation::Keys, prefix);
+        check_prefix(prefix)?;
+        self.store.check_connected(target)?;
+        let stored = format!("$KV.{}.", self.kv.name);
+        let mut subjects = match self
+            .kv
+            .stream
+            .info_with_subjects(format!("{stored}>"))
+            .await
+        {
+            Ok(subjects) => subjects,
+            Err(e) => return Err(self.read_failure(target, info_error(target, e)).await),
+        };
+        // A replica answers for the stream only while it has no leader, and then from what
+        // it has stored, which may be behind.
+        if subjects
+            .info
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.leader.as_deref().is_none_or(str::is_empty))
+        {
+            return Err(target.unavailable(
+                format!("stream {} has no leader", self.kv.stream_name),
+                None,
+            ));
+        }
+        let mut keys = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|e| info_error(target, e))?;
+            if let Some(key) = subject.strip_prefix(&stored) {
+                if key.starts_with(prefix) {
+                    keys.push(key.to_owned());
+                }
+            }
+        }
+        keys.sort_unstable();
+        // The reads are independent: keep several in flight.
+        let mut reads = futures_util::stream::iter(keys)
+            .map(|key| {
+                let subject = format!("{stored}{key}");
+                async move {
+                    let read = self
+                        .kv
+                        .stream
+                        .get_last_raw_message_by_subject(&subject)
+                        .await;
+                    (key, read)
+                }
+            })
+            .buffered(LISTING_READS_IN_FLIGHT);
+        let mut entries = Vec::new();
+        while let Some((key, read)) = reads.next().await {
+            let message = match read {
+                Ok(message) => message,
+                // Expired and its marker gone since the subjects were listed.
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(self.read_failure(target, raw_read_error(target, e)).await),
+            };
+            if is_put(&message.headers) {
+                entries.push(Entry {
+                    key,
+                    value: message.payload,
+                    revision: Revision::new(message.sequence),
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// A failed read: `NotFound` when the bucket is gone, else the mapped error.
+    async fn read_failure(&self, target: Target<'_>, mapped: StoreError) -> StoreError {
+        if matches!(mapped, StoreError::Unavailable { .. })
+            && matches!(self.store.stream_exists(target).await, Ok(false))
+        {
+            return target.not_found();
+        }
+        mapped
+    }
+
     /// The latest record of `key`, live or not.
     async fn record(&self, operation: Operation, key: &str) -> StoreResult<Option<kv::Entry>> {
         let target = self.target(operation, key);
         check_key(key)?;
         self.store.check_connected(target)?;
+        // The bucket was bound with direct gets off, so this asks the stream leader.
         match self.kv.entry(key).await {
             Ok(entry) => Ok(entry),
-            Err(e) => {
-                let mapped = entry_error(target, e);
-                if matches!(mapped, StoreError::Unavailable { .. })
-                    && matches!(self.store.stream_exists(target).await, Ok(false))
-                {
-                    return Err(target.not_found());
-                }
-                Err(mapped)
-            }
+            Err(e) => Err(self.read_failure(target, entry_error(target, e)).await),
         }
     }
 }
@@ -236,19 +335,16 @@ impl Bucket for NatsBucket {
     }
 
     async fn keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        let target = self.target(Operation::Keys, prefix);
-        check_prefix(prefix)?;
-        self.store.check_connected(target)?;
-        let mut listing = self.kv.keys().await.map_err(|e| watch_error(target, e))?;
-        let mut keys = Vec::new();
-        while let Some(key) = listing.next().await {
-            let key = key.map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
-            if key.starts_with(prefix) {
-                keys.push(key);
-            }
-        }
-        keys.sort_unstable();
-        Ok(keys)
+        Ok(self
+            .listing(prefix)
+            .await?
+            .into_iter()
+            .map(|entry| entry.key)
+            .collect())
+    }
+
+    async fn entries(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
+        self.listing(prefix).await
     }
 
     async fn watch(&self, prefix: &str, from: WatchFrom) -> StoreResult<WatchStream> {

@@ -3,6 +3,7 @@
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{EntryErrorKind, WatchErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use parti_core::store::{Operation, StoreError};
 
 /// Who an error is about: the operation, bucket and key (empty for bucket-level operations).
@@ -110,21 +111,14 @@ pub(crate) fn publish_failure(
 /// single-server code (10071) `WrongLastSequence`, but a clustered stream answers with
 /// 10164, which it files under `Other`: look at the server's code itself.
 fn is_wrong_last_sequence(error: &async_nats::jetstream::context::PublishError) -> bool {
-    if error.kind() == PublishErrorKind::WrongLastSequence {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(js) = cause.downcast_ref::<async_nats::jetstream::Error>() {
-            return matches!(
-                js.error_code(),
+    error.kind() == PublishErrorKind::WrongLastSequence
+        || matches!(
+            jetstream_code(error),
+            Some(
                 ErrorCode::STREAM_WRONG_LAST_SEQUENCE
                     | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-            );
-        }
-        source = cause.source();
-    }
-    false
+            )
+        )
 }
 
 /// A failed read of one key.
@@ -144,7 +138,55 @@ pub(crate) fn entry_error(
     }
 }
 
-/// A failed start of a watch or key listing.
+/// A failed read through the stream leader (`STREAM.MSG.GET`), other than "no message".
+pub(crate) fn raw_read_error(
+    target: Target<'_>,
+    error: async_nats::jetstream::stream::RawMessageError,
+) -> StoreError {
+    let kind = error.kind();
+    let message = error.to_string();
+    let source: parti_core::store::BoxError = Box::new(error);
+    match kind {
+        LastRawMessageErrorKind::JetStream(js)
+            if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+        {
+            target.not_found()
+        }
+        LastRawMessageErrorKind::InvalidSubject => target.invalid_key(),
+        // Timeouts, no responders (a restarting server), a stream without a leader for now
+        // (a cluster electing one): worth retrying. `NoMessageFound` is the caller's to
+        // handle; reaching here with it is as transient as the rest.
+        LastRawMessageErrorKind::NoMessageFound
+        | LastRawMessageErrorKind::JetStream(_)
+        | LastRawMessageErrorKind::Other => target.unavailable(message, source),
+    }
+}
+
+/// A failed stream info request (a listing's subjects).
+pub(crate) fn info_error(
+    target: Target<'_>,
+    error: async_nats::jetstream::stream::InfoError,
+) -> StoreError {
+    if jetstream_code(&error) == Some(ErrorCode::STREAM_NOT_FOUND) {
+        return target.not_found();
+    }
+    // Timeouts, no responders, a stream electing a leader: worth retrying.
+    target.unavailable(error.to_string(), Some(Box::new(error) as _))
+}
+
+/// The JetStream error code an error carries somewhere in its chain of sources.
+fn jetstream_code(error: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if let Some(js) = cause.downcast_ref::<async_nats::jetstream::Error>() {
+            return Some(js.error_code());
+        }
+        next = cause.source();
+    }
+    None
+}
+
+/// A failed start of a watch.
 pub(crate) fn watch_error(
     target: Target<'_>,
     error: async_nats::jetstream::kv::WatchError,

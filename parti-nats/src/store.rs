@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::jetstream::context::{
     ContextBuilder, CreateKeyValueErrorKind, GetStreamError, GetStreamErrorKind,
+    UpdateStreamErrorKind,
 };
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::StorageType;
@@ -29,6 +30,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Buckets are JetStream KV buckets with history 1 and, for a TTL, the bucket's `max_age`
 /// plus limit markers, so that an expiry reaches watchers as a delete.
+///
+/// Reads see every acknowledged write, also on a cluster: buckets have *direct gets* off, so
+/// `get` and the listings are answered by the stream's leader, never by a replica that has not
+/// caught up yet (see [`Store`]'s read contract). A bucket that exists with direct gets on
+/// (created by another tool, or by an older parti) is switched over when it is opened.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -164,7 +170,52 @@ impl NatsStore {
         Ok(Some(store))
     }
 
-    async fn create(&self, spec: &BucketSpec, target: Target<'_>) -> StoreResult<kv::Store> {
+    /// Binds the existing bucket and makes sure its reads go through the stream leader: a
+    /// bucket with direct gets on is switched over in place. `None` when it does not exist.
+    async fn bind_consistent(
+        &self,
+        spec: &BucketSpec,
+        target: Target<'_>,
+    ) -> StoreResult<Option<kv::Store>> {
+        let Some(kv) = self.bind(spec, target).await? else {
+            return Ok(None);
+        };
+        if !kv.stream.cached_info().config.allow_direct {
+            return Ok(Some(kv));
+        }
+        self.turn_off_direct_gets(&kv, target).await?;
+        // Bind again: the handle reads through the leader only if the stream info it
+        // holds says direct gets are off.
+        match self.bind(spec, target).await? {
+            Some(kv) if !kv.stream.cached_info().config.allow_direct => Ok(Some(kv)),
+            Some(_) => Err(direct_gets_on(spec.name(), "the server kept them on")),
+            None => Ok(None),
+        }
+    }
+
+    /// Turns direct gets off on the bucket's stream. Direct gets may be answered by any
+    /// replica, also one that has not yet stored an acknowledged write.
+    async fn turn_off_direct_gets(&self, kv: &kv::Store, target: Target<'_>) -> StoreResult<()> {
+        let mut config = kv.stream.cached_info().config.clone();
+        config.allow_direct = false;
+        match self.jetstream.update_stream(&config).await {
+            Ok(_) => {
+                tracing::info!(
+                    bucket = target.bucket,
+                    "turned direct gets off: reads now go through the stream leader"
+                );
+                Ok(())
+            }
+            Err(e) => match e.kind() {
+                UpdateStreamErrorKind::TimedOut | UpdateStreamErrorKind::JetStreamUnavailable => {
+                    Err(target.unavailable(e.to_string(), Some(Box::new(e) as _)))
+                }
+                _ => Err(direct_gets_on(target.bucket, &e.to_string())),
+            },
+        }
+    }
+
+    async fn create(&self, spec: &BucketSpec, target: Target<'_>) -> StoreResult<()> {
         let config = kv::Config {
             bucket: spec.name().to_owned(),
             history: 1,
@@ -182,26 +233,30 @@ impl NatsStore {
                 .map(Duration::from_secs),
             ..Default::default()
         };
-        self.jetstream.create_key_value(config).await.map_err(|e| {
-            let message = e.to_string();
-            match e.kind() {
-                CreateKeyValueErrorKind::InvalidStoreName
-                | CreateKeyValueErrorKind::TooLongHistory => StoreError::InvalidBucket {
-                    bucket: spec.name().to_owned(),
-                    reason: message,
-                },
-                CreateKeyValueErrorKind::LimitMarkersNotSupported => target.backend(
-                    format!("{message}: parti needs nats-server 2.11 or newer"),
-                    Some(Box::new(e) as _),
-                ),
-                CreateKeyValueErrorKind::TimedOut | CreateKeyValueErrorKind::JetStream => {
-                    target.unavailable(message, Some(Box::new(e) as _))
+        self.jetstream
+            .create_key_value(config)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let message = e.to_string();
+                match e.kind() {
+                    CreateKeyValueErrorKind::InvalidStoreName
+                    | CreateKeyValueErrorKind::TooLongHistory => StoreError::InvalidBucket {
+                        bucket: spec.name().to_owned(),
+                        reason: message,
+                    },
+                    CreateKeyValueErrorKind::LimitMarkersNotSupported => target.backend(
+                        format!("{message}: parti needs nats-server 2.11 or newer"),
+                        Some(Box::new(e) as _),
+                    ),
+                    CreateKeyValueErrorKind::TimedOut | CreateKeyValueErrorKind::JetStream => {
+                        target.unavailable(message, Some(Box::new(e) as _))
+                    }
+                    CreateKeyValueErrorKind::BucketCreate => {
+                        target.backend(message, Some(Box::new(e) as _))
+                    }
                 }
-                CreateKeyValueErrorKind::BucketCreate => {
-                    target.backend(message, Some(Box::new(e) as _))
-                }
-            }
-        })
+            })
     }
 }
 
@@ -217,18 +272,17 @@ impl Store for NatsStore {
         };
         self.check_connected(target)?;
         self.check_server_version(target)?;
-        let kv = match self.bind(spec, target).await? {
-            Some(kv) => kv,
-            None => match self.create(spec, target).await {
-                Ok(kv) => kv,
-                // Another worker may have created it first, maybe with other settings.
-                Err(create_error) => match self.bind(spec, target).await? {
-                    Some(kv) => kv,
-                    None => return Err(create_error),
-                },
-            },
-        };
-        Ok(NatsBucket::new(self.clone(), kv))
+        if let Some(kv) = self.bind_consistent(spec, target).await? {
+            return Ok(NatsBucket::new(self.clone(), kv));
+        }
+        // async-nats creates KV streams with direct gets on; binding turns them off.
+        let create_error = self.create(spec, target).await.err();
+        match self.bind_consistent(spec, target).await? {
+            Some(kv) => Ok(NatsBucket::new(self.clone(), kv)),
+            None => Err(create_error.unwrap_or_else(|| {
+                target.unavailable("the bucket vanished right after it was created", None)
+            })),
+        }
     }
 
     async fn delete_bucket(&self, name: &str) -> StoreResult<()> {
@@ -247,6 +301,20 @@ impl Store for NatsStore {
             .await
             .map_err(|e| target.unavailable(e.to_string(), Some(Box::new(e) as _)))?;
         Ok(())
+    }
+}
+
+/// The error for a bucket whose direct gets are on and stay on.
+fn direct_gets_on(bucket: &str, why: &str) -> StoreError {
+    StoreError::BucketMismatch {
+        bucket: bucket.to_owned(),
+        detail: format!(
+            "its stream {} has direct gets on (allow_direct), so a replica that is behind may \
+             answer reads with an older value, and turning them off failed: {why}; run \
+             `nats stream edit {} --no-allow-direct` with rights to edit the stream",
+            stream_name(bucket),
+            stream_name(bucket)
+        ),
     }
 }
 

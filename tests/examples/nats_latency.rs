@@ -1,24 +1,33 @@
-//! KV operation latency of `NatsStore` against a real `nats-server` on loopback: get, put,
-//! compare-and-set update, and the delay from a put to its watch notification, as p50 and
-//! p99 over many samples. Run it with `cargo xtask nats-latency` (release build, installs
-//! the server when missing); prints one JSON object per line.
+//! KV operation latency of `NatsStore` against real `nats-server`s on loopback: get, put,
+//! compare-and-set update, a 200-key listing, and the delay from a put to its watch
+//! notification, as p50 and p99 over many samples — on one server and on a 3-node cluster
+//! with 3 replicas. `get_direct` is the read parti no longer uses: a direct get (any replica
+//! may answer, possibly stale) through a plain async-nats handle, measured for comparison.
+//! Run it with `cargo xtask nats-latency` (release build, installs the server when
+//! missing); prints one JSON object per line.
 
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
 use parti_core::store::{Bucket, BucketSpec, Store, WatchEvent, WatchFrom};
-use parti_nats::NatsStore;
+use parti_nats::{NatsBucket, NatsStore};
 use tests::nats::wait_for_jetstream;
-use tests::nats_server::NatsServer;
+use tests::nats_server::{NatsCluster, NatsServer};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Keys in the listing measured, as many as a fleet of 200 workers has heartbeats.
+const LISTED_KEYS: usize = 200;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1e3
 }
 
-fn report(op: &str, mut samples: Vec<Duration>) {
+fn report(setup: &str, op: &str, mut samples: Vec<Duration>) {
     samples.sort();
     println!(
-        "{{\"op\":\"{op}\",\"samples\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+        "{{\"setup\":\"{setup}\",\"op\":\"{op}\",\"samples\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
         samples.len(),
         percentile(&samples, 0.50),
         percentile(&samples, 0.99),
@@ -26,42 +35,73 @@ fn report(op: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// Times `samples` runs of `op(i)`.
+async fn time<F, Fut>(samples: usize, mut op: F) -> Result<Vec<Duration>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result>,
+{
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        op(i).await?;
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result {
     let samples: usize = match std::env::args().skip_while(|a| a != "--samples").nth(1) {
         Some(n) => n.parse()?,
         None => 2_000,
     };
-    let server = NatsServer::start();
-    wait_for_jetstream(&server.url(), 1).await;
-    let store = NatsStore::connect(&server.url()).await?;
+    {
+        let server = NatsServer::start();
+        wait_for_jetstream(&server.url(), 1).await;
+        measure("single", &server.url(), 1, samples).await?;
+    }
+    let cluster = NatsCluster::start();
+    wait_for_jetstream(&cluster.url(), 3).await;
+    measure("cluster-r3", &cluster.url(), 3, samples).await
+}
+
+async fn measure(setup: &str, url: &str, replicas: usize, samples: usize) -> Result {
+    let store = NatsStore::connect(url).await?;
     let bucket = store
-        .bucket(&BucketSpec::new("latency")?.with_ttl(Duration::from_secs(30)))
+        .bucket(
+            &BucketSpec::new("latency")?
+                .with_ttl(Duration::from_secs(30))
+                .with_replicas(replicas),
+        )
         .await?;
     let value = bytes::Bytes::from_static(b"a heartbeat-sized value of about forty bytes");
+    let key = |i: usize| format!("worker-{}", i % LISTED_KEYS);
 
-    // Warm up the connection and the stream.
-    for _ in 0..100 {
-        bucket.put("warm", value.clone()).await?;
+    // Warm up the connection and the stream, and write every listed key.
+    for i in 0..LISTED_KEYS.max(100) {
+        bucket.put(&key(i), value.clone()).await?;
     }
 
-    let mut puts = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let start = Instant::now();
-        bucket
-            .put(&format!("worker-{}", i % 200), value.clone())
-            .await?;
-        puts.push(start.elapsed());
-    }
-    report("put", puts);
+    let puts = time(samples, |i| {
+        let (bucket, value) = (&bucket, value.clone());
+        async move { Ok(bucket.put(&key(i), value).await.map(drop)?) }
+    })
+    .await?;
+    report(setup, "put", puts);
 
-    let mut gets = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let start = Instant::now();
-        bucket.get(&format!("worker-{}", i % 200)).await?;
-        gets.push(start.elapsed());
-    }
-    report("get", gets);
+    let gets = time(samples, |i| {
+        let bucket = &bucket;
+        async move { Ok(bucket.get(&key(i)).await.map(drop)?) }
+    })
+    .await?;
+    report(setup, "get", gets);
+
+    report(
+        setup,
+        "get_direct",
+        direct_gets(&store, &bucket, samples).await?,
+    );
 
     let mut revision = bucket.put("cas", value.clone()).await?;
     let mut updates = Vec::with_capacity(samples);
@@ -70,7 +110,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         revision = bucket.update("cas", value.clone(), revision).await?;
         updates.push(start.elapsed());
     }
-    report("update_cas", updates);
+    report(setup, "update_cas", updates);
+
+    let listings = time(samples / 20, |_| {
+        let bucket = &bucket;
+        async move {
+            let entries = bucket.entries("worker-").await?;
+            assert_eq!(entries.len(), LISTED_KEYS);
+            Ok(())
+        }
+    })
+    .await?;
+    report(setup, "entries_200", listings);
 
     let mut watch = bucket.watch("notify", WatchFrom::Now).await?;
     let mut delays = Vec::with_capacity(samples);
@@ -86,6 +137,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         delays.push(start.elapsed());
     }
-    report("watch_notification", delays);
+    report(setup, "watch_notification", delays);
     Ok(())
+}
+
+/// Direct gets of the same keys through a plain async-nats handle on a stream with direct
+/// gets turned back on (what async-nats creates by default), for comparison; turned off
+/// again afterwards.
+async fn direct_gets(
+    store: &NatsStore,
+    bucket: &NatsBucket,
+    samples: usize,
+) -> Result<Vec<Duration>> {
+    let js = jetstream::new(store.client().clone());
+    let stream_name = format!("KV_{}", bucket.name());
+    let mut config = js
+        .get_stream(&stream_name)
+        .await?
+        .cached_info()
+        .config
+        .clone();
+    config.allow_direct = true;
+    js.update_stream(&config).await?;
+    let kv = js.get_key_value(bucket.name()).await?;
+    assert!(kv.stream.cached_info().config.allow_direct);
+    let times = time(samples, |i| {
+        let kv = &kv;
+        async move {
+            kv.entry(format!("worker-{}", i % LISTED_KEYS)).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    config.allow_direct = false;
+    js.update_stream(&config).await?;
+    Ok(times)
 }

@@ -56,6 +56,30 @@ impl NatsFixture {
         }
     }
 
+    /// A fixture on the same servers whose client talks to cluster node `node` only (it
+    /// ignores the other nodes the server tells it about), to test what a client of one
+    /// node sees of writes made through another.
+    ///
+    /// # Panics
+    /// When the fixture is not a cluster, or the node does not answer.
+    pub async fn pinned(&self, node: usize) -> Self {
+        let url = self.with_servers(|servers| match servers {
+            Servers::Cluster(cluster) => cluster.node_urls()[node].clone(),
+            Servers::Single(_) => panic!("pinning a client needs a cluster fixture"),
+        });
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("parti-test-node-{node}"))
+            .ignore_discovered_servers()
+            .connect(url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to node {node} at {url}: {e}"));
+        Self {
+            servers: Arc::clone(&self.servers),
+            store: NatsStore::new(client),
+            replicas: self.replicas,
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &NatsStore {
         &self.store

@@ -304,6 +304,11 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// Each node's own client URL, in node order.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
     /// The nodes.
     pub fn nodes(&mut self) -> &mut [NatsServer] {
         &mut self.nodes

@@ -22,8 +22,10 @@ tasks:
           doc tests;
           installs nats-server 2.12.8 under target/ when no nats-server >= 2.11 is found
   nats-latency [--samples N]
-          p50/p99 of NatsStore get, put, CAS update and watch notification against a
-          real nats-server on loopback (release build); one JSON object per line
+          p50/p99 of NatsStore get (through the stream leader, next to the direct get it
+          replaced), put, CAS update, a 200-key listing and watch notification, on one
+          nats-server and on a 3-node cluster on loopback (release build); one JSON
+          object per line
 ";
 
 fn main() -> ExitCode {

@@ -17,6 +17,29 @@
 //!   the memory store always does);
 //! - [`Bucket::watch`] yields puts and deletes of keys under a prefix in revision order.
 //!
+//! # Reads see every acknowledged write
+//!
+//! Every backend must give these two read guarantees; parti's safety argument rests on them
+//! (ARCHITECTURE.md, "Why ownership is exclusive"):
+//!
+//! - **`get` is never stale**: it returns a value at least as new as every write that was
+//!   acknowledged — to any client of the store — before the `get` began.
+//! - **A listing reflects every acknowledged write**: [`Bucket::keys`] and
+//!   [`Bucket::entries`] report each key as it was at some instant between the call and its
+//!   return, so every write acknowledged before the call began is in it (or a later write of
+//!   the same key is).
+//!
+//! The runtime trusts what these reads return: a worker's fresh read of its record after its
+//! lease is renewed, the term check before it applies a grant, the id claim's reads, and the
+//! leader's heartbeat listing that confirms a worker let go of its partitions. A backend
+//! that may answer reads from a replica must send these to the replica that orders the
+//! writes (NATS: the stream leader, with direct gets off).
+//!
+//! Watches promise less: a watch yields every change after its start, in revision order and
+//! none twice, but it may deliver late (NATS runs it on whichever replica hosts its
+//! consumer). The runtime uses watches to learn of changes sooner, never to conclude that
+//! something is absent or released.
+//!
 //! Errors are typed ([`StoreError`]); [`StoreError::is_transient`] tells whether a retry may
 //! help, and [`StoreError::OutcomeUnknown`] marks a write whose result never arrived.
 //!
@@ -136,7 +159,8 @@ pub trait Bucket: Clone + fmt::Debug + Send + Sync + 'static {
     /// The bucket's name.
     fn name(&self) -> &str;
 
-    /// The live entry of `key`, or `None` if it is absent, deleted or expired.
+    /// The live entry of `key`, or `None` if it is absent, deleted or expired — at least as
+    /// new as every write acknowledged before this call began ([module docs](self)).
     fn get(&self, key: &str) -> impl Future<Output = StoreResult<Option<Entry>>> + Send;
 
     /// Writes `key` only if it is not live (absent, deleted or expired), returning the new
@@ -172,10 +196,12 @@ pub trait Bucket: Clone + fmt::Debug + Send + Sync + 'static {
         expected: Option<Revision>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// The live keys starting with `prefix` (`""` for all), sorted.
+    /// The live keys starting with `prefix` (`""` for all), sorted; each as it was at some
+    /// instant during the call, so every write acknowledged before it began is reflected.
     fn keys(&self, prefix: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 
-    /// The live entries whose keys start with `prefix`, sorted by key.
+    /// The live entries whose keys start with `prefix`, sorted by key; like
+    /// [`Bucket::keys`], each as it was at some instant during the call.
     ///
     /// The provided implementation reads [`Bucket::keys`] and then each key; backends with a
     /// faster way to list values should override it.
