@@ -640,7 +640,7 @@ pub async fn reads_see_every_acknowledged_write<S: Store>(store: &S) {
 
 /// Read-your-writes across clients: in each of `rounds` rounds `writer` puts `k = round`
 /// and, once that is acknowledged, every reader `get`s `k` and must see that value or a
-/// newer one; every [`LISTING_EVERY`] rounds the writer also puts or deletes `list` and a
+/// newer one; every tenth round the writer also puts or deletes `list` and a
 /// reader's `keys` or `entries` must agree. Another task writes other keys meanwhile, so
 /// the store is never idle.
 ///
