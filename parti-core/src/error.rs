@@ -100,6 +100,14 @@ pub enum Error {
         waited: std::time::Duration,
     },
 
+    /// A hook panicked. The manager carried on as if it had returned: a revoke hook's
+    /// partitions are released, a grant hook's partitions are held.
+    #[error("the {hook} hook panicked")]
+    HookPanicked {
+        /// Which hook: `on_assigned` or `on_revoked`.
+        hook: &'static str,
+    },
+
     /// `wait_state` timed out.
     #[error("timed out after {waited:?} waiting for state {wanted}; the state is {current}")]
     WaitTimeout {

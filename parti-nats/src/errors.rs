@@ -96,11 +96,13 @@ pub(crate) fn publish_failure(
         PublishErrorKind::WrongLastSequence => return PublishFailure::WrongRevision,
         PublishErrorKind::StreamNotFound => return PublishFailure::NoStream,
         // Sent, but no acknowledgement came back: it may or may not have been applied.
-        PublishErrorKind::TimedOut => target.outcome_unknown(message, source),
-        // Not sent, or refused before being stored: safe to retry.
-        PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
-            target.unavailable(message, source)
+        // async-nats raises `BrokenPipe` when the connection drops while it waits for the
+        // acknowledgement of a publish it has already written out: the same.
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+            target.outcome_unknown(message, source)
         }
+        // Refused before being stored: safe to retry.
+        PublishErrorKind::MaxAckPending => target.unavailable(message, source),
         PublishErrorKind::MaxPayloadExceeded
         | PublishErrorKind::WrongLastMessageId
         | PublishErrorKind::Other => target.backend(message, source),
@@ -226,23 +228,17 @@ mod tests {
             map(PublishErrorKind::StreamNotFound),
             PublishFailure::NoStream
         ));
-        let PublishFailure::Other(timeout) = map(PublishErrorKind::TimedOut) else {
-            panic!("a timeout is an error to report");
-        };
-        assert!(timeout.is_outcome_unknown(), "{timeout:?}");
-        assert!(timeout.to_string().contains("worker-1"));
-        for kind in [
-            PublishErrorKind::BrokenPipe,
-            PublishErrorKind::MaxAckPending,
-        ] {
-            let PublishFailure::Other(err) = map(kind) else {
-                panic!("{kind:?}");
+        for kind in [PublishErrorKind::TimedOut, PublishErrorKind::BrokenPipe] {
+            let PublishFailure::Other(unknown) = map(kind) else {
+                panic!("{kind:?} is an error to report");
             };
-            assert!(
-                matches!(err, StoreError::Unavailable { .. }),
-                "{kind:?} -> {err:?}"
-            );
+            assert!(unknown.is_outcome_unknown(), "{kind:?} -> {unknown:?}");
+            assert!(unknown.to_string().contains("worker-1"));
         }
+        let PublishFailure::Other(err) = map(PublishErrorKind::MaxAckPending) else {
+            panic!("MaxAckPending is an error to report");
+        };
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
         for kind in [
             PublishErrorKind::MaxPayloadExceeded,
             PublishErrorKind::WrongLastMessageId,

@@ -14,7 +14,7 @@ use parti_strategy::{Assignment, PartitionId, Sticky, WorkerId};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use crate::ledger::{Ledger, Owner};
+use crate::ledger::{HookBehaviour, Ledger, Owner};
 
 /// How often bounded waits look at the fleet's state.
 const LOOK_EVERY: Duration = Duration::from_millis(10);
@@ -47,8 +47,8 @@ pub struct Fleet<S: Store> {
     versions: BTreeMap<String, u64>,
     /// Every ownership interval of every manager the fleet started.
     pub ledger: Ledger,
-    /// How long each revoke hook drains.
-    pub drain: Duration,
+    /// How the managers' hooks behave (drain time, slow or panicking grants).
+    pub hooks: HookBehaviour,
     started: Owner,
 }
 
@@ -66,7 +66,7 @@ impl<S: Store> Fleet<S> {
             members: BTreeMap::new(),
             versions: BTreeMap::new(),
             ledger: Ledger::default(),
-            drain: Duration::ZERO,
+            hooks: HookBehaviour::default(),
             started: 0,
         }
     }
@@ -81,7 +81,7 @@ impl<S: Store> Fleet<S> {
             let config = self.config.clone();
             self.started += 1;
             let owner = self.started;
-            let hooks = self.ledger.hooks(Hooks::new(), owner, self.drain);
+            let hooks = self.ledger.hooks(Hooks::new(), owner, &self.hooks);
             let connection = store.clone();
             starting.spawn(async move {
                 let log = TransitionLog::default();

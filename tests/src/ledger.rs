@@ -8,6 +8,7 @@
 //! paused clock.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -73,6 +74,24 @@ pub struct Handoff {
     pub gap: Duration,
 }
 
+/// How the hooks of a fleet's managers behave: how long they take, and whether they panic.
+#[derive(Debug, Clone, Default)]
+pub struct HookBehaviour {
+    /// How long each revoke hook drains.
+    pub drain: Duration,
+    /// How long each grant hook takes (after the grant is recorded: the partitions are held
+    /// from its start).
+    pub grant_delay: Duration,
+    /// How many of the next grant hooks (of any manager sharing this) panic.
+    pub grant_panics: Arc<AtomicUsize>,
+    /// How many grant hooks started.
+    pub grants_started: Arc<AtomicUsize>,
+    /// How many grant hooks ran to their end.
+    pub grants_finished: Arc<AtomicUsize>,
+    /// Every error the managers reported through `on_error`.
+    pub errors: Arc<Mutex<Vec<String>>>,
+}
+
 /// A shared ledger; clones record into the same one.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger(Arc<Mutex<Inner>>);
@@ -101,10 +120,22 @@ impl Ledger {
 
     /// Adds hooks recording `owner`'s ownership to `hooks`; the revoke hook takes `drain`
     /// (it may be cut short by the runtime).
-    pub fn hooks(&self, hooks: Hooks, owner: Owner, drain: Duration) -> Hooks {
+    pub fn hooks(&self, hooks: Hooks, owner: Owner, behaviour: &HookBehaviour) -> Hooks {
         let assigned = self.clone();
         let revoked = self.clone();
+        let drain = behaviour.drain;
+        let grant_delay = behaviour.grant_delay;
+        let grant_panics = behaviour.grant_panics.clone();
+        let grants_started = behaviour.grants_started.clone();
+        let grants_finished = behaviour.grants_finished.clone();
+        let errors = behaviour.errors.clone();
         hooks
+            .on_error(move |error| {
+                errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(error.to_string());
+            })
             .on_assigned(move |grants| {
                 let mut inner = assigned.lock();
                 for grant in grants {
@@ -122,7 +153,19 @@ impl Ledger {
                         inner.intervals[previous].to = Some(from);
                     }
                 }
-                async {}
+                drop(inner);
+                grants_started.fetch_add(1, Ordering::Relaxed);
+                let panics = grant_panics
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok();
+                let grants_finished = grants_finished.clone();
+                async move {
+                    if !grant_delay.is_zero() {
+                        tokio::time::sleep(grant_delay).await;
+                    }
+                    assert!(!panics, "an injected panic in a grant hook");
+                    grants_finished.fetch_add(1, Ordering::Relaxed);
+                }
             })
             .on_revoked(move |partitions| {
                 let release = Release {

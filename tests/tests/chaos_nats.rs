@@ -93,7 +93,7 @@ async fn chaos_on_nats_never_double_owns() {
         Config::short_timings(),
         PARTITIONS,
     );
-    fleet.drain = Duration::from_millis(50);
+    fleet.hooks.drain = Duration::from_millis(50);
     fleet.start(WORKERS).await;
     fleet.settle(Duration::from_secs(60)).await;
 

@@ -122,7 +122,7 @@ async fn a_cut_off_worker_fences_itself() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_revoke_hook_is_cut_at_the_drain_timeout() {
     let mut fleet = fleet();
-    fleet.drain = Duration::from_secs(3600);
+    fleet.hooks.drain = Duration::from_secs(3600);
     fleet.start(3).await;
     fleet.settle(Duration::from_secs(120)).await;
     let intervals_before = fleet.ledger.intervals().len();

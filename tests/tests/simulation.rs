@@ -55,7 +55,7 @@ async fn simulate(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let store = MemoryStore::new();
     let mut fleet = Fleet::new(move || store.connect(), config(), PARTITIONS);
-    fleet.drain = [0, 100, 800, 3_000].map(Duration::from_millis)[rng.below(4) as usize];
+    fleet.hooks.drain = [0, 100, 800, 3_000].map(Duration::from_millis)[rng.below(4) as usize];
     let start = Instant::now();
     fleet.start(3 + rng.below(3) as usize).await;
     let mut next_partition = PARTITIONS;

@@ -8,13 +8,17 @@
 mod calculator;
 mod classify;
 mod emergency;
+mod follower;
 mod handoff;
 mod manager_state;
+mod worker_assignment;
 
 pub use calculator::{
     CalculatorPhase, Decision, RebalanceReason, RebalanceScheduler, WindowPolicy,
 };
 pub use classify::{ChangeKind, TopologyChange, classify};
 pub use emergency::EmergencyDetector;
+pub use follower::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId};
 pub use handoff::{Handoff, ListingTicket, RecordChange, Step};
 pub use manager_state::{InvalidTransition, ManagerState};
+pub use worker_assignment::WorkerAssignment;

@@ -1,46 +1,34 @@
-//! The follower: owns this worker's partitions. It watches the worker's assignment record
-//! (with a periodic read as the safety net), applies newer records — revocations first,
-//! drained within `drain_timeout` — and fences the worker when its heartbeat lease runs out.
-//!
-//! The rules that keep ownership exclusive on this side:
-//! - partitions are held only while the heartbeat lease is valid; when it lapses every
-//!   partition is released at once (the revoke hook gets at most half the margin);
-//! - after a lapse (and at the start of a session) the worker holds nothing until it has
-//!   read its record afresh, after the heartbeat that renewed the lease;
-//! - a record that *adds* partitions is applied only if its term is the current leader's
-//!   term, read from the election entry (a deposed leader's late write adds nothing);
-//! - the heartbeat reports a record's version only once the revocations it asks for are
-//!   done.
+//! The follower's executor: runs [`FollowerMachine`] (the rules live there) against the
+//! store and the hooks. It races the one operation in flight — a read, or a hook — against the machine's deadline, the assignment watch, lease renewals and `stop`,
+//! and feeds every completion, delivery and passing deadline back as an event. Nothing here
+//! awaits outside that race, so a read that hangs or a hook that never returns cannot hold
+//! the worker past its lease.
 
-use std::pin::pin;
+use std::future::{Future, pending};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use parti_strategy::PartitionId;
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use super::PartitionSource;
 use super::context::{Applied, Session, next_event, stopped};
-use super::status::WorkerAssignment;
-use crate::store::{Bucket, Entry, WatchEvent, WatchFrom};
-use crate::wire::{AssignmentRecord, Grant, LEADER_KEY, LeaderRecord, WireRecord};
+use crate::decide::{
+    FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId, WorkerAssignment,
+};
+use crate::store::{Bucket, Entry, StoreResult, WatchEvent, WatchFrom, WatchStream};
+use crate::wire::{AssignmentRecord, LEADER_KEY, LeaderRecord, WireRecord};
 use crate::{Error, Result};
 
-/// What the follower holds.
-struct Follower<B, P> {
-    session: Arc<Session<B, P>>,
-    lease: watch::Receiver<Option<Instant>>,
-    /// The partitions held now, with the version and term of the record that granted them.
-    held: WorkerAssignment,
-    /// The version of the record applied last (what the heartbeat reports).
-    applied: u64,
-    /// Whether a record has been applied in this session.
-    has_record: bool,
-    highest_term: u64,
-    /// Whether the next record must come from a fresh read (after a lease lapse, and at the
-    /// start): records already on their way may be older than a revocation.
-    resync: bool,
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The operation in flight: its id and the future that yields its completion event (a read,
+/// or a hook); dropping it abandons the operation.
+struct InFlight {
+    id: OpId,
+    done: BoxFuture<FollowerEvent>,
 }
 
 /// Follows this worker's record until `stop`, then releases every partition.
@@ -48,292 +36,234 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     session: Arc<Session<B, P>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let lease = session.status.watch_lease();
-    let mut follower = Follower {
-        session,
-        lease,
-        held: WorkerAssignment::default(),
-        applied: 0,
-        has_record: false,
-        highest_term: 0,
-        resync: true,
-    };
-    let poll = follower.session.config.heartbeat_interval;
-    let mut watch = None;
-    let mut next_poll = Instant::now();
-    let mut was_valid = false;
+    let config = &session.config;
+    let mut machine = FollowerMachine::new(FollowerTimings {
+        poll_interval: config.heartbeat_interval,
+        drain_timeout: config.drain_timeout,
+        release_slack: config.margin_for(config.heartbeat_ttl) / 2,
+    });
+    let mut lease = session.status.watch_lease();
+    let mut watch: Option<WatchStream> = None;
+    let mut watch_setup: Option<BoxFuture<StoreResult<WatchStream>>> = None;
+    let mut watch_retry = Instant::now();
+    let mut in_flight: Option<InFlight> = None;
+    let mut stop_sent = false;
+    let mut event = FollowerEvent::Lease(lease.borrow_and_update().map(Instant::into_std));
     loop {
-        let session = follower.session.clone();
-        let key = session.worker_id.as_str();
-        if watch.is_none() {
-            match session.buckets.assignment.watch(key, WatchFrom::Now).await {
-                Ok(stream) => watch = Some(stream),
-                Err(e) => session.report("watching the assignment failed", e),
-            }
+        let now = Instant::now();
+        for action in machine.handle(event, now.into_std()) {
+            carry_out(&session, action, &mut in_flight);
         }
-        let lease_end = follower.lease_end();
-        let valid = follower.lease_valid();
-        if !valid {
-            if !follower.held.is_empty() {
-                follower.fence().await;
-                continue;
-            }
-            follower.resync = true;
-        } else if !was_valid {
-            // The lease is (again) valid: read the record afresh now.
-            next_poll = Instant::now();
+        if machine.is_finished() {
+            break;
         }
-        was_valid = valid;
-        tokio::select! {
+        if watch.is_none() && watch_setup.is_none() && Instant::now() >= watch_retry {
+            let session = session.clone();
+            watch_setup = Some(Box::pin(async move {
+                let key = session.worker_id.as_str();
+                session.buckets.assignment.watch(key, WatchFrom::Now).await
+            }));
+        }
+        let deadline = machine.next_deadline().map(Instant::from_std);
+        event = tokio::select! {
             biased;
-            () = stopped(&mut stop) => break,
-            // Wake when the lease runs out (to fence), or when it is renewed.
-            () = sleep_until(lease_end.unwrap_or_else(Instant::now)), if valid => {}
-            Ok(()) = follower.lease.changed(), if !valid => {}
-            () = sleep_until(next_poll), if valid => {
-                next_poll = Instant::now() + poll;
-                match session.buckets.assignment.get(key).await {
-                    Ok(Some(entry)) => follower.on_entry(&entry, true).await,
-                    Ok(None) => follower.on_deleted(true).await,
-                    Err(e) => follower.session.report("reading the assignment failed", e),
-                }
+            () = stopped(&mut stop), if !stop_sent => {
+                stop_sent = true;
+                FollowerEvent::Stop
             }
-            event = next_event(&mut watch) => match event {
-                Some(Ok(WatchEvent::Put(entry))) if entry.key == key && valid => {
-                    follower.on_entry(&entry, false).await;
+            Ok(()) = lease.changed() => FollowerEvent::Lease(lease.borrow_and_update().map(Instant::into_std)),
+            done = completion(&mut in_flight) => {
+                in_flight = None;
+                done
+            }
+            delivered = next_event(&mut watch) => match delivered {
+                Some(Ok(WatchEvent::Put(entry))) if entry.key == session.worker_id.as_str() => {
+                    match decode_record(&session, &entry) {
+                        Ok(record) => FollowerEvent::Delivered(Some(record)),
+                        Err(()) => FollowerEvent::Tick,
+                    }
                 }
-                Some(Ok(WatchEvent::Delete { key: deleted, .. })) if deleted == key && valid => {
-                    follower.on_deleted(false).await;
+                Some(Ok(WatchEvent::Delete { key, .. })) if key == session.worker_id.as_str() => {
+                    FollowerEvent::Delivered(None)
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => FollowerEvent::Tick,
                 Some(Err(e)) => {
-                    follower.session.report("assignment watch failed", e);
+                    session.report("assignment watch failed", e);
                     watch = None;
+                    watch_retry = Instant::now() + session.config.heartbeat_interval;
+                    FollowerEvent::Tick
                 }
-                None => watch = None,
+                None => {
+                    watch = None;
+                    FollowerEvent::Tick
+                }
             },
-        }
+            started = setup(&mut watch_setup) => {
+                watch_setup = None;
+                match started {
+                    Ok(stream) => watch = Some(stream),
+                    Err(e) => {
+                        session.report("watching the assignment failed", e);
+                        watch_retry = Instant::now() + session.config.heartbeat_interval;
+                    }
+                }
+                FollowerEvent::Tick
+            }
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                FollowerEvent::Tick
+            }
+        };
     }
-    follower.release_all("stopping").await;
-    follower
-        .session
-        .status
-        .set_assignment(None::<WorkerAssignment>);
+    session.status.set_assignment(None::<WorkerAssignment>);
 }
 
-impl<B: Bucket, P: PartitionSource> Follower<B, P> {
-    fn lease_end(&self) -> Option<Instant> {
-        *self.lease.borrow()
+/// The completion of the operation in flight; pending forever when there is none.
+async fn completion(in_flight: &mut Option<InFlight>) -> FollowerEvent {
+    match in_flight {
+        Some(op) => (&mut op.done).await,
+        None => pending().await,
     }
+}
 
-    fn lease_valid(&self) -> bool {
-        self.lease_end().is_some_and(|end| Instant::now() < end)
+/// The watch being set up; pending forever when there is none.
+async fn setup(
+    watch_setup: &mut Option<BoxFuture<StoreResult<WatchStream>>>,
+) -> StoreResult<WatchStream> {
+    match watch_setup {
+        Some(future) => future.await,
+        None => pending().await,
     }
+}
 
-    /// A record read (`fresh`: by a read issued now, rather than delivered by the watch).
-    async fn on_entry(&mut self, entry: &Entry, fresh: bool) {
-        let record = match AssignmentRecord::decode(&entry.value) {
-            Ok(record) => record,
-            Err(source) => {
-                let error = Error::Corrupt {
-                    bucket: self.session.buckets.assignment.name().to_owned(),
-                    key: entry.key.clone(),
-                    source,
-                };
-                self.session
-                    .report("ignoring an unreadable assignment", error);
-                return;
+fn carry_out<B: Bucket, P: PartitionSource>(
+    session: &Arc<Session<B, P>>,
+    action: FollowerAction,
+    in_flight: &mut Option<InFlight>,
+) {
+    match action {
+        FollowerAction::ReadRecord(id) => {
+            let session = session.clone();
+            *in_flight = Some(InFlight {
+                id,
+                done: Box::pin(async move {
+                    let key = session.worker_id.as_str();
+                    let outcome = match session.buckets.assignment.get(key).await {
+                        Ok(Some(entry)) => decode_record(&session, &entry).map(Some),
+                        Ok(None) => Ok(None),
+                        Err(e) => {
+                            session.report("reading the assignment failed", e);
+                            Err(())
+                        }
+                    };
+                    FollowerEvent::RecordRead { op: id, outcome }
+                }),
+            });
+        }
+        FollowerAction::ReadTerm(id) => {
+            let session = session.clone();
+            *in_flight = Some(InFlight {
+                id,
+                done: Box::pin(async move {
+                    let outcome = current_term(&session).await.map_err(|e| {
+                        session.report("reading the leader before applying a grant failed", e);
+                    });
+                    FollowerEvent::TermRead { op: id, outcome }
+                }),
+            });
+        }
+        FollowerAction::Revoke(id, partitions) => {
+            let hooks = session.status.hooks().clone();
+            let hook = async move { hooks.revoked(partitions).await };
+            *in_flight = Some(hook_done(session, id, hook, "on_revoked"));
+        }
+        FollowerAction::Grant(id, grants) => {
+            let hooks = session.status.hooks().clone();
+            let hook = async move { hooks.assigned(grants).await };
+            *in_flight = Some(hook_done(session, id, hook, "on_assigned"));
+        }
+        FollowerAction::Cancel(id) => {
+            if in_flight.as_ref().is_some_and(|op| op.id == id) {
+                *in_flight = None;
             }
-        };
-        if self.resync && !fresh {
-            return;
         }
-        // Versions grow across leaders; a record from an older term, or not newer than the
-        // one applied, comes from a deposed leader or is a repeat.
-        let repeat = self.has_record && record.version <= self.applied && !self.resync;
-        if repeat || record.term < self.highest_term {
-            return;
+        FollowerAction::Publish(assignment) => {
+            tracing::debug!(
+                worker = %session.worker_id,
+                version = assignment.version(),
+                partitions = assignment.len(),
+                "holding"
+            );
+            session.status.set_assignment(Some(assignment));
         }
-        let adds = record
-            .partitions
-            .iter()
-            .any(|grant| !self.held.contains(&grant.partition));
-        if adds {
-            match self.current_term().await {
-                Ok(Some(term)) if term == record.term => {}
-                Ok(current) => {
-                    tracing::debug!(
-                        worker = %self.session.worker_id,
-                        record_term = record.term,
-                        current_term = ?current,
-                        "not applying a grant from a leader that is not the current one"
-                    );
-                    return;
-                }
-                Err(e) => {
-                    self.session
-                        .report("reading the leader before applying a grant failed", e);
-                    return;
-                }
+        FollowerAction::ReportApplied { version, term_seen } => {
+            session.applied.send_replace(Applied { version, term_seen });
+        }
+        FollowerAction::Fenced { partitions } => {
+            tracing::warn!(
+                worker = %session.worker_id,
+                partitions,
+                "heartbeat lease lapsed: releasing every partition"
+            );
+        }
+        FollowerAction::DrainCutShort { partitions, waited } => {
+            session.report(
+                "draining revoked partitions",
+                Error::DrainCutShort { partitions, waited },
+            );
+        }
+        FollowerAction::ReadTimedOut => {
+            tracing::debug!(worker = %session.worker_id, "a read ran into its deadline");
+        }
+        FollowerAction::Finished => {}
+    }
+}
+
+/// The completion of a hook: a panic is caught, reported and counts as done. The hook runs
+/// inside the executor's own task, so abandoning it (dropping the future) ends it at once:
+/// nothing of it runs after the machine has moved on.
+fn hook_done<B: Bucket, P: PartitionSource>(
+    session: &Arc<Session<B, P>>,
+    id: OpId,
+    hook: impl Future<Output = ()> + Send + 'static,
+    name: &'static str,
+) -> InFlight {
+    let session = session.clone();
+    InFlight {
+        id,
+        done: Box::pin(async move {
+            let panicked = AssertUnwindSafe(hook).catch_unwind().await.is_err();
+            if panicked {
+                session.report("a hook failed", Error::HookPanicked { hook: name });
             }
-        }
-        if !self.lease_valid() {
-            // The lease ran out while reading the leader: this record may be stale.
-            self.resync = true;
-            return;
-        }
-        self.highest_term = record.term;
-        self.resync = false;
-        let next = WorkerAssignment::new(record.version, record.term, record.partitions);
-        self.apply(next).await;
+            FollowerEvent::HookDone { op: id, panicked }
+        }),
     }
+}
 
-    /// The leader deleted this worker's record (it had emptied it first): hold nothing.
-    /// After a read found no record, only fresh reads count until one finds a record: the
-    /// watch may still deliver older versions, and with no record there is no applied
-    /// version to tell them by.
-    async fn on_deleted(&mut self, fresh: bool) {
-        if fresh {
-            self.resync = true;
-        }
-        if !self.has_record && self.held.is_empty() {
-            return;
-        }
-        let next = WorkerAssignment::new(self.applied, self.held.term(), []);
-        self.apply(next).await;
-    }
-
-    /// The term of the current leader, from the election entry.
-    async fn current_term(&self) -> Result<Option<u64>> {
-        let Some(entry) = self.session.buckets.election.get(LEADER_KEY).await? else {
-            return Ok(None);
-        };
-        let record = LeaderRecord::decode(&entry.value).map_err(|source| Error::Corrupt {
-            bucket: self.session.buckets.election.name().to_owned(),
+/// Decodes a record; an unreadable one is reported and skipped.
+fn decode_record<B: Bucket, P>(
+    session: &Session<B, P>,
+    entry: &Entry,
+) -> std::result::Result<AssignmentRecord, ()> {
+    AssignmentRecord::decode(&entry.value).map_err(|source| {
+        let error = Error::Corrupt {
+            bucket: session.buckets.assignment.name().to_owned(),
             key: entry.key.clone(),
             source,
-        })?;
-        Ok(Some(record.term_at(entry.revision.get())))
-    }
+        };
+        session.report("ignoring an unreadable assignment", error);
+    })
+}
 
-    /// Applies `next`: revocations first (drained, bounded), then the report of the applied
-    /// version, then the grants.
-    async fn apply(&mut self, next: WorkerAssignment) {
-        let revoked: Vec<PartitionId> = self
-            .held
-            .partitions()
-            .filter(|p| !next.contains(p))
-            .cloned()
-            .collect();
-        let assigned: Vec<Grant> = next
-            .grants()
-            .filter(|(p, _)| !self.held.contains(p))
-            .map(|(partition, token)| Grant {
-                partition: partition.clone(),
-                token,
-            })
-            .collect();
-        if !revoked.is_empty() {
-            let kept = self.held.retain(|p| next.contains(p));
-            self.session.status.set_assignment(Some(kept.clone()));
-            self.drain(revoked, "revoked").await;
-            self.held = kept;
-        }
-        self.applied = next.version();
-        self.has_record = true;
-        self.session.applied.send_replace(Applied {
-            version: next.version(),
-            term_seen: self.highest_term,
-        });
-        self.held = next.clone();
-        self.session.status.set_assignment(Some(next.clone()));
-        if !assigned.is_empty() {
-            // A grant hook that outlives the lease is cut short; the loop then fences.
-            let session = self.session.clone();
-            let hook = pin!(session.status.hooks().assigned(assigned));
-            let lease = self.lease_end();
-            tokio::select! {
-                biased;
-                () = hook => {}
-                () = sleep_until(lease.unwrap_or_else(Instant::now)) => {
-                    tracing::warn!(
-                        worker = %self.session.worker_id,
-                        "the lease ran out during the assign hook"
-                    );
-                }
-            }
-        }
-        tracing::debug!(
-            worker = %self.session.worker_id,
-            version = next.version(),
-            partitions = next.len(),
-            "applied assignment"
-        );
-    }
-
-    /// The heartbeat lease ran out: release everything at once, and hold nothing until a
-    /// fresh read after the lease is renewed.
-    async fn fence(&mut self) {
-        tracing::warn!(
-            worker = %self.session.worker_id,
-            partitions = self.held.len(),
-            "heartbeat lease lapsed: releasing every partition"
-        );
-        self.release_all("fenced").await;
-        self.resync = true;
-    }
-
-    async fn release_all(&mut self, why: &'static str) {
-        if self.held.is_empty() {
-            return;
-        }
-        let all: Vec<PartitionId> = self.held.partitions().cloned().collect();
-        let none = self.held.retain(|_| false);
-        self.session.status.set_assignment(Some(none.clone()));
-        self.drain(all, why).await;
-        self.held = none;
-    }
-
-    /// Runs the revoke hook until it returns, `drain_timeout` passes, or the lease is about
-    /// to expire in the store (half the margin before), whichever comes first.
-    async fn drain(&mut self, partitions: Vec<PartitionId>, why: &'static str) {
-        let count = partitions.len();
-        let started = Instant::now();
-        let drain_end = started + self.session.config.drain_timeout;
-        let half_margin = self.half_margin();
-        let session = self.session.clone();
-        let mut hook = pin!(session.status.hooks().revoked(partitions));
-        loop {
-            let hard_end = self
-                .lease_end()
-                .map_or(started, |end| end + half_margin)
-                .min(drain_end);
-            tokio::select! {
-                biased;
-                () = &mut hook => return,
-                Ok(()) = self.lease.changed() => {}
-                () = sleep_until(hard_end) => break,
-            }
-        }
-        let waited = started.elapsed();
-        tracing::warn!(
-            worker = %self.session.worker_id,
-            partitions = count,
-            ?waited,
-            why,
-            "revoke hook cut short: releasing anyway"
-        );
-        self.session.report_ref(
-            "draining revoked partitions",
-            &Error::DrainCutShort {
-                partitions: count,
-                waited,
-            },
-        );
-    }
-
-    fn half_margin(&self) -> Duration {
-        let config = &self.session.config;
-        config.margin_for(config.heartbeat_ttl) / 2
-    }
+/// The term of the current leader, from the election entry.
+async fn current_term<B: Bucket, P>(session: &Session<B, P>) -> Result<Option<u64>> {
+    let Some(entry) = session.buckets.election.get(LEADER_KEY).await? else {
+        return Ok(None);
+    };
+    let record = LeaderRecord::decode(&entry.value).map_err(|source| Error::Corrupt {
+        bucket: session.buckets.election.name().to_owned(),
+        key: entry.key.clone(),
+        source,
+    })?;
+    Ok(Some(record.term_at(entry.revision.get())))
 }

@@ -29,12 +29,18 @@ pub struct LeadershipChange {
 /// The callbacks of one manager. All are optional.
 ///
 /// - [`on_revoked`](Hooks::on_revoked) and [`on_assigned`](Hooks::on_assigned) are async and
-///   awaited, in that order, before the new assignment is published on
-///   [`Manager::watch_assignment`](super::Manager::watch_assignment) and reported to the
-///   leader: stop work on revoked partitions in the first, start work in the second.
+///   run one at a time, each in its own task. When a record moves partitions, the revoked
+///   ones leave [`Manager::watch_assignment`](super::Manager::watch_assignment) first, then
+///   `on_revoked` runs (stop work on them: it gets `drain_timeout`, and never past the
+///   heartbeat lease), then the new version is reported to the leader and published, and
+///   then `on_assigned` runs with the grants and their fencing tokens. `on_assigned` is
+///   never cut short while the lease holds; if the lease lapses while it runs, the worker
+///   fences at once and `on_revoked` follows for everything. A hook that panics is reported
+///   through `on_error` ([`Error::HookPanicked`]) and counts as finished.
 /// - [`on_state_changed`](Hooks::on_state_changed), [`on_leadership_changed`](Hooks::on_leadership_changed)
 ///   and [`on_error`](Hooks::on_error) are notifications, called synchronously from the
-///   manager's tasks: keep them short and never block in them.
+///   manager's tasks, in order, and never while the manager holds a lock: they may call any
+///   [`Manager`](super::Manager) method. Keep them short and never block in them.
 ///
 /// ```
 /// use parti_core::runtime::Hooks;

@@ -100,7 +100,15 @@ async fn run_session<B: Bucket, P: PartitionSource>(
             () = sleep_until(next_renewal) => {}
         }
         let sent = Instant::now();
-        match claimer.renew(&mut claimed).await {
+        // The renewal races the claim's end: a renewal that hangs (a black-holed link) must
+        // not keep this worker on an id that another may claim once it expires.
+        let renewed = tokio::select! {
+            biased;
+            () = stopped(stop) => break End::Stopped,
+            () = sleep_until(valid_until) => break End::IdLost,
+            renewed = claimer.renew(&mut claimed) => renewed,
+        };
+        match renewed {
             Ok(()) => {
                 valid_until = sent + hold;
                 next_renewal = sent + config.id_renew_interval();

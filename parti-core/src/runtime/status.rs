@@ -1,94 +1,21 @@
 //! What a manager publishes about itself: its state (validated, every transition delivered),
-//! its assignment and what it knows of the leader. One lock orders every change, and no
-//! `.await` happens under it.
+//! its assignment and what it knows of the leader. One lock orders every change; no `.await`
+//! happens under it and no hook is called under it (hooks are queued in order and called
+//! after the lock is released, so a hook may call any `Manager` method).
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use parti_strategy::{PartitionId, WorkerId};
+use parti_strategy::WorkerId;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::Hooks;
 use super::hooks::LeadershipChange;
 use crate::decide::ManagerState;
+pub use crate::decide::WorkerAssignment;
 use crate::telemetry;
-use crate::wire::{FencingToken, Grant, Lifecycle};
-
-/// The partitions this worker owns, with the version of the assignment that granted them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerAssignment {
-    version: u64,
-    term: u64,
-    partitions: BTreeMap<PartitionId, FencingToken>,
-}
-
-impl WorkerAssignment {
-    pub(crate) fn new(version: u64, term: u64, grants: impl IntoIterator<Item = Grant>) -> Self {
-        Self {
-            version,
-            term,
-            partitions: grants
-                .into_iter()
-                .map(|grant| (grant.partition, grant.token))
-                .collect(),
-        }
-    }
-
-    /// The same assignment with only the partitions `keep` accepts.
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&PartitionId) -> bool) -> Self {
-        Self {
-            version: self.version,
-            term: self.term,
-            partitions: self
-                .partitions
-                .iter()
-                .filter(|(p, _)| keep(p))
-                .map(|(p, token)| (p.clone(), *token))
-                .collect(),
-        }
-    }
-
-    /// The version of the assignment record applied (0 before the first one).
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// The term of the leader that wrote the record.
-    pub fn term(&self) -> u64 {
-        self.term
-    }
-
-    /// The owned partitions, in order.
-    pub fn partitions(&self) -> impl ExactSizeIterator<Item = &PartitionId> + '_ {
-        self.partitions.keys()
-    }
-
-    /// The owned partitions with their fencing tokens, in order.
-    pub fn grants(&self) -> impl ExactSizeIterator<Item = (&PartitionId, FencingToken)> + '_ {
-        self.partitions.iter().map(|(p, token)| (p, *token))
-    }
-
-    /// Whether this worker owns `partition`.
-    pub fn contains(&self, partition: &PartitionId) -> bool {
-        self.partitions.contains_key(partition)
-    }
-
-    /// The fencing token of an owned partition.
-    pub fn token(&self, partition: &PartitionId) -> Option<FencingToken> {
-        self.partitions.get(partition).copied()
-    }
-
-    /// How many partitions this worker owns.
-    pub fn len(&self) -> usize {
-        self.partitions.len()
-    }
-
-    /// Whether this worker owns nothing.
-    pub fn is_empty(&self) -> bool {
-        self.partitions.is_empty()
-    }
-}
+use crate::wire::Lifecycle;
 
 /// The leader as a worker sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +54,17 @@ struct Inputs {
     leader: Option<LeaderInfo>,
     has_assignment: bool,
     transitions: Vec<mpsc::UnboundedSender<Transition>>,
+    /// Hook calls waiting to be made, in order, outside the lock.
+    hook_calls: VecDeque<HookCall>,
+    /// Whether a caller is making the queued hook calls now (the others leave them to it).
+    delivering: bool,
+}
+
+/// A notification hook to call.
+#[derive(Debug, Clone, Copy)]
+enum HookCall {
+    State(Transition),
+    Leadership(LeadershipChange),
 }
 
 /// The shared, published status of one manager.
@@ -153,6 +91,8 @@ impl Status {
                 leader: None,
                 has_assignment: false,
                 transitions: Vec::new(),
+                hook_calls: VecDeque::new(),
+                delivering: false,
             }),
             state: watch::Sender::new(ManagerState::Init),
             assignment: watch::Sender::new(Arc::default()),
@@ -233,6 +173,25 @@ impl Status {
             .is_some_and(|until| Instant::now() < until)
     }
 
+    /// Makes the queued hook calls, in order, with the lock released: hooks are user code
+    /// and may call back into the manager. Whoever finds calls queued and nobody delivering
+    /// delivers them all, also those queued meanwhile (by a hook, say).
+    fn deliver<'a>(&'a self, mut inputs: MutexGuard<'a, Inputs>) {
+        if inputs.delivering {
+            return;
+        }
+        inputs.delivering = true;
+        while let Some(call) = inputs.hook_calls.pop_front() {
+            drop(inputs);
+            match call {
+                HookCall::State(Transition { from, to }) => self.hooks.state_changed(from, to),
+                HookCall::Leadership(change) => self.hooks.leadership_changed(change),
+            }
+            inputs = self.lock();
+        }
+        inputs.delivering = false;
+    }
+
     pub(crate) fn set_stage(&self, stage: Stage) {
         let mut inputs = self.lock();
         inputs.stage = stage;
@@ -240,6 +199,7 @@ impl Status {
             inputs.has_assignment = false;
         }
         self.update(&mut inputs);
+        self.deliver(inputs);
     }
 
     pub(crate) fn set_worker_id(&self, worker_id: WorkerId) {
@@ -254,14 +214,16 @@ impl Status {
         inputs.leader = leader.clone();
         self.leader.send_replace(leader);
         self.update(&mut inputs);
+        self.deliver(inputs);
     }
 
     pub(crate) fn set_is_leader(&self, change: LeadershipChange) {
-        let inputs = self.lock();
+        let mut inputs = self.lock();
         if self.is_leader.send_replace(change.is_leader) != change.is_leader {
             telemetry::leadership(&inputs.worker_id, change.is_leader);
-            self.hooks.leadership_changed(change);
+            inputs.hook_calls.push_back(HookCall::Leadership(change));
         }
+        self.deliver(inputs);
     }
 
     /// Publishes an applied assignment (`None`: this worker holds none, as after losing its
@@ -270,9 +232,10 @@ impl Status {
         let mut inputs = self.lock();
         inputs.has_assignment = assignment.is_some() && inputs.stage == Stage::Claimed;
         let assignment = assignment.unwrap_or_default();
-        telemetry::applied(&inputs.worker_id, assignment.version, assignment.len());
+        telemetry::applied(&inputs.worker_id, assignment.version(), assignment.len());
         self.assignment.send_replace(Arc::new(assignment));
         self.update(&mut inputs);
+        self.deliver(inputs);
     }
 
     /// Moves the state to what the inputs say, through the intermediate states the
@@ -304,7 +267,10 @@ impl Status {
             });
             telemetry::state_transition(&inputs.worker_id, current, next);
             tracing::debug!(worker = %inputs.worker_id, from = %current, to = %next, "state");
-            self.hooks.state_changed(current, next);
+            inputs.hook_calls.push_back(HookCall::State(Transition {
+                from: current,
+                to: next,
+            }));
             current = next;
         }
     }

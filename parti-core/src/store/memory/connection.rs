@@ -69,6 +69,9 @@ struct Injected {
 #[derive(Debug)]
 pub(super) struct Connection {
     connected: watch::Sender<bool>,
+    /// Whether the link is black-holed: operations and watches get no answer until it is
+    /// lifted (or the connection is cut, which fails them).
+    stalled: watch::Sender<bool>,
     injected: Mutex<Injected>,
 }
 
@@ -82,6 +85,7 @@ impl Connection {
     pub(super) fn new() -> Self {
         Self {
             connected: watch::Sender::new(true),
+            stalled: watch::Sender::new(false),
             injected: Mutex::default(),
         }
     }
@@ -98,11 +102,32 @@ impl Connection {
         *self.connected.borrow()
     }
 
-    /// Waits until the connection is up.
+    /// Waits until the connection is up and not stalled.
     pub(super) async fn wait_connected(&self) {
         let mut connected = self.connected.subscribe();
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = connected.wait_for(|up| *up).await;
+        // The senders live as long as `self`, so these cannot fail.
+        loop {
+            let _ = connected.wait_for(|up| *up).await;
+            self.wait_unstalled().await;
+            if self.is_connected() {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn set_stalled(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+
+    /// Waits while the link is stalled, unless the connection is cut meanwhile.
+    async fn wait_unstalled(&self) {
+        let mut stalled = self.stalled.subscribe();
+        let mut connected = self.connected.subscribe();
+        tokio::select! {
+            biased;
+            _ = stalled.wait_for(|stalled| !*stalled) => {}
+            _ = connected.wait_for(|up| !*up) => {}
+        }
     }
 
     pub(super) fn fail_next(&self, count: usize, fault: Fault) {
@@ -117,6 +142,7 @@ impl Connection {
 
     pub(super) fn clear_faults(&self) {
         *self.injected() = Injected::default();
+        self.set_stalled(false);
         self.set_connected(true);
     }
 
@@ -132,6 +158,7 @@ impl Connection {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
+        self.wait_unstalled().await;
         if !self.is_connected() {
             return Err(StoreError::unavailable(
                 operation,

@@ -95,6 +95,18 @@ impl MemoryStore {
         self.connection.is_connected()
     }
 
+    /// Black-holes this connection, as a link that stops delivering without closing:
+    /// operations get no answer and watches deliver nothing until [`MemoryStore::unstall`]
+    /// (then they go on, losing nothing) or [`MemoryStore::disconnect`] (then they fail).
+    pub fn stall(&self) {
+        self.connection.set_stalled(true);
+    }
+
+    /// Lifts [`MemoryStore::stall`].
+    pub fn unstall(&self) {
+        self.connection.set_stalled(false);
+    }
+
     /// Makes the next `count` operations on this connection fail with `fault`.
     pub fn fail_next(&self, count: usize, fault: Fault) {
         self.connection.fail_next(count, fault);

@@ -1,0 +1,634 @@
+//! Tests of the follower machine: one test per rule, and a property test that drives it with
+//! random events (late, lost and hanging completions, lease lapses, stops) and checks that
+//! nothing is held or granted outside the lease.
+
+use std::time::{Duration, Instant};
+
+use parti_strategy::PartitionId;
+use proptest::prelude::*;
+
+use super::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId};
+use crate::wire::{AssignmentRecord, FencingToken, Grant, Lifecycle};
+
+const POLL: Duration = Duration::from_millis(1000);
+const DRAIN: Duration = Duration::from_millis(5000);
+const SLACK: Duration = Duration::from_millis(150);
+
+fn timings() -> FollowerTimings {
+    FollowerTimings {
+        poll_interval: POLL,
+        drain_timeout: DRAIN,
+        release_slack: SLACK,
+    }
+}
+
+fn p(n: usize) -> PartitionId {
+    PartitionId::new(format!("p{n}")).unwrap()
+}
+
+fn record(version: u64, term: u64, partitions: &[usize]) -> AssignmentRecord {
+    AssignmentRecord {
+        version,
+        term,
+        lifecycle: Lifecycle::Stable,
+        partitions: partitions
+            .iter()
+            .map(|&n| Grant {
+                partition: p(n),
+                token: FencingToken { term, version },
+            })
+            .collect(),
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A machine with a test clock.
+struct Harness {
+    machine: FollowerMachine,
+    start: Instant,
+    now: Instant,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let start = Instant::now();
+        Self {
+            machine: FollowerMachine::new(timings()),
+            start,
+            now: start,
+        }
+    }
+
+    fn at(&mut self, offset: Duration) -> &mut Self {
+        self.now = self.start + offset;
+        self
+    }
+
+    fn feed(&mut self, event: FollowerEvent) -> Vec<FollowerAction> {
+        self.machine.handle(event, self.now)
+    }
+
+    fn lease_until(&mut self, offset: Duration) -> Vec<FollowerAction> {
+        let end = self.start + offset;
+        self.feed(FollowerEvent::Lease(Some(end)))
+    }
+
+    fn held(&self) -> Vec<PartitionId> {
+        self.machine.held().partitions().cloned().collect()
+    }
+}
+
+fn read_op(actions: &[FollowerAction]) -> OpId {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            FollowerAction::ReadRecord(id) => Some(*id),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no read in {actions:?}"))
+}
+
+fn term_op(actions: &[FollowerAction]) -> OpId {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            FollowerAction::ReadTerm(id) => Some(*id),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no term read in {actions:?}"))
+}
+
+fn grant_op(actions: &[FollowerAction]) -> OpId {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            FollowerAction::Grant(id, _) => Some(*id),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no grant hook in {actions:?}"))
+}
+
+fn revoke_op(actions: &[FollowerAction]) -> (OpId, Vec<PartitionId>) {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            FollowerAction::Revoke(id, partitions) => Some((*id, partitions.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no revoke hook in {actions:?}"))
+}
+
+/// A follower that holds `partitions` of record v1 (term 1), its grant hook done, at 0 ms with
+/// a lease until `lease` ms.
+fn holding(partitions: &[usize], lease: u64) -> Harness {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(lease)));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, partitions))),
+    }));
+    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    }));
+    h.feed(FollowerEvent::HookDone {
+        op: grant,
+        panicked: false,
+    });
+    assert_eq!(
+        h.held(),
+        partitions.iter().map(|&n| p(n)).collect::<Vec<_>>()
+    );
+    h
+}
+
+#[test]
+fn holds_nothing_before_a_fresh_read_under_a_lease() {
+    let mut h = Harness::new();
+    // No lease: a delivered record is ignored, nothing is read.
+    assert!(
+        h.feed(FollowerEvent::Delivered(Some(record(1, 1, &[0]))))
+            .is_empty()
+    );
+    assert_eq!(h.machine.next_deadline(), None);
+    // The lease starts: a fresh read, not the delivered record.
+    let actions = h.lease_until(ms(2000));
+    assert!(
+        matches!(actions[..], [FollowerAction::ReadRecord(_)]),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_grant_needs_the_current_term() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(2000)));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0]))),
+    }));
+    // Another leader is current: nothing applied.
+    let actions = h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(2)),
+    });
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(h.held().is_empty());
+}
+
+#[test]
+fn a_grant_hook_is_not_cancelled_while_the_lease_holds() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(2000)));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0, 1]))),
+    }));
+    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    }));
+    // The hook takes 10 s; the lease is renewed all along.
+    for t in (500..10_000).step_by(500) {
+        let mut actions = h.at(ms(t)).lease_until(ms(t + 2000));
+        actions.extend(h.feed(FollowerEvent::Tick));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, FollowerAction::Cancel(id) if *id == grant)),
+            "cancelled at {t} ms: {actions:?}"
+        );
+        assert_eq!(h.held(), [p(0), p(1)]);
+    }
+    let actions = h.feed(FollowerEvent::HookDone {
+        op: grant,
+        panicked: false,
+    });
+    // The poll that fell due meanwhile runs now.
+    read_op(&actions);
+}
+
+#[test]
+fn a_lease_that_ends_during_a_grant_hook_fences_at_the_lease_end() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(700)));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0]))),
+    }));
+    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    }));
+    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(700)));
+    let actions = h.at(ms(700)).feed(FollowerEvent::Tick);
+    assert_eq!(actions[0], FollowerAction::Cancel(grant), "{actions:?}");
+    assert!(actions.contains(&FollowerAction::Fenced { partitions: 1 }));
+    assert!(h.held().is_empty());
+    let (revoke, partitions) = revoke_op(&actions);
+    assert_eq!(partitions, [p(0)]);
+    // The revoke hook gets until half the margin after the lease end, not the drain timeout.
+    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(700) + SLACK));
+    let actions = h.at(ms(700) + SLACK).feed(FollowerEvent::Tick);
+    assert!(
+        actions.contains(&FollowerAction::Cancel(revoke)),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&FollowerAction::DrainCutShort {
+        partitions: 1,
+        waited: SLACK
+    }));
+    // The grant hook's late completion is ignored.
+    assert!(
+        h.feed(FollowerEvent::HookDone {
+            op: grant,
+            panicked: false
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_read_that_hangs_past_the_lease_fences() {
+    let mut h = holding(&[0, 1], 2000);
+    // The lease is renewed until 2.5 s; the poll at 1 s hangs.
+    h.at(ms(500)).lease_until(ms(2500));
+    let read = read_op(&h.at(ms(1000)).feed(FollowerEvent::Tick));
+    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(2000)));
+    // The read is given up after one poll interval, still under the lease.
+    let actions = h.at(ms(2000)).feed(FollowerEvent::Tick);
+    assert!(
+        actions.contains(&FollowerAction::Cancel(read)),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&FollowerAction::ReadTimedOut));
+    assert_eq!(h.held(), [p(0), p(1)]);
+    // A new poll starts at once and hangs too; the lease ends at 2.5 s: fenced then.
+    let read = read_op(&actions);
+    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(2500)));
+    let actions = h.at(ms(2500)).feed(FollowerEvent::Tick);
+    assert!(actions.contains(&FollowerAction::Cancel(read)));
+    assert!(actions.contains(&FollowerAction::Fenced { partitions: 2 }));
+    assert!(h.held().is_empty());
+    // Its late answer counts for nothing.
+    let late = h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0, 1]))),
+    });
+    assert!(!late.iter().any(|a| matches!(a, FollowerAction::Publish(_))));
+}
+
+#[test]
+fn a_term_check_that_hangs_past_the_lease_grants_nothing() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(700)));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0]))),
+    }));
+    let actions = h.at(ms(700)).feed(FollowerEvent::Tick);
+    assert!(actions.contains(&FollowerAction::Cancel(term)));
+    let late = h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    });
+    assert!(late.is_empty(), "{late:?}");
+    assert!(h.held().is_empty());
+}
+
+#[test]
+fn after_a_lapse_only_a_fresh_read_counts() {
+    let mut h = holding(&[0], 1000);
+    h.at(ms(1000)).feed(FollowerEvent::Tick);
+    assert!(h.held().is_empty());
+    // The lease is back: a record the watch delivers now may predate a revocation.
+    let actions = h.at(ms(1200)).lease_until(ms(3000));
+    let read = read_op(&actions);
+    let delivered = h.feed(FollowerEvent::Delivered(Some(record(1, 1, &[0]))));
+    assert!(
+        !delivered
+            .iter()
+            .any(|a| matches!(a, FollowerAction::ReadTerm(_)))
+    );
+    // The fresh read shows the revocation: nothing is granted.
+    let actions = h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(2, 1, &[]))),
+    });
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, FollowerAction::Grant(..)))
+    );
+    assert!(h.held().is_empty());
+}
+
+#[test]
+fn revocations_drain_before_the_version_is_reported() {
+    let mut h = holding(&[0, 1], 10_000);
+    let actions = h
+        .at(ms(100))
+        .feed(FollowerEvent::Delivered(Some(record(2, 1, &[0]))));
+    let (revoke, partitions) = revoke_op(&actions);
+    assert_eq!(partitions, [p(1)]);
+    assert_eq!(h.held(), [p(0)]);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, FollowerAction::ReportApplied { .. }))
+    );
+    let actions = h.at(ms(300)).feed(FollowerEvent::HookDone {
+        op: revoke,
+        panicked: false,
+    });
+    assert!(actions.contains(&FollowerAction::ReportApplied {
+        version: 2,
+        term_seen: 1
+    }));
+}
+
+#[test]
+fn a_revoke_hook_is_cut_at_the_drain_timeout() {
+    let mut h = holding(&[0, 1], 100_000);
+    let (revoke, _) = revoke_op(&h.at(ms(100)).feed(FollowerEvent::Delivered(Some(record(
+        2,
+        1,
+        &[0],
+    )))));
+    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(100) + DRAIN));
+    let actions = h.at(ms(100) + DRAIN).feed(FollowerEvent::Tick);
+    assert!(actions.contains(&FollowerAction::Cancel(revoke)));
+    assert!(actions.contains(&FollowerAction::ReportApplied {
+        version: 2,
+        term_seen: 1
+    }));
+}
+
+#[test]
+fn a_panicking_hook_counts_as_finished() {
+    let mut h = holding(&[0, 1], 100_000);
+    let (revoke, _) = revoke_op(&h.at(ms(100)).feed(FollowerEvent::Delivered(Some(record(
+        2,
+        1,
+        &[0],
+    )))));
+    let actions = h.feed(FollowerEvent::HookDone {
+        op: revoke,
+        panicked: true,
+    });
+    assert!(actions.contains(&FollowerAction::ReportApplied {
+        version: 2,
+        term_seen: 1
+    }));
+}
+
+#[test]
+fn records_delivered_during_a_grant_hook_wait_for_it() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(100_000)));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0, 1]))),
+    }));
+    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    }));
+    assert!(
+        h.feed(FollowerEvent::Delivered(Some(record(2, 1, &[0]))))
+            .is_empty()
+    );
+    let actions = h.feed(FollowerEvent::HookDone {
+        op: grant,
+        panicked: false,
+    });
+    let (_, partitions) = revoke_op(&actions);
+    assert_eq!(partitions, [p(1)]);
+}
+
+#[test]
+fn stop_releases_everything_then_finishes() {
+    let mut h = holding(&[0, 1], 100_000);
+    let actions = h.feed(FollowerEvent::Stop);
+    let (revoke, partitions) = revoke_op(&actions);
+    assert_eq!(partitions, [p(0), p(1)]);
+    assert!(h.held().is_empty());
+    let actions = h.feed(FollowerEvent::HookDone {
+        op: revoke,
+        panicked: false,
+    });
+    assert_eq!(actions, [FollowerAction::Finished]);
+    assert!(h.machine.is_finished());
+}
+
+#[test]
+fn stop_waits_for_a_grant_hook_at_most_the_drain_timeout() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(100_000)));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0]))),
+    }));
+    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    }));
+    h.at(ms(10)).feed(FollowerEvent::Stop);
+    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(10) + DRAIN));
+    let actions = h.at(ms(10) + DRAIN).feed(FollowerEvent::Tick);
+    assert_eq!(actions[0], FollowerAction::Cancel(grant));
+    let (_, partitions) = revoke_op(&actions);
+    assert_eq!(partitions, [p(0)]);
+}
+
+#[test]
+fn a_lapse_during_a_revocation_applies_nothing_after_it() {
+    let mut h = holding(&[0, 1], 1000);
+    // v2 revokes p1 and grants p2 (term checked first); the lease ends while p1 drains.
+    let term = term_op(
+        &h.at(ms(100))
+            .feed(FollowerEvent::Delivered(Some(record(2, 1, &[0, 2])))),
+    );
+    let (revoke, _) = revoke_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    }));
+    let actions = h.at(ms(1000)).feed(FollowerEvent::Tick);
+    assert!(actions.contains(&FollowerAction::Fenced { partitions: 1 }));
+    assert!(h.held().is_empty());
+    // p1's hook ends: p0 is released next, and p2 is never granted.
+    let actions = h.at(ms(1050)).feed(FollowerEvent::HookDone {
+        op: revoke,
+        panicked: false,
+    });
+    let (_, partitions) = revoke_op(&actions);
+    assert_eq!(partitions, [p(0)]);
+    assert!(!actions.iter().any(|a| matches!(
+        a,
+        FollowerAction::Grant(..) | FollowerAction::ReportApplied { .. }
+    )));
+}
+
+/// An event of the random schedule: the operation completions name the one in flight (or
+/// a stale one).
+#[derive(Debug, Clone)]
+enum Step {
+    Advance(u64),
+    Renew(u64),
+    Deliver(u64, Vec<usize>),
+    ReadDone(Option<(u64, u64, Vec<usize>)>),
+    ReadFailed,
+    TermDone(u64),
+    HookDone(bool),
+    Stale,
+    Stop,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let parts = proptest::collection::vec(0usize..4, 0..4);
+    prop_oneof![
+        (1u64..1500).prop_map(Step::Advance),
+        (0u64..2500).prop_map(Step::Renew),
+        (1u64..6, parts.clone()).prop_map(|(v, ps)| Step::Deliver(v, ps)),
+        proptest::option::of((1u64..6, 1u64..3, parts)).prop_map(Step::ReadDone),
+        Just(Step::ReadFailed),
+        (1u64..3).prop_map(Step::TermDone),
+        any::<bool>().prop_map(Step::HookDone),
+        Just(Step::Stale),
+        Just(Step::Stop),
+    ]
+}
+
+/// The invariants checked after every step of the property test.
+struct Checker {
+    lease_end: Option<Instant>,
+    grant: Option<OpId>,
+    stopping: bool,
+}
+
+impl Checker {
+    fn check(&mut self, h: &Harness, actions: &[FollowerAction]) -> Result<(), TestCaseError> {
+        let now = h.now;
+        let valid = self.lease_end.is_some_and(|end| now < end);
+        for action in actions {
+            match action {
+                FollowerAction::Grant(id, _) => {
+                    prop_assert!(valid, "a grant hook started outside the lease");
+                    self.grant = Some(*id);
+                }
+                FollowerAction::Cancel(id) if Some(*id) == self.grant => {
+                    prop_assert!(
+                        !valid || self.stopping,
+                        "a grant hook cancelled while the lease holds"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if !valid {
+            prop_assert!(
+                h.machine.held().is_empty(),
+                "held {:?} outside the lease at {:?}",
+                h.machine.held(),
+                now - h.start
+            );
+        }
+        if let Some(deadline) = h.machine.next_deadline() {
+            prop_assert!(
+                deadline > now,
+                "asked to wake at {:?}, now {:?}",
+                deadline - h.start,
+                now - h.start
+            );
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    /// Whatever happens, in whatever order: nothing is held and no grant hook starts while
+    /// the lease is not valid, a grant hook is cancelled only after the lease ended (or on
+    /// stop), the machine never asks to be woken in the past, and a stopped machine
+    /// finishes holding nothing.
+    #[test]
+    fn nothing_is_held_outside_the_lease(steps in proptest::collection::vec(step(), 1..80)) {
+        let mut h = Harness::new();
+        let mut checker = Checker { lease_end: None, grant: None, stopping: false };
+        for step in steps {
+            let event = match step {
+                Step::Advance(n) => {
+                    let target = h.now + ms(n);
+                    // Wake at every deadline on the way, as the executor does.
+                    while let Some(at) = h.machine.next_deadline().filter(|at| *at <= target) {
+                        h.now = at;
+                        let actions = h.machine.handle(FollowerEvent::Tick, at);
+                        checker.check(&h, &actions)?;
+                    }
+                    h.now = target;
+                    FollowerEvent::Tick
+                }
+                Step::Renew(n) => {
+                    let end = h.now + ms(n);
+                    checker.lease_end = Some(end);
+                    FollowerEvent::Lease(Some(end))
+                }
+                Step::Deliver(v, ps) => FollowerEvent::Delivered(Some(record(v, 1, &ps))),
+                Step::ReadDone(found) => match h.machine.in_flight() {
+                    Some(op) => FollowerEvent::RecordRead {
+                        op,
+                        outcome: Ok(found.map(|(v, t, ps)| record(v, t, &ps))),
+                    },
+                    None => FollowerEvent::Tick,
+                },
+                Step::ReadFailed => match h.machine.in_flight() {
+                    Some(op) => FollowerEvent::RecordRead { op, outcome: Err(()) },
+                    None => FollowerEvent::Tick,
+                },
+                Step::TermDone(term) => match h.machine.in_flight() {
+                    Some(op) => FollowerEvent::TermRead { op, outcome: Ok(Some(term)) },
+                    None => FollowerEvent::Tick,
+                },
+                Step::HookDone(panicked) => match h.machine.in_flight() {
+                    Some(op) => FollowerEvent::HookDone { op, panicked },
+                    None => FollowerEvent::Tick,
+                },
+                Step::Stale => FollowerEvent::HookDone { op: OpId(u64::MAX), panicked: false },
+                Step::Stop => {
+                    checker.stopping = true;
+                    FollowerEvent::Stop
+                }
+            };
+            let now = h.now;
+            let actions = h.machine.handle(event, now);
+            checker.check(&h, &actions)?;
+        }
+        if checker.stopping {
+            // Let whatever runs finish (reads fail, hooks return), passing deadlines.
+            for _ in 0..20 {
+                if h.machine.is_finished() {
+                    break;
+                }
+                let now = h.now;
+                if let Some(op) = h.machine.in_flight() {
+                    for event in [
+                        FollowerEvent::HookDone { op, panicked: false },
+                        FollowerEvent::RecordRead { op, outcome: Err(()) },
+                        FollowerEvent::TermRead { op, outcome: Err(()) },
+                    ] {
+                        let actions = h.machine.handle(event, now);
+                        checker.check(&h, &actions)?;
+                    }
+                } else {
+                    let actions = h.machine.handle(FollowerEvent::Tick, now);
+                    checker.check(&h, &actions)?;
+                }
+                h.now += ms(100);
+            }
+            prop_assert!(h.machine.is_finished(), "a stopped machine did not finish");
+            prop_assert!(h.machine.held().is_empty());
+        }
+    }
+}

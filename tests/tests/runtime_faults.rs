@@ -1,0 +1,188 @@
+//! Slow faults on the real runtime, on `MemoryStore` with the default timings and tokio's
+//! paused clock: a link that black-holes without closing, a grant hook slower than the
+//! lease, a hook that panics, hooks that call back into the manager. Each asserts the rule
+//! it names and that the ledger shows no two owners at once.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use parti_core::config::Config;
+use parti_core::runtime::{Hooks, Manager, StaticSource};
+use parti_core::store::MemoryStore;
+use parti_strategy::Sticky;
+use tests::fleet::Fleet;
+use tokio::time::Instant;
+
+fn fleet() -> Fleet<MemoryStore> {
+    let store = MemoryStore::new();
+    Fleet::new(move || store.connect(), Config::default(), 30)
+}
+
+/// A worker whose link black-holes (requests get no answer, the socket stays open) fences by
+/// its lease end: every read and heartbeat hangs, yet it releases everything — the revoke
+/// hook done — before its heartbeat entry can expire, and the others take over after that.
+/// Un-stalled, it rejoins.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_worker_fences_by_its_lease_end() {
+    let mut fleet = fleet();
+    fleet.start(3).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    let victim = fleet.follower();
+    let member = fleet.member(&victim);
+    let (partition, token) = {
+        let owned = member.manager.assignment();
+        let (p, t) = owned.grants().next().expect("owns some");
+        (p.clone(), t)
+    };
+    let config = fleet.config.clone();
+    let stalled_at = Instant::now();
+    member.store.stall();
+    // The last acknowledged heartbeat was sent at most one interval before the stall: the
+    // lease ends by `stalled_at + ttl - margin`, the entry expires no earlier than half the
+    // margin after that.
+    let fence_by = stalled_at + config.heartbeat_ttl - config.margin_for(config.heartbeat_ttl) / 2;
+    fleet
+        .wait_for(
+            "the stalled worker to release everything",
+            Duration::from_secs(10),
+            |f| match f.member(&victim).manager.assignment().is_empty() {
+                true => Ok(()),
+                false => Err("still holding".into()),
+            },
+        )
+        .await;
+    assert!(Instant::now() <= fence_by, "fenced too late");
+    let member = fleet.member(&victim);
+    assert!(!member.manager.owns(&partition, token));
+    assert!(
+        fleet
+            .ledger
+            .intervals()
+            .iter()
+            .filter(|i| i.owner == member.owner)
+            .all(|i| i.to.is_some()),
+        "every interval closed: the revoke hook has finished"
+    );
+    fleet
+        .wait_for(
+            "its partitions to be re-owned",
+            Duration::from_secs(30),
+            |f| match f.ledger.owners_now().get(&partition) {
+                Some(owners) if !owners.contains(&f.member(&victim).owner) => Ok(()),
+                other => Err(format!("{partition}: {other:?}")),
+            },
+        )
+        .await;
+    fleet.member(&victim).store.unstall();
+    fleet.settle(Duration::from_secs(120)).await;
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
+
+/// A grant hook that takes longer than the whole heartbeat lease (3 s against 2.7 s) is never
+/// cut while the lease is renewed: every grant hook runs to its end, the partitions stay held
+/// throughout, and the fleet settles.
+#[tokio::test(start_paused = true)]
+async fn a_grant_hook_longer_than_the_lease_is_not_cut() {
+    let mut fleet = fleet();
+    fleet.hooks.grant_delay = Duration::from_secs(3);
+    fleet.start(3).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    fleet.start(1).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    // Let the last grant hooks end.
+    tokio::time::sleep(fleet.hooks.grant_delay).await;
+    let errors = fleet.hooks.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "{errors:?}");
+    let started = fleet.hooks.grants_started.load(Ordering::Relaxed);
+    assert!(started >= 4, "every worker was granted partitions");
+    assert_eq!(
+        fleet.hooks.grants_finished.load(Ordering::Relaxed),
+        started,
+        "every grant hook ran to its end"
+    );
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
+
+/// A grant hook that panics is reported as a typed error and never freezes the worker: it
+/// keeps reporting what it applies, so partitions still move off it when a worker joins.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_hook_is_reported_and_the_worker_goes_on() {
+    let mut fleet = fleet();
+    fleet.hooks.grant_panics.store(1, Ordering::Relaxed);
+    fleet.start(3).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    let errors = fleet.hooks.errors.lock().unwrap().clone();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("on_assigned hook panicked")),
+        "{errors:?}"
+    );
+    assert_eq!(fleet.hooks.grant_panics.load(Ordering::Relaxed), 0);
+    // Every worker (the one whose hook panicked included) gives partitions to a newcomer.
+    let before: Vec<_> = fleet
+        .members()
+        .values()
+        .map(|m| (m.owner, m.manager.assignment().len()))
+        .collect();
+    fleet.start(1).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    for (owner, had) in before {
+        let now = fleet
+            .members()
+            .values()
+            .find(|m| m.owner == owner)
+            .map(|m| m.manager.assignment().len())
+            .unwrap();
+        assert!(now < had, "worker {owner} kept {now} of {had}: frozen?");
+    }
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
+
+/// Notification hooks are called with no lock held: a state or leadership hook may call any
+/// `Manager` method (here `worker_id`, `state`, `assignment` and `Debug`) without deadlock.
+#[tokio::test(start_paused = true)]
+async fn hooks_may_call_back_into_the_manager() {
+    let cell: Arc<OnceLock<Arc<Manager<MemoryStore>>>> = Arc::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Hooks::new()
+        .on_state_changed({
+            let (cell, seen) = (cell.clone(), seen.clone());
+            move |_, to| {
+                if let Some(manager) = cell.get() {
+                    let line = format!("{to} {} {manager:?}", manager.worker_id());
+                    let _ = (manager.state(), manager.assignment());
+                    seen.lock().unwrap().push(line);
+                }
+            }
+        })
+        .on_leadership_changed({
+            let cell = cell.clone();
+            move |_| {
+                if let Some(manager) = cell.get() {
+                    let _ = (manager.is_leader(), format!("{manager:?}"));
+                }
+            }
+        });
+    let source = StaticSource::numbered("p", 8).unwrap();
+    let manager = Manager::builder(MemoryStore::new(), source, Sticky::default())
+        .hooks(hooks)
+        .start()
+        .await
+        .expect("starts");
+    let manager = Arc::new(manager);
+    cell.set(manager.clone()).ok().unwrap();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while manager.assignment().len() < 8 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the worker gets every partition");
+    assert!(!seen.lock().unwrap().is_empty());
+    manager.stop().await.expect("stops");
+}
