@@ -186,3 +186,92 @@ async fn hooks_may_call_back_into_the_manager() {
     assert!(!seen.lock().unwrap().is_empty());
     manager.stop().await.expect("stops");
 }
+
+/// A leader whose link black-holes stops being the leader by its lease end — `is_leader()`
+/// turns false and the leadership hook fires while its renewal still hangs — and another
+/// worker takes over. Un-stalled, the fleet settles with one leader.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_leader_steps_down_by_its_lease_end() {
+    let mut fleet = fleet();
+    fleet.start(3).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    let leader = fleet.leader();
+    let config = fleet.config.clone();
+    let stalled_at = Instant::now();
+    fleet.member(&leader).store.stall();
+    // The last renewal was sent at most one renewal interval before the stall, and the
+    // lease ends `election_ttl - margin` after it was sent.
+    let step_down_by = stalled_at + config.election_ttl - config.margin_for(config.election_ttl);
+    fleet
+        .wait_for(
+            "the stalled leader to step down",
+            Duration::from_secs(30),
+            |f| match f.member(&leader).manager.is_leader() {
+                false => Ok(()),
+                true => Err("still the leader".into()),
+            },
+        )
+        .await;
+    assert!(
+        Instant::now() <= step_down_by,
+        "stepped down {:?} after the stall, lease ends {:?} after it at the latest",
+        Instant::now() - stalled_at,
+        step_down_by - stalled_at
+    );
+    fleet
+        .wait_for("another leader", Duration::from_secs(30), |f| {
+            let others: Vec<_> = f
+                .members()
+                .iter()
+                .filter(|(id, m)| **id != leader && m.manager.is_leader())
+                .collect();
+            match others.len() {
+                1 => Ok(()),
+                n => Err(format!("{n} other leaders")),
+            }
+        })
+        .await;
+    fleet.member(&leader).store.unstall();
+    fleet.settle(Duration::from_secs(120)).await;
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
+
+/// A notification hook that panics is caught and reported; the worker goes on.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_state_hook_is_reported() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Hooks::new()
+        .on_state_changed(|_, to| {
+            assert_ne!(
+                to,
+                parti_core::decide::ManagerState::Stable,
+                "injected panic"
+            );
+        })
+        .on_error({
+            let errors = errors.clone();
+            move |e| errors.lock().unwrap().push(e.to_string())
+        });
+    let source = StaticSource::numbered("p", 8).unwrap();
+    let manager = Manager::builder(MemoryStore::new(), source, Sticky::default())
+        .hooks(hooks)
+        .start()
+        .await
+        .expect("starts");
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while manager.assignment().len() < 8 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the worker gets every partition");
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("on_state_changed hook panicked")),
+        "{errors:?}"
+    );
+    manager.stop().await.expect("stops");
+}

@@ -1,5 +1,6 @@
-//! Pure decision logic: the manager and calculator state machines, the classifier of
-//! topology changes, the emergency detector, stabilization windows and the cooldown.
+//! Pure decision logic: the follower machine (the worker side of the protocol), the
+//! manager and calculator state machines, the classifier of topology changes, the emergency
+//! detector, stabilization windows and the cooldown, the handoff planner.
 //!
 //! Nothing here does I/O or reads a clock: time is an argument ([`std::time::Instant`]) and
 //! decisions are return values, so every rule is tested exhaustively or by property; the

@@ -109,6 +109,19 @@ impl<T> OwnedTask<T> {
         }
     }
 
+    /// Resolves when the task ends by itself (returned, panicked or was aborted), and forgets
+    /// it; pending forever when it is not running. Cancel-safe, for a `select!` that watches
+    /// over the task.
+    pub(crate) async fn ended(&mut self) {
+        match &mut self.0 {
+            Some(handle) => {
+                let _ = handle.await;
+                self.0 = None;
+            }
+            None => pending().await,
+        }
+    }
+
     /// Lets the task run on without this handle.
     pub(crate) fn detach(mut self) {
         self.0.take();

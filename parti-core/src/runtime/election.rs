@@ -89,12 +89,22 @@ async fn campaign<B: Bucket, P: PartitionSource>(
     let mut watch = None;
     loop {
         if watch.is_none() {
-            match bucket.watch(LEADER_KEY, WatchFrom::Now).await {
+            let started = tokio::select! {
+                biased;
+                () = stopped(stop) => return None,
+                started = bucket.watch(LEADER_KEY, WatchFrom::Now) => started,
+            };
+            match started {
                 Ok(stream) => watch = Some(stream),
                 Err(e) => session.report("watching the leader failed", e),
             }
         }
-        match bucket.get(LEADER_KEY).await {
+        let current = tokio::select! {
+            biased;
+            () = stopped(stop) => return None,
+            current = bucket.get(LEADER_KEY) => current,
+        };
+        match current {
             Ok(Some(entry)) => observe(session, &entry),
             Ok(None) => {
                 session.status.set_leader(None);
@@ -105,7 +115,13 @@ async fn campaign<B: Bucket, P: PartitionSource>(
                     phase: Lifecycle::Stable,
                 };
                 let sent = Instant::now();
-                match bucket.create(LEADER_KEY, record.encode().ok()?).await {
+                let value = record.encode().ok()?;
+                let created = tokio::select! {
+                    biased;
+                    () = stopped(stop) => return None,
+                    created = bucket.create(LEADER_KEY, value) => created,
+                };
+                match created {
                     Ok(revision) => return Some(Won { revision, sent }),
                     Err(StoreError::AlreadyExists { .. }) => continue,
                     Err(e) => session.report("campaigning failed", e),
@@ -157,6 +173,12 @@ fn observe<B: Bucket, P>(session: &Session<B, P>, entry: &Entry) {
     }
 }
 
+/// The leader lease ended before a renewal was acknowledged: stop leading (not a stop).
+fn lease_ran_out<B: Bucket, P>(session: &Session<B, P>, term: u64) -> bool {
+    tracing::warn!(worker = %session.worker_id, term, "leader lease ran out");
+    false
+}
+
 /// How long to wait before retrying a failed store operation.
 fn retry_delay(interval: Duration) -> Duration {
     (interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
@@ -197,10 +219,7 @@ async fn lead<B: Bucket, P: PartitionSource>(
         tokio::select! {
             biased;
             () = stopped(stop) => break true,
-            () = sleep_until(lease.valid_until()) => {
-                tracing::warn!(worker = %session.worker_id, term, "leader lease ran out");
-                break false;
-            }
+            () = sleep_until(lease.valid_until()) => break lease_ran_out(session, term),
             Ok(()) = phase_rx.changed() => next_renewal = Instant::now(),
             () = sleep_until(next_renewal) => {}
         }
@@ -211,9 +230,18 @@ async fn lead<B: Bucket, P: PartitionSource>(
             session.report("leader", Error::TaskEnded { task: "calculator" });
             break false;
         }
+        // Every store call races the lease end (and `stop`): a call that hangs must not keep
+        // this worker the leader past its lease.
+        let lease_end = lease.valid_until();
         if reread {
             // The last renewal's outcome is unknown: adopt it if it landed.
-            match bucket.get(LEADER_KEY).await {
+            let current = tokio::select! {
+                biased;
+                () = stopped(stop) => break true,
+                () = sleep_until(lease_end) => break lease_ran_out(session, term),
+                current = bucket.get(LEADER_KEY) => current,
+            };
+            match current {
                 Ok(Some(entry)) => match LeaderRecord::decode(&entry.value) {
                     Ok(current)
                         if current.instance_id == record.instance_id
@@ -234,12 +262,18 @@ async fn lead<B: Bucket, P: PartitionSource>(
         }
         record.phase = *phase_rx.borrow_and_update();
         let sent = Instant::now();
-        let renewed = match record.encode() {
-            Ok(value) => bucket.update(LEADER_KEY, value, revision).await,
+        let value = match record.encode() {
+            Ok(value) => value,
             Err(e) => {
                 session.report("encoding the leader record failed", e);
                 break false;
             }
+        };
+        let renewed = tokio::select! {
+            biased;
+            () = stopped(stop) => break true,
+            () = sleep_until(lease_end) => break lease_ran_out(session, term),
+            renewed = bucket.update(LEADER_KEY, value, revision) => renewed,
         };
         match renewed {
             Ok(new_revision) => {
@@ -260,18 +294,24 @@ async fn lead<B: Bucket, P: PartitionSource>(
             }
         }
     };
-    // Stop the calculator before anything else: it must not act on a lost lease.
-    calculator.abort().await;
-    tracing::info!(worker = %session.worker_id, term, stopping, "no longer leader");
+    // Stop the calculator before anything else: it must not act on a lost lease. (Aborting
+    // takes effect at once; awaiting its end waits only for the task to be dropped.)
     session.status.set_is_leader(LeadershipChange {
         is_leader: false,
         term,
     });
+    calculator.abort().await;
+    tracing::info!(worker = %session.worker_id, term, stopping, "no longer leader");
     if stopping {
-        // Release at our revision: a successor's lease (if any) is left alone.
-        match bucket.delete(LEADER_KEY, Some(revision)).await {
-            Ok(()) | Err(StoreError::Conflict { .. }) => {}
-            Err(e) => session.report("releasing the leader lease failed", e),
+        // Release at our revision: a successor's lease (if any) is left alone. Bounded: a
+        // release that cannot get through only means the lease expires by its TTL.
+        match tokio::time::timeout(renew_every, bucket.delete(LEADER_KEY, Some(revision))).await {
+            Ok(Ok(()) | Err(StoreError::Conflict { .. })) => {}
+            Ok(Err(e)) => session.report("releasing the leader lease failed", e),
+            Err(_) => tracing::warn!(
+                worker = %session.worker_id,
+                "releasing the leader lease timed out; it expires by its TTL"
+            ),
         }
     }
     session.status.set_leader(None);

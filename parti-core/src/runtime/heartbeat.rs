@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep_until, timeout};
 
 use super::PartitionSource;
 use super::context::{Session, stopped};
@@ -37,7 +37,11 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         };
         let sent = Instant::now();
         let written = match beat.encode() {
-            Ok(value) => bucket.put(key, value).await.map_err(crate::Error::from),
+            Ok(value) => tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                written = bucket.put(key, value) => written.map_err(crate::Error::from),
+            },
             Err(e) => Err(crate::Error::from(e)),
         };
         match written {
@@ -59,10 +63,14 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         }
     }
     if let Some(revision) = last_revision {
-        if let Err(e) = bucket.delete(key, Some(revision)).await {
-            if !matches!(e, crate::store::StoreError::Conflict { .. }) {
-                session.report("deleting the heartbeat failed", e);
-            }
+        // Bounded: a delete that cannot get through only means the entry expires by its TTL.
+        match timeout(interval, bucket.delete(key, Some(revision))).await {
+            Ok(Ok(())) | Ok(Err(crate::store::StoreError::Conflict { .. })) => {}
+            Ok(Err(e)) => session.report("deleting the heartbeat failed", e),
+            Err(_) => tracing::warn!(
+                worker = %session.worker_id,
+                "deleting the heartbeat timed out; it expires by its TTL"
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 
 use crate::Error;
@@ -40,7 +41,8 @@ pub struct LeadershipChange {
 /// - [`on_state_changed`](Hooks::on_state_changed), [`on_leadership_changed`](Hooks::on_leadership_changed)
 ///   and [`on_error`](Hooks::on_error) are notifications, called synchronously from the
 ///   manager's tasks, in order, and never while the manager holds a lock: they may call any
-///   [`Manager`](super::Manager) method. Keep them short and never block in them.
+///   [`Manager`](super::Manager) method. Keep them short and never block in them. A panic
+///   in one is caught and reported through `on_error`.
 ///
 /// ```
 /// use parti_core::runtime::Hooks;
@@ -134,19 +136,31 @@ impl Hooks {
 
     pub(crate) fn state_changed(&self, from: ManagerState, to: ManagerState) {
         if let Some(hook) = &self.state_changed {
-            hook(from, to);
+            self.guarded("on_state_changed", || hook(from, to));
         }
     }
 
     pub(crate) fn leadership_changed(&self, change: LeadershipChange) {
         if let Some(hook) = &self.leadership_changed {
-            hook(change);
+            self.guarded("on_leadership_changed", || hook(change));
         }
     }
 
     pub(crate) fn error(&self, error: &Error) {
         if let Some(hook) = &self.error {
-            hook(error);
+            if catch_unwind(AssertUnwindSafe(|| hook(error))).is_err() {
+                tracing::error!("the on_error hook panicked");
+            }
+        }
+    }
+
+    /// Calls a notification hook; a panic is caught and reported (the manager's task that
+    /// called it goes on).
+    fn guarded(&self, name: &'static str, call: impl FnOnce()) {
+        if catch_unwind(AssertUnwindSafe(call)).is_err() {
+            let error = Error::HookPanicked { hook: name };
+            tracing::error!("{error}");
+            self.error(&error);
         }
     }
 }

@@ -2,9 +2,11 @@
 //! id renewal) until `stop` or until the id is lost, then clean up in the order that keeps
 //! ownership exclusive and failover fast.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -18,6 +20,8 @@ use crate::{Error, Result};
 enum End {
     Stopped,
     IdLost,
+    /// One of its tasks ended by itself (an error or a panic): the session starts again.
+    TaskEnded(&'static str),
 }
 
 /// Runs sessions until `stop`; returns the first error of the final cleanup, if any.
@@ -35,7 +39,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
         let (end, cleanup) = run_session(&shared, &claimer, claimed, &mut stop).await;
         match end {
             End::Stopped => return cleanup,
-            End::IdLost => {
+            End::IdLost | End::TaskEnded(_) => {
                 let retry = shared.config.heartbeat_interval;
                 claimed = loop {
                     tokio::select! {
@@ -82,9 +86,9 @@ async fn run_session<B: Bucket, P: PartitionSource>(
     let (stop_tasks, task_stop) = watch::channel(false);
     // The heartbeat stops last: while it lives the leader grants none of our partitions.
     let (stop_beats, beats_stop) = watch::channel(false);
-    let beats = OwnedTask::spawn(heartbeat::run(session.clone(), beats_stop));
-    let following = OwnedTask::spawn(follower::run(session.clone(), task_stop.clone()));
-    let leading = OwnedTask::spawn(election::run(session.clone(), task_stop.clone()));
+    let mut beats = OwnedTask::spawn(heartbeat::run(session.clone(), beats_stop));
+    let mut following = OwnedTask::spawn(follower::run(session.clone(), task_stop.clone()));
+    let mut leading = OwnedTask::spawn(election::run(session.clone(), task_stop.clone()));
 
     let config = &shared.config;
     let hold = config.id_ttl - config.margin_for(config.id_ttl);
@@ -97,6 +101,11 @@ async fn run_session<B: Bucket, P: PartitionSource>(
             biased;
             () = stopped(stop) => break End::Stopped,
             () = sleep_until(valid_until) => break End::IdLost,
+            // Supervision: the tasks run until the session ends them; one that ends by
+            // itself (a panic, say) ends the session, which then starts again.
+            () = beats.ended() => break End::TaskEnded("heartbeat"),
+            () = following.ended() => break End::TaskEnded("follower"),
+            () = leading.ended() => break End::TaskEnded("election"),
             () = sleep_until(next_renewal) => {}
         }
         let sent = Instant::now();
@@ -124,9 +133,15 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         }
     };
 
+    if let End::TaskEnded(task) = end {
+        shared.report(
+            "the session ends and starts again",
+            Error::TaskEnded { task },
+        );
+    }
     shared.status.set_stage(match end {
         End::Stopped => Stage::Shutdown,
-        End::IdLost => Stage::ClaimingId,
+        End::IdLost | End::TaskEnded(_) => Stage::ClaimingId,
     });
     // Leadership first (the calculator stops, the lease is released so another worker
     // takes over at once), then the follower, which releases every partition (drained
@@ -135,26 +150,47 @@ async fn run_session<B: Bucket, P: PartitionSource>(
     let _ = stop_tasks.send(true);
     let mut cleanup = Ok(());
     for (task, name) in [(leading, "election"), (following, "follower")] {
-        if task.join().await.is_none() {
+        if task.join().await.is_none() && matches!(end, End::Stopped) {
             cleanup = Err(Error::TaskEnded { task: name });
         }
     }
     let owned = shared.status.assignment();
     if !owned.is_empty() {
-        // The follower ended abnormally, holding partitions: release them here.
-        shared
-            .status
-            .hooks()
-            .revoked(owned.partitions().cloned().collect())
-            .await;
+        // The follower ended abnormally, holding partitions: release them here, within the
+        // drain timeout (the heartbeat still runs, so the lease holds meanwhile).
+        let partitions = owned.partitions().cloned().collect();
+        let hooks = shared.status.hooks().clone();
+        let release = AssertUnwindSafe(hooks.revoked(partitions)).catch_unwind();
+        if tokio::time::timeout(config.drain_timeout, release)
+            .await
+            .is_err()
+        {
+            shared.report(
+                "releasing the partitions of an ended follower",
+                Error::DrainCutShort {
+                    partitions: owned.len(),
+                    waited: config.drain_timeout,
+                },
+            );
+        }
     }
     shared.status.set_assignment(None::<WorkerAssignment>);
     let _ = stop_beats.send(true);
-    if beats.join().await.is_none() && cleanup.is_ok() {
+    if beats.join().await.is_none() && cleanup.is_ok() && matches!(end, End::Stopped) {
         cleanup = Err(Error::TaskEnded { task: "heartbeat" });
     }
-    if matches!(end, End::Stopped) {
-        if let Err(e) = claimer.release(&claimed).await {
+    if matches!(end, End::Stopped | End::TaskEnded(_)) {
+        // Everything is released and the heartbeat is gone: free the id at once (after a
+        // task ended, the next session usually claims it back). Bounded: a release that cannot get through only means the claim expires by its TTL.
+        let released = tokio::time::timeout(config.id_renew_interval(), claimer.release(&claimed))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Store(crate::store::StoreError::unavailable(
+                    crate::store::Operation::Delete,
+                    "releasing the worker id timed out; it expires by its TTL",
+                )))
+            });
+        if let Err(e) = released {
             shared.report_ref("releasing the worker id failed", &e);
             if cleanup.is_ok() {
                 cleanup = Err(e);
