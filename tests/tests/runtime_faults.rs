@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use parti_core::config::Config;
-use parti_core::runtime::{Hooks, Manager, StaticSource};
+use parti_core::runtime::{Hooks, Manager, PartitionSource, StaticSource};
 use parti_core::store::MemoryStore;
 use parti_strategy::Sticky;
 use tests::fleet::Fleet;
@@ -274,4 +274,90 @@ async fn a_panicking_state_hook_is_reported() {
         "{errors:?}"
     );
     manager.stop().await.expect("stops");
+}
+
+/// A partition source that can be made to fail or to hang.
+#[derive(Clone)]
+struct FlakySource {
+    inner: StaticSource,
+    /// 0: answers, 1: fails, 2: never answers.
+    mode: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl PartitionSource for FlakySource {
+    async fn partitions(
+        &self,
+    ) -> Result<Vec<parti_strategy::Partition>, parti_core::store::BoxError> {
+        match self.mode.load(Ordering::Relaxed) {
+            0 => self.inner.partitions().await,
+            1 => Err("the partition database is down (injected)".into()),
+            _ => std::future::pending().await,
+        }
+    }
+}
+
+/// While the partition source fails or hangs, the leader goes on: a crashed worker's
+/// partitions are re-owned within T5 with the last good partition list.
+async fn failover_while_the_source(mode: u8) {
+    let store = MemoryStore::new();
+    let config = Config::default();
+    let source = FlakySource {
+        inner: StaticSource::numbered("p", 30).unwrap(),
+        mode: Arc::default(),
+    };
+    let mut managers = Vec::new();
+    for _ in 0..3 {
+        let manager = Manager::builder(store.connect(), source.clone(), Sticky::default())
+            .config(config.clone())
+            .start()
+            .await
+            .expect("starts");
+        managers.push(manager);
+    }
+    let owned = |managers: &[Manager<MemoryStore>]| -> usize {
+        managers.iter().map(|m| m.assignment().len()).sum()
+    };
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while owned(&managers) < 30 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every partition owned");
+    source.mode.store(mode, Ordering::Relaxed);
+    let victim = managers
+        .iter()
+        .position(|m| !m.is_leader())
+        .expect("a follower");
+    let crashed = managers.remove(victim);
+    let crashed_at = Instant::now();
+    crashed.abort().await;
+    let t5 = config.heartbeat_ttl + config.emergency_grace + Duration::from_millis(500);
+    tokio::time::timeout(t5, async {
+        while owned(&managers) < 30 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} of 30 partitions owned {t5:?} after the crash",
+            owned(&managers)
+        )
+    });
+    assert!(Instant::now() - crashed_at <= t5);
+    source.mode.store(0, Ordering::Relaxed);
+    for manager in managers {
+        manager.stop().await.expect("stops");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_goes_on_while_the_source_fails() {
+    failover_while_the_source(1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_goes_on_while_the_source_hangs() {
+    failover_while_the_source(2).await;
 }

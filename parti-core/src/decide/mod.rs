@@ -6,6 +6,7 @@
 //! decisions are return values, so every rule is tested exhaustively or by property; the
 //! async runtime feeds these events and carries out their decisions.
 
+mod backoff;
 mod calculator;
 mod classify;
 mod emergency;
@@ -14,6 +15,7 @@ mod handoff;
 mod manager_state;
 mod worker_assignment;
 
+pub use backoff::Backoff;
 pub use calculator::{
     CalculatorPhase, Decision, RebalanceReason, RebalanceScheduler, WindowPolicy,
 };

@@ -12,17 +12,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parti_strategy::{Assignment, PartitionId, StrategyInput, Worker, WorkerId};
+use parti_strategy::{Assignment, Partition, PartitionId, StrategyInput, Worker, WorkerId};
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::PartitionSource;
 use super::context::{Session, next_event};
 use super::election::Lease;
 use super::publish::Records;
 use crate::decide::{
-    CalculatorPhase, Decision, EmergencyDetector, Handoff, RebalanceReason, RebalanceScheduler,
-    WindowPolicy, classify,
+    Backoff, CalculatorPhase, Decision, EmergencyDetector, Handoff, RebalanceReason,
+    RebalanceScheduler, WindowPolicy, classify,
 };
 use crate::store::{Bucket, WatchEvent, WatchFrom};
 use crate::telemetry;
@@ -40,9 +40,14 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let poll = session.config.heartbeat_poll_interval();
     let records = loop {
         let report = |e| session.report("reading the assignment records failed", e);
-        match Records::load(&session.buckets.assignment, report).await {
-            Ok(records) => break records,
-            Err(e) => session.report("reading the assignment records failed", e),
+        let load = Records::load(&session.buckets.assignment, report);
+        match timeout(session.config.heartbeat_ttl, load).await {
+            Ok(Ok(records)) => break records,
+            Ok(Err(e)) => session.report("reading the assignment records failed", e),
+            Err(_) => session.report(
+                "reading the assignment records failed",
+                Error::Source("timed out".into()),
+            ),
         }
         sleep(poll).await;
     };
@@ -65,6 +70,15 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         }),
         records,
         wake: None,
+        last_partitions: None,
+        retry_refresh: None,
+        source_backoff: Backoff::new(
+            retry_delay(config.heartbeat_interval),
+            config.heartbeat_ttl.max(config.heartbeat_interval),
+            worker_number(session.worker_id.as_str())
+                .unwrap_or(0)
+                .into(),
+        ),
         session,
     };
     calculator.run().await;
@@ -92,6 +106,12 @@ struct Calculator<B, P> {
     scheduler: RebalanceScheduler,
     /// When the scheduler asked to be polled.
     wake: Option<Instant>,
+    /// The partitions the source gave last: what a rebalance uses while the source fails.
+    last_partitions: Option<Vec<Partition>>,
+    /// When to ask the source again after it failed (a refresh then).
+    retry_refresh: Option<Instant>,
+    /// How long to wait between failed source or strategy calls.
+    source_backoff: Backoff,
 }
 
 impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
@@ -130,6 +150,7 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             let deadline = [
                 self.wake,
                 self.retry_handoff,
+                self.retry_refresh,
                 self.detector.next_deadline().map(Instant::from_std),
             ]
             .into_iter()
@@ -189,7 +210,12 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
                         self.retry_handoff = None;
                         self.advance().await;
                     }
+                    let retry = self.retry_refresh.is_some_and(|at| Instant::now() >= at);
                     match self.observe() {
+                        Decision::Nothing if retry => {
+                            self.retry_refresh = None;
+                            self.scheduler.on_refresh(Instant::now().into_std())
+                        }
                         Decision::Nothing => self.scheduler.poll(Instant::now().into_std()),
                         decision => decision,
                     }
@@ -216,13 +242,15 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
     /// is absent. Returns whether that confirmed a worker's release.
     async fn list_heartbeats(&mut self) -> bool {
         let ticket = self.handoff.listing_ticket();
-        match self
-            .session
-            .buckets
-            .heartbeat
-            .entries(WORKER_ID_PREFIX)
-            .await
-        {
+        // Bounded: a listing that hangs (a stream electing its leader) is retried at the
+        // next poll rather than holding the calculator.
+        let limit = self.session.config.heartbeat_interval;
+        let listing = self.session.buckets.heartbeat.entries(WORKER_ID_PREFIX);
+        let listed = match timeout(limit, listing).await {
+            Ok(listed) => listed.map_err(Error::from),
+            Err(_) => Err(Error::Source(format!("no answer within {limit:?}").into())),
+        };
+        match listed {
             Ok(entries) => {
                 let present: BTreeMap<WorkerId, u64> = entries
                     .iter()
@@ -292,12 +320,42 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         }
     }
 
-    async fn partitions(&self) -> Result<Vec<parti_strategy::Partition>> {
-        self.session
-            .source
-            .partitions()
-            .await
-            .map_err(Error::Source)
+    /// The source's partitions, within `heartbeat_ttl` (a source that hangs is a failure).
+    /// Success is remembered: a rebalance while the source fails uses the last good list.
+    async fn partitions(&mut self) -> Result<Vec<Partition>> {
+        let limit = self.session.config.heartbeat_ttl;
+        let partitions = match timeout(limit, self.session.source.partitions()).await {
+            Ok(Ok(partitions)) => partitions,
+            Ok(Err(e)) => return Err(Error::Source(e)),
+            Err(_) => {
+                return Err(Error::Source(format!("no answer within {limit:?}").into()));
+            }
+        };
+        self.last_partitions = Some(partitions.clone());
+        Ok(partitions)
+    }
+
+    /// The partitions to plan with: the source's, or while it fails the last good ones (and
+    /// a refresh is scheduled).
+    async fn partitions_or_last(&mut self) -> Result<Vec<Partition>> {
+        match self.partitions().await {
+            Ok(partitions) => Ok(partitions),
+            Err(e) => match self.last_partitions.clone() {
+                Some(last) => {
+                    self.session
+                        .report("reading partitions failed; using the last good list", e);
+                    self.schedule_retry();
+                    Ok(last)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Asks for a refresh after the next backoff delay.
+    fn schedule_retry(&mut self) {
+        let at = Instant::now() + self.source_backoff.next_delay();
+        self.retry_refresh = Some(self.retry_refresh.map_or(at, |current| current.min(at)));
     }
 
     /// Carries out a decision and every one that follows from it.
@@ -313,14 +371,10 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
                 Decision::Rebalance(reason) => {
                     self.wake = None;
                     if let Err(e) = self.rebalance(reason).await {
+                        // A retry as data: the main loop asks again (as a refresh) at the
+                        // deadline, and goes on observing meanwhile.
                         self.session.report("rebalance failed", e);
-                        // Try again shortly as a refresh (at once, after re-reading).
-                        sleep(retry_delay(self.session.config.heartbeat_interval)).await;
-                        self.reload().await;
-                        let now = Instant::now().into_std();
-                        self.scheduler.finished(now);
-                        decision = self.scheduler.on_refresh(now);
-                        continue;
+                        self.schedule_retry();
                     }
                     decision = self.scheduler.finished(Instant::now().into_std());
                 }
@@ -348,7 +402,8 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             self.session
                 .report("reading the assignment records failed", e)
         };
-        if let Ok(records) = Records::load(&self.session.buckets.assignment, report).await {
+        let load = Records::load(&self.session.buckets.assignment, report);
+        if let Ok(Ok(records)) = timeout(self.session.config.heartbeat_ttl, load).await {
             self.handoff.reconcile(records.contents());
             let version = self.records.version().max(records.version());
             self.records = records;
@@ -372,17 +427,21 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
                 break;
             }
             let lease = self.lease.clone();
-            let written = self
-                .records
-                .write(
-                    &self.session.buckets.assignment,
-                    &step,
-                    &mut self.handoff,
-                    self.term,
-                    lifecycle,
-                    || lease.is_valid(),
-                )
-                .await;
+            let limit = self.session.config.heartbeat_ttl;
+            let write = self.records.write(
+                &self.session.buckets.assignment,
+                &step,
+                &mut self.handoff,
+                self.term,
+                lifecycle,
+                || lease.is_valid(),
+            );
+            // Bounded: a write cut here has an unknown outcome, like a timed-out one; the
+            // records are re-read below before anything else is written.
+            let written = match timeout(limit, write).await {
+                Ok(written) => written,
+                Err(_) => Err(Error::Source(format!("no answer within {limit:?}").into())),
+            };
             match written {
                 Ok(published) => tracing::debug!(
                     term = self.term,
@@ -416,7 +475,12 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
 
     async fn rebalance(&mut self, reason: RebalanceReason) -> Result<()> {
         let started = Instant::now();
-        let partitions = self.partitions().await?;
+        // An emergency never waits on the source: the partitions of a lost worker are
+        // re-owned from the list known already (a changed list comes with a refresh).
+        let partitions = match (&reason, &self.last_partitions) {
+            (RebalanceReason::Emergency, Some(last)) => last.clone(),
+            _ => self.partitions_or_last().await?,
+        };
         if self.members.is_empty() {
             // Keep the records: returning workers get their partitions back unmoved.
             tracing::info!(
@@ -429,6 +493,9 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         let workers: Vec<Worker> = self.members.iter().cloned().map(Worker::new).collect();
         let input = StrategyInput::new(&workers, &partitions).with_previous(&self.target);
         let next = self.session.strategy.assign(&input)?;
+        if self.retry_refresh.is_none() {
+            self.source_backoff.reset();
+        }
         let moved = moved(&self.target, &next);
         let lifecycle = match reason {
             RebalanceReason::Emergency | RebalanceReason::Refresh => Lifecycle::Emergency,
