@@ -82,6 +82,8 @@ pub struct HookBehaviour {
     /// How long each grant hook takes (after the grant is recorded: the partitions are held
     /// from its start).
     pub grant_delay: Duration,
+    /// Only this manager's grant hooks take `grant_delay` (`None`: every manager's).
+    pub slow_grants_of: Option<Owner>,
     /// How many of the next grant hooks (of any manager sharing this) panic.
     pub grant_panics: Arc<AtomicUsize>,
     /// How many grant hooks started.
@@ -124,7 +126,10 @@ impl Ledger {
         let assigned = self.clone();
         let revoked = self.clone();
         let drain = behaviour.drain;
-        let grant_delay = behaviour.grant_delay;
+        let grant_delay = match behaviour.slow_grants_of {
+            Some(slow) if slow != owner => Duration::ZERO,
+            _ => behaviour.grant_delay,
+        };
         let grant_panics = behaviour.grant_panics.clone();
         let grants_started = behaviour.grants_started.clone();
         let grants_finished = behaviour.grants_finished.clone();

@@ -1,19 +1,33 @@
 //! A TCP proxy in front of a server, which a test can sever (every connection through it is
-//! cut, new ones are refused) and restore: one client's network partition, while the
-//! server and every other client carry on.
+//! cut, new ones are refused), black-hole (nothing is forwarded, but every socket stays open
+//! — a link that stops delivering without closing), and restore: one client's network
+//! fault, while the server and every other client carry on.
 
 use std::net::SocketAddr;
 
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// A severable proxy on a free loopback port; it stops when dropped.
+/// What the proxy does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Forwards.
+    Open,
+    /// Forwards nothing and holds what it read; connections stay open. Restored, it goes on
+    /// where it stopped (like TCP over a link that dropped packets for a while).
+    BlackHole,
+    /// Closes every connection and refuses new ones.
+    Severed,
+}
+
+/// A proxy on a free loopback port; it stops when dropped.
 #[derive(Debug)]
 pub struct Proxy {
     address: SocketAddr,
-    severed: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     task: JoinHandle<()>,
 }
 
@@ -24,11 +38,11 @@ impl Proxy {
             .await
             .expect("a free loopback port for the proxy");
         let address = listener.local_addr().expect("the proxy's address");
-        let severed = watch::Sender::new(false);
-        let task = tokio::spawn(serve(listener, upstream.to_owned(), severed.subscribe()));
+        let mode = watch::Sender::new(Mode::Open);
+        let task = tokio::spawn(serve(listener, upstream.to_owned(), mode.subscribe()));
         Self {
             address,
-            severed,
+            mode,
             task,
         }
     }
@@ -41,12 +55,18 @@ impl Proxy {
     /// Cuts every connection through the proxy and refuses new ones until
     /// [`restore`](Self::restore).
     pub fn sever(&self) {
-        self.severed.send_replace(true);
+        self.mode.send_replace(Mode::Severed);
     }
 
-    /// Lets connections through again.
+    /// Stops forwarding in both directions, keeping every connection open, until
+    /// [`restore`](Self::restore): requests get no answer and nothing reports an error.
+    pub fn black_hole(&self) {
+        self.mode.send_replace(Mode::BlackHole);
+    }
+
+    /// Lets connections through again (a black-holed one resumes where it stopped).
     pub fn restore(&self) {
-        self.severed.send_replace(false);
+        self.mode.send_replace(Mode::Open);
     }
 }
 
@@ -56,7 +76,7 @@ impl Drop for Proxy {
     }
 }
 
-async fn serve(listener: TcpListener, upstream: String, severed: watch::Receiver<bool>) {
+async fn serve(listener: TcpListener, upstream: String, mode: watch::Receiver<Mode>) {
     // Dropped with this task: aborting the proxy ends every pipe.
     let mut pipes = JoinSet::new();
     loop {
@@ -64,20 +84,53 @@ async fn serve(listener: TcpListener, upstream: String, severed: watch::Receiver
             continue;
         };
         while pipes.try_join_next().is_some() {}
-        if *severed.borrow() {
+        if *mode.borrow() == Mode::Severed {
             drop(client);
             continue;
         }
-        pipes.spawn(pipe(client, upstream.clone(), severed.clone()));
+        pipes.spawn(pipe(client, upstream.clone(), mode.clone()));
     }
 }
 
-async fn pipe(mut client: TcpStream, upstream: String, mut severed: watch::Receiver<bool>) {
-    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+async fn pipe(client: TcpStream, upstream: String, mode: watch::Receiver<Mode>) {
+    let Ok(server) = TcpStream::connect(&upstream).await else {
         return;
     };
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    // Either direction ending closes both.
     tokio::select! {
-        _ = copy_bidirectional(&mut client, &mut server) => {}
-        _ = severed.wait_for(|severed| *severed) => {}
+        () = pump(client_read, server_write, mode.clone()) => {}
+        () = pump(server_read, client_write, mode) => {}
+    }
+}
+
+/// Copies `from` to `to` while the proxy is open; holds the bytes read while it is
+/// black-holed; returns when severed or when either side closes.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>) {
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        if !wait_open(&mut mode).await {
+            return;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = mode.wait_for(|mode| *mode == Mode::Severed) => return,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !wait_open(&mut mode).await || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits while black-holed; `false` once severed.
+async fn wait_open(mode: &mut watch::Receiver<Mode>) -> bool {
+    match mode.wait_for(|mode| *mode != Mode::BlackHole).await {
+        Ok(mode) => *mode == Mode::Open,
+        Err(_) => false,
     }
 }

@@ -1,7 +1,9 @@
 //! The chaos run on a real `nats-server`: 6 workers, 120 partitions, 60 s of random crashes
-//! (each followed by a replacement), leader kills, and one worker's NATS connection severed
-//! through a proxy and restored — twice. The ownership ledger must show no overlaps and
-//! tokens that only grow; at the end every partition is owned exactly once.
+//! (each followed by a replacement), leader kills, one worker's NATS connection severed
+//! through a proxy and restored — twice — and black-holed (nothing forwarded, the socket
+//! kept open, longer than the heartbeat TTL) and restored — twice; the first worker's grant
+//! hook takes 1.5 s, longer than its heartbeat lease. The ownership ledger must show no
+//! overlaps and tokens that only grow; at the end every partition is owned exactly once.
 //!
 //! It prints a report: the longest time a moved partition had no owner, and how long the
 //! partitions of each crashed, killed or severed worker took to be owned again. Run it with
@@ -94,24 +96,37 @@ async fn chaos_on_nats_never_double_owns() {
         PARTITIONS,
     );
     fleet.hooks.drain = Duration::from_millis(50);
+    fleet.hooks.grant_delay = Duration::from_millis(1_500);
+    fleet.hooks.slow_grants_of = Some(1);
     fleet.start(WORKERS).await;
     fleet.settle(Duration::from_secs(60)).await;
 
     let mut rng = Rng::new(0x5EED);
     let mut losses = Vec::new();
-    let mut severs = 0;
     let began = Instant::now();
-    let sever_at = [began + CHAOS / 4, began + CHAOS * 3 / 4];
+    // Network faults at fixed points: severed (the connection closes) and black-holed (it
+    // stays open and delivers nothing), each for longer than the heartbeat TTL.
+    let mut cuts = vec![
+        (began + CHAOS / 5, "severed"),
+        (began + CHAOS * 2 / 5, "black-holed"),
+        (began + CHAOS * 3 / 5, "severed"),
+        (began + CHAOS * 4 / 5, "black-holed"),
+    ]
+    .into_iter()
+    .peekable();
     while began.elapsed() < CHAOS {
         sleep(rng.millis(1_500, 4_000)).await;
         let ids: Vec<_> = fleet.ids().into_iter().collect();
-        if severs < sever_at.len() && Instant::now() >= sever_at[severs] {
-            severs += 1;
+        if let Some((_, what)) = cuts.next_if(|(at, _)| Instant::now() >= *at) {
             let id = rng.pick(&ids).expect("members");
             let owner = fleet.member(id).owner;
-            losses.push(Loss::of("severed", &fleet.ledger, owner));
+            losses.push(Loss::of(what, &fleet.ledger, owner));
             let proxy = &proxies[owner - 1];
-            proxy.sever();
+            if what == "severed" {
+                proxy.sever();
+            } else {
+                proxy.black_hole();
+            }
             sleep(rng.millis(2_000, 4_000)).await;
             proxy.restore();
             continue;
@@ -189,6 +204,15 @@ async fn chaos_on_nats_never_double_owns() {
     println!("{report}");
     assert!(by_kind.contains_key("crashed") && by_kind.contains_key("leader killed"));
     assert_eq!(by_kind.get("severed").map(Vec::len), Some(2));
+    assert_eq!(by_kind.get("black-holed").map(Vec::len), Some(2));
+    assert!(
+        fleet
+            .hooks
+            .grants_finished
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "grant hooks ran to their end"
+    );
     fleet.stop_all().await;
     fleet.check_ledger();
 }
