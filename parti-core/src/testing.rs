@@ -39,13 +39,24 @@ use crate::store::{
 /// How long to wait for a watch event before failing.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The TTL to test expiry with, and how far from exact the backend may be.
+/// The TTL to test expiry with, and how far from exact the backend may be — in two bounds,
+/// because they matter differently:
+///
+/// - **early**: an entry must still be live at its write's *send* time + `ttl` − `early`.
+///   parti's safety argument rests on this one (a worker fences itself at send time + ttl −
+///   margin, and its revoke hook is cut half the margin later, so the entry must outlive
+///   that): backends must pass with `early` at most half the default margin, max(100 ms,
+///   10 % of the TTL) / 2.
+/// - **late**: an entry must be gone by its acknowledgement + `ttl` + `late`. This only
+///   delays failover, so a real server may take longer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TtlTiming {
     /// The bucket TTL.
     pub ttl: Duration,
-    /// The allowed deviation of expiry from `ttl` after the last write (zero: exact).
-    pub slack: Duration,
+    /// How much before `send + ttl` the entry may vanish (zero: not before).
+    pub early: Duration,
+    /// How much after `ack + ttl` the entry may linger (zero: not after).
+    pub late: Duration,
 }
 
 impl TtlTiming {
@@ -53,23 +64,31 @@ impl TtlTiming {
     pub fn exact(ttl: Duration) -> Self {
         Self {
             ttl,
-            slack: Duration::ZERO,
+            early: Duration::ZERO,
+            late: Duration::ZERO,
         }
     }
 
-    /// Expiry may happen up to `slack` early or late (real servers).
-    pub fn with_slack(ttl: Duration, slack: Duration) -> Self {
-        Self { ttl, slack }
+    /// A real server: the entry may vanish at most half the default safety margin before
+    /// `send + ttl` (what the safety argument needs), and linger up to `late` after
+    /// `ack + ttl`.
+    pub fn real(ttl: Duration, late: Duration) -> Self {
+        let margin = (ttl / 10).max(Duration::from_millis(100));
+        Self {
+            ttl,
+            early: margin / 2,
+            late,
+        }
     }
 
     /// The last instant the entry must still be there.
     fn still_live_at(&self, sent: Instant) -> Instant {
-        sent + self.ttl - self.slack.max(Duration::from_millis(1))
+        sent + self.ttl - self.early.max(Duration::from_millis(1))
     }
 
     /// The instant by which the entry must be gone.
     fn gone_by(&self, acked: Instant) -> Instant {
-        acked + self.ttl + self.slack
+        acked + self.ttl + self.late
     }
 }
 
@@ -728,7 +747,7 @@ async fn open_ttl<S: Store>(store: &S, tag: &str, timing: TtlTiming) -> S::Bucke
     open_spec(store, spec).await
 }
 
-/// An entry is live until `ttl` after its write and gone at `ttl` (± slack) — for `get`,
+/// An entry is live until `ttl` after its write and gone at `ttl` (within the early and late bounds) — for `get`,
 /// `keys` and `entries` alike — and can be created again after.
 pub async fn ttl_expires_exactly_after_the_last_write<S: Store>(store: &S, timing: TtlTiming) {
     let bucket = open_ttl(store, "ttl", timing).await;
@@ -752,8 +771,8 @@ pub async fn ttl_expires_exactly_after_the_last_write<S: Store>(store: &S, timin
 /// Every write restarts the TTL: expiry is measured from the last write, not the first.
 pub async fn ttl_is_measured_from_the_last_write<S: Store>(store: &S, timing: TtlTiming) {
     assert!(
-        timing.ttl > timing.slack * 4,
-        "the TTL must exceed four times the slack for this test"
+        timing.ttl > timing.late * 4,
+        "the TTL must exceed four times the late bound for this test"
     );
     let bucket = open_ttl(store, "ttl-last", timing).await;
     let first_acked = {
@@ -803,7 +822,7 @@ pub async fn ttl_expiry_is_seen_by_watchers<S: Store>(store: &S, timing: TtlTimi
         seen - sent
     );
     assert!(
-        seen <= timing.gone_by(acked) + timing.slack,
+        seen <= timing.gone_by(acked) + timing.late,
         "expiry seen {:?} after the write, too late",
         seen - acked
     );

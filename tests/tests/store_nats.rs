@@ -11,7 +11,7 @@ mod single_node {
     parti_core::store_conformance_tests! {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         store = NatsFixture::single().await;
-        timing = TtlTiming::with_slack(Duration::from_secs(3), Duration::from_millis(700));
+        timing = TtlTiming::real(Duration::from_secs(3), Duration::from_millis(700));
     }
 }
 
@@ -24,7 +24,7 @@ mod cluster {
     parti_core::store_conformance_tests! {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         store = NatsFixture::cluster().await;
-        timing = TtlTiming::with_slack(Duration::from_secs(3), Duration::from_millis(700));
+        timing = TtlTiming::real(Duration::from_secs(3), Duration::from_millis(700));
     }
 
     /// Reads through nodes 1 and 2 of writes acknowledged through node 0, with background
