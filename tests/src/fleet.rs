@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use parti_core::config::Config;
 use parti_core::decide::ManagerState;
-use parti_core::runtime::{Hooks, Manager, StaticSource, Transition};
+use parti_core::runtime::{Hooks, Manager, Transition};
 use parti_core::store::Store;
 use parti_strategy::{Assignment, PartitionId, Sticky, WorkerId};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
 use crate::ledger::{HookBehaviour, Ledger, Owner};
+use crate::source::TestSource;
 
 /// How often bounded waits look at the fleet's state.
 const LOOK_EVERY: Duration = Duration::from_millis(10);
@@ -40,7 +41,7 @@ pub struct Fleet<S: Store> {
     /// The configuration every manager gets.
     pub config: Config,
     /// The partition source every manager shares.
-    pub source: StaticSource,
+    pub source: TestSource,
     members: BTreeMap<WorkerId, Member<S>>,
     /// The highest assignment version seen per manager instance (a restarted worker starts
     /// again from 0 until it reads its record).
@@ -62,7 +63,7 @@ impl<S: Store> Fleet<S> {
         Self {
             connect: Arc::new(connect),
             config,
-            source: StaticSource::numbered("p", partitions).expect("valid keys"),
+            source: TestSource::numbered("p", partitions).expect("valid keys"),
             members: BTreeMap::new(),
             versions: BTreeMap::new(),
             ledger: Ledger::default(),

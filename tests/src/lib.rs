@@ -11,12 +11,15 @@
 //!   clock, default timings) and on a real `nats-server` (short timings).
 //!
 //! - `simulation.rs`: random fault schedules on `MemoryStore` and the paused clock, checked
-//!   by the ownership ledger; `chaos_nats.rs`: the same checks on a real server.
+//!   by the ownership ledger; `chaos_nats.rs`: the same checks on a real server;
+//!   `runtime_faults.rs`: slow faults (stalls, slow and panicking hooks, a failing source)
+//!   one at a time.
 //!
 //! Shared here: [`fleet`] (a fleet of managers with the invariant checks), [`ledger`] (who
-//! owned what when, from the hooks), [`proxy`] (a severable TCP proxy), [`rng`] (seeded
-//! schedules), [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store`
-//! fixture that owns its servers).
+//! owned what when, from the hooks), [`proxy`] (a TCP proxy that severs or black-holes),
+//! [`rng`] (seeded schedules), [`source`] (a partition source that can fail or hang),
+//! [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store` fixture that
+//! owns its servers).
 
 pub mod fleet;
 pub mod ledger;
@@ -25,3 +28,4 @@ pub mod nats_server;
 pub mod proxy;
 pub mod rng;
 pub mod scenarios;
+pub mod source;

@@ -45,12 +45,23 @@ pub struct FollowerTimings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(u64);
 
+/// A renewal of the heartbeat lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRenewal {
+    /// The new end of the lease (the heartbeat's send time + `heartbeat_ttl` − margin).
+    pub until: Instant,
+    /// When the heartbeat's acknowledgement arrived. A renewal acknowledged before the
+    /// previous lease ended continues it; one acknowledged later comes after a lapse, even
+    /// if the machine hears of it late.
+    pub acknowledged: Instant,
+}
+
 /// What happened, fed to [`FollowerMachine::handle`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FollowerEvent {
-    /// The heartbeat lease now ends at this instant (`None`: no heartbeat acknowledged in
-    /// this session yet).
-    Lease(Option<Instant>),
+    /// The heartbeat lease was renewed (`None`: no heartbeat acknowledged in this session
+    /// yet).
+    Lease(Option<LeaseRenewal>),
     /// The watch delivered this worker's record (`None`: the record was deleted).
     Delivered(Option<AssignmentRecord>),
     /// A read of the record finished: the record, `None` when there is none, or a failure
@@ -263,12 +274,18 @@ impl FollowerMachine {
         if self.finished {
             return actions;
         }
-        if let FollowerEvent::Lease(end) = event {
-            // What was due under the old lease happens first: a renewal seen after the old
-            // lease ended (or after a revoke hook's cut) does not undo the lapse or the cut.
-            self.check_lease(now, &mut actions);
-            self.settle(now, &mut actions);
-            self.lease_end = end;
+        if let FollowerEvent::Lease(renewal) = event {
+            let continues = renewal.is_some_and(|renewal| {
+                self.lease_end.is_some_and(|end| renewal.acknowledged < end)
+            });
+            if !continues {
+                // What was due under the old lease happens first: a renewal acknowledged
+                // after the old lease ended does not undo the lapse (or a revoke hook's cut).
+                // One acknowledged before it did not lapse, however late the machine hears.
+                self.check_lease(now, &mut actions);
+                self.settle(now, &mut actions);
+            }
+            self.lease_end = renewal.map(|renewal| renewal.until);
         }
         // The lease first: a completion that arrives after the lease ended must not count.
         self.check_lease(now, &mut actions);

@@ -21,7 +21,9 @@ pub use calculator::{
 };
 pub use classify::{ChangeKind, TopologyChange, classify};
 pub use emergency::EmergencyDetector;
-pub use follower::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId};
+pub use follower::{
+    FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal, OpId,
+};
 pub use handoff::{Handoff, ListingTicket, RecordChange, Step};
 pub use manager_state::{InvalidTransition, ManagerState};
 pub use worker_assignment::WorkerAssignment;

@@ -48,7 +48,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let mut watch_retry = Instant::now();
     let mut in_flight: Option<InFlight> = None;
     let mut stop_sent = false;
-    let mut event = FollowerEvent::Lease(lease.borrow_and_update().map(Instant::into_std));
+    let mut event = FollowerEvent::Lease(*lease.borrow_and_update());
     loop {
         let now = Instant::now();
         for action in machine.handle(event, now.into_std()) {
@@ -71,7 +71,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                 stop_sent = true;
                 FollowerEvent::Stop
             }
-            Ok(()) = lease.changed() => FollowerEvent::Lease(lease.borrow_and_update().map(Instant::into_std)),
+            Ok(()) = lease.changed() => FollowerEvent::Lease(*lease.borrow_and_update()),
             done = completion(&mut in_flight) => {
                 in_flight = None;
                 done
@@ -171,14 +171,14 @@ fn carry_out<B: Bucket, P: PartitionSource>(
                 }),
             });
         }
+        // The hook is called here, at once: even when the machine abandons it right after
+        // (its deadline has passed), the application has been told.
         FollowerAction::Revoke(id, partitions) => {
-            let hooks = session.status.hooks().clone();
-            let hook = async move { hooks.revoked(partitions).await };
+            let hook = session.status.hooks().revoked(partitions);
             *in_flight = Some(hook_done(session, id, hook, "on_revoked"));
         }
         FollowerAction::Grant(id, grants) => {
-            let hooks = session.status.hooks().clone();
-            let hook = async move { hooks.assigned(grants).await };
+            let hook = session.status.hooks().assigned(grants);
             *in_flight = Some(hook_done(session, id, hook, "on_assigned"));
         }
         FollowerAction::Cancel(id) => {
@@ -224,14 +224,17 @@ fn carry_out<B: Bucket, P: PartitionSource>(
 fn hook_done<B: Bucket, P: PartitionSource>(
     session: &Arc<Session<B, P>>,
     id: OpId,
-    hook: impl Future<Output = ()> + Send + 'static,
+    hook: std::thread::Result<BoxFuture<()>>,
     name: &'static str,
 ) -> InFlight {
     let session = session.clone();
     InFlight {
         id,
         done: Box::pin(async move {
-            let panicked = AssertUnwindSafe(hook).catch_unwind().await.is_err();
+            let panicked = match hook {
+                Ok(hook) => AssertUnwindSafe(hook).catch_unwind().await.is_err(),
+                Err(_) => true,
+            };
             if panicked {
                 session.report("a hook failed", Error::HookPanicked { hook: name });
             }

@@ -118,19 +118,24 @@ impl Hooks {
         self
     }
 
-    pub(crate) async fn assigned(&self, grants: Vec<Grant>) {
-        if let Some(hook) = &self.assigned {
-            if !grants.is_empty() {
-                hook(grants).await;
-            }
+    /// Calls the assign hook now and returns its future (`Err`: the call itself panicked).
+    /// Calling eagerly means the hook has been told even if its future is then dropped at
+    /// once (a deadline that has passed already).
+    pub(crate) fn assigned(&self, grants: Vec<Grant>) -> std::thread::Result<BoxFuture> {
+        match &self.assigned {
+            Some(hook) if !grants.is_empty() => catch_unwind(AssertUnwindSafe(|| hook(grants))),
+            _ => Ok(Box::pin(async {})),
         }
     }
 
-    pub(crate) async fn revoked(&self, partitions: Vec<PartitionId>) {
-        if let Some(hook) = &self.revoked {
-            if !partitions.is_empty() {
-                hook(partitions).await;
+    /// Calls the revoke hook now and returns its future (`Err`: the call itself panicked);
+    /// see [`assigned`](Self::assigned).
+    pub(crate) fn revoked(&self, partitions: Vec<PartitionId>) -> std::thread::Result<BoxFuture> {
+        match &self.revoked {
+            Some(hook) if !partitions.is_empty() => {
+                catch_unwind(AssertUnwindSafe(|| hook(partitions)))
             }
+            _ => Ok(Box::pin(async {})),
         }
     }
 

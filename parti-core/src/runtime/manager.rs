@@ -77,6 +77,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
         status.set_worker_id(claimed.worker_id().clone());
         status.set_stage(Stage::Claimed);
         let election = buckets.election.clone();
+        let request_timeout = config.heartbeat_ttl;
         let shared = Arc::new(Shared {
             config,
             instance: instance.clone(),
@@ -91,6 +92,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             status,
             election,
             instance,
+            request_timeout,
             stop,
             task: Mutex::new(Some(task)),
         })
@@ -134,6 +136,8 @@ pub struct Manager<S: Store> {
     status: Arc<Status>,
     election: Instrumented<S::Bucket>,
     instance: InstanceId,
+    /// How long a request through the store (`refresh_partitions`) may take.
+    request_timeout: Duration,
     stop: watch::Sender<bool>,
     task: Mutex<Option<OwnedTask<Result<()>>>>,
 }
@@ -276,18 +280,29 @@ impl<S: Store> Manager<S> {
     }
 
     /// Asks the leader to re-read the partition source and rebalance at once. Works from
-    /// any worker: the request goes through the store. Returns once the request is stored.
+    /// any worker: the request goes through the store. Returns once the request is stored,
+    /// or fails after `heartbeat_ttl` without an answer from the store.
     ///
     /// # Errors
-    /// [`Error::Stopped`] after `stop`; store errors.
+    /// [`Error::Stopped`] after `stop`; store errors (an unanswered request is
+    /// [`StoreError::OutcomeUnknown`](crate::store::StoreError::OutcomeUnknown): ask again).
     pub async fn refresh_partitions(&self) -> Result<()> {
         if self.state() == ManagerState::Shutdown {
             return Err(Error::Stopped);
         }
-        self.election
-            .put(REFRESH_KEY, Bytes::from(self.instance.to_string()))
-            .await?;
-        Ok(())
+        let request = self
+            .election
+            .put(REFRESH_KEY, Bytes::from(self.instance.to_string()));
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(stored) => stored.map(drop).map_err(Error::from),
+            Err(_) => Err(Error::Store(crate::store::StoreError::OutcomeUnknown {
+                operation: crate::store::Operation::Put,
+                bucket: self.election.name().to_owned(),
+                key: REFRESH_KEY.to_owned(),
+                message: format!("no answer within {:?}", self.request_timeout),
+                source: None,
+            })),
+        }
     }
 
     /// Leaves the fleet gracefully: steps down (releasing the lease at its revision so a

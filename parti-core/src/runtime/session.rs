@@ -159,8 +159,11 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         // The follower ended abnormally, holding partitions: release them here, within the
         // drain timeout (the heartbeat still runs, so the lease holds meanwhile).
         let partitions = owned.partitions().cloned().collect();
-        let hooks = shared.status.hooks().clone();
-        let release = AssertUnwindSafe(hooks.revoked(partitions)).catch_unwind();
+        let release = async {
+            if let Ok(hook) = shared.status.hooks().revoked(partitions) {
+                let _ = AssertUnwindSafe(hook).catch_unwind().await;
+            }
+        };
         if tokio::time::timeout(config.drain_timeout, release)
             .await
             .is_err()

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::Hooks;
 use super::hooks::LeadershipChange;
-use crate::decide::ManagerState;
 pub use crate::decide::WorkerAssignment;
+use crate::decide::{LeaseRenewal, ManagerState};
 use crate::telemetry;
 use crate::wire::Lifecycle;
 
@@ -76,9 +76,9 @@ pub(crate) struct Status {
     leader: watch::Sender<Option<LeaderInfo>>,
     is_leader: watch::Sender<bool>,
     /// Until when this worker may act on its partitions: the send time of its last
-    /// acknowledged heartbeat plus `heartbeat_ttl` minus the margin (`None`: no heartbeat
-    /// acknowledged in this session yet).
-    lease: watch::Sender<Option<Instant>>,
+    /// acknowledged heartbeat plus `heartbeat_ttl` minus the margin, and when that
+    /// acknowledgement came (`None`: no heartbeat acknowledged in this session yet).
+    lease: watch::Sender<Option<LeaseRenewal>>,
     hooks: Hooks,
 }
 
@@ -151,18 +151,22 @@ impl Status {
         self.lease.send_replace(None);
     }
 
-    /// Extends the heartbeat lease to `until` (never shortens it).
+    /// Extends the heartbeat lease to `until` (never shortens it), acknowledged now.
     pub(crate) fn extend_lease(&self, until: Instant) {
+        let renewal = LeaseRenewal {
+            until: until.into_std(),
+            acknowledged: Instant::now().into_std(),
+        };
         self.lease.send_if_modified(|lease| {
-            let extended = lease.is_none_or(|current| until > current);
+            let extended = lease.is_none_or(|current| renewal.until > current.until);
             if extended {
-                *lease = Some(until);
+                *lease = Some(renewal);
             }
             extended
         });
     }
 
-    pub(crate) fn watch_lease(&self) -> watch::Receiver<Option<Instant>> {
+    pub(crate) fn watch_lease(&self) -> watch::Receiver<Option<LeaseRenewal>> {
         self.lease.subscribe()
     }
 
@@ -170,7 +174,7 @@ impl Status {
     pub(crate) fn lease_valid(&self) -> bool {
         self.lease
             .borrow()
-            .is_some_and(|until| Instant::now() < until)
+            .is_some_and(|lease| Instant::now().into_std() < lease.until)
     }
 
     /// Makes the queued hook calls, in order, with the lock released: hooks are user code

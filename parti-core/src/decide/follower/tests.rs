@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use parti_strategy::PartitionId;
 use proptest::prelude::*;
 
-use super::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId};
+use super::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal, OpId};
 use crate::wire::{AssignmentRecord, FencingToken, Grant, Lifecycle};
 
 const POLL: Duration = Duration::from_millis(1000);
@@ -73,7 +73,11 @@ impl Harness {
 
     fn lease_until(&mut self, offset: Duration) -> Vec<FollowerAction> {
         let end = self.start + offset;
-        self.feed(FollowerEvent::Lease(Some(end)))
+        let now = self.now;
+        self.feed(FollowerEvent::Lease(Some(LeaseRenewal {
+            until: end,
+            acknowledged: now,
+        })))
     }
 
     fn held(&self) -> Vec<PartitionId> {
@@ -296,6 +300,39 @@ fn a_term_check_that_hangs_past_the_lease_grants_nothing() {
         outcome: Ok(Some(1)),
     });
     assert!(late.is_empty(), "{late:?}");
+    assert!(h.held().is_empty());
+}
+
+#[test]
+fn a_renewal_acknowledged_in_time_but_heard_late_does_not_fence() {
+    let mut h = holding(&[0], 1000);
+    // Renewed at 900 ms (before the lease end), heard at 1100 ms: no lapse.
+    h.at(ms(1100));
+    let actions = h.feed(FollowerEvent::Lease(Some(LeaseRenewal {
+        until: h.start + ms(3000),
+        acknowledged: h.start + ms(900),
+    })));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, FollowerAction::Fenced { .. })),
+        "{actions:?}"
+    );
+    assert_eq!(h.held(), [p(0)]);
+}
+
+#[test]
+fn a_renewal_acknowledged_after_the_lease_end_comes_after_a_lapse() {
+    let mut h = holding(&[0], 1000);
+    h.at(ms(1100));
+    let actions = h.feed(FollowerEvent::Lease(Some(LeaseRenewal {
+        until: h.start + ms(3000),
+        acknowledged: h.start + ms(1050),
+    })));
+    assert!(
+        actions.contains(&FollowerAction::Fenced { partitions: 1 }),
+        "{actions:?}"
+    );
     assert!(h.held().is_empty());
 }
 
@@ -573,7 +610,7 @@ proptest! {
                 Step::Renew(n) => {
                     let end = h.now + ms(n);
                     checker.lease_end = Some(end);
-                    FollowerEvent::Lease(Some(end))
+                    FollowerEvent::Lease(Some(LeaseRenewal { until: end, acknowledged: h.now }))
                 }
                 Step::Deliver(v, ps) => FollowerEvent::Delivered(Some(record(v, 1, &ps))),
                 Step::ReadDone(found) => match h.machine.in_flight() {
