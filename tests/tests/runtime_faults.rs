@@ -1,6 +1,7 @@
 //! Slow faults on the real runtime, on `MemoryStore` with the default timings and tokio's
-//! paused clock: a link that black-holes without closing, a grant hook slower than the
-//! lease, a hook that panics, hooks that call back into the manager. Each asserts the rule
+//! paused clock: a leader whose link black-holes without closing, a grant hook slower than
+//! the lease, hooks that panic, hooks that call back into the manager, a partition source
+//! that fails or hangs. (A worker whose link black-holes: `scenarios_memory.rs`.) Each asserts the rule
 //! it names and that the ledger shows no two owners at once.
 
 use std::sync::atomic::Ordering;
@@ -17,67 +18,6 @@ use tokio::time::Instant;
 fn fleet() -> Fleet<MemoryStore> {
     let store = MemoryStore::new();
     Fleet::new(move || store.connect(), Config::default(), 30)
-}
-
-/// A worker whose link black-holes (requests get no answer, the socket stays open) fences by
-/// its lease end: every read and heartbeat hangs, yet it releases everything — the revoke
-/// hook done — before its heartbeat entry can expire, and the others take over after that.
-/// Un-stalled, it rejoins.
-#[tokio::test(start_paused = true)]
-async fn a_stalled_worker_fences_by_its_lease_end() {
-    let mut fleet = fleet();
-    fleet.start(3).await;
-    fleet.settle(Duration::from_secs(120)).await;
-    let victim = fleet.follower();
-    let member = fleet.member(&victim);
-    let (partition, token) = {
-        let owned = member.manager.assignment();
-        let (p, t) = owned.grants().next().expect("owns some");
-        (p.clone(), t)
-    };
-    let config = fleet.config.clone();
-    let stalled_at = Instant::now();
-    member.store.stall();
-    // The last acknowledged heartbeat was sent at most one interval before the stall: the
-    // lease ends by `stalled_at + ttl - margin`, the entry expires no earlier than half the
-    // margin after that.
-    let fence_by = stalled_at + config.heartbeat_ttl - config.margin_for(config.heartbeat_ttl) / 2;
-    fleet
-        .wait_for(
-            "the stalled worker to release everything",
-            Duration::from_secs(10),
-            |f| match f.member(&victim).manager.assignment().is_empty() {
-                true => Ok(()),
-                false => Err("still holding".into()),
-            },
-        )
-        .await;
-    assert!(Instant::now() <= fence_by, "fenced too late");
-    let member = fleet.member(&victim);
-    assert!(!member.manager.owns(&partition, token));
-    assert!(
-        fleet
-            .ledger
-            .intervals()
-            .iter()
-            .filter(|i| i.owner == member.owner)
-            .all(|i| i.to.is_some()),
-        "every interval closed: the revoke hook has finished"
-    );
-    fleet
-        .wait_for(
-            "its partitions to be re-owned",
-            Duration::from_secs(30),
-            |f| match f.ledger.owners_now().get(&partition) {
-                Some(owners) if !owners.contains(&f.member(&victim).owner) => Ok(()),
-                other => Err(format!("{partition}: {other:?}")),
-            },
-        )
-        .await;
-    fleet.member(&victim).store.unstall();
-    fleet.settle(Duration::from_secs(120)).await;
-    fleet.check_ledger();
-    fleet.stop_all().await;
 }
 
 /// A grant hook that takes longer than the whole heartbeat lease (3 s against 2.7 s) is never
@@ -176,13 +116,7 @@ async fn hooks_may_call_back_into_the_manager() {
         .expect("starts");
     let manager = Arc::new(manager);
     cell.set(manager.clone()).ok().unwrap();
-    tokio::time::timeout(Duration::from_secs(120), async {
-        while manager.assignment().len() < 8 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the worker gets every partition");
+    owns_all(&manager, 8).await;
     assert!(!seen.lock().unwrap().is_empty());
     manager.stop().await.expect("stops");
 }
@@ -237,6 +171,17 @@ async fn a_stalled_leader_steps_down_by_its_lease_end() {
     fleet.stop_all().await;
 }
 
+/// Waits (paused clock) until `manager` owns `count` partitions.
+async fn owns_all(manager: &Manager<MemoryStore>, count: usize) {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while manager.assignment().len() < count {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the worker gets every partition");
+}
+
 /// A notification hook that panics is caught and reported; the worker goes on.
 #[tokio::test(start_paused = true)]
 async fn a_panicking_state_hook_is_reported() {
@@ -259,13 +204,7 @@ async fn a_panicking_state_hook_is_reported() {
         .start()
         .await
         .expect("starts");
-    tokio::time::timeout(Duration::from_secs(120), async {
-        while manager.assignment().len() < 8 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the worker gets every partition");
+    owns_all(&manager, 8).await;
     let errors = errors.lock().unwrap().clone();
     assert!(
         errors

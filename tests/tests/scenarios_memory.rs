@@ -52,6 +52,17 @@ async fn no_task_outlives_stop() {
 /// only after that; healed, it rejoins and the fleet settles with exclusive ownership.
 #[tokio::test(start_paused = true)]
 async fn a_cut_off_worker_fences_itself() {
+    a_worker_off_the_store_fences_itself(MemoryStore::disconnect, MemoryStore::reconnect).await;
+}
+
+/// The same with a link that black-holes (requests get no answer, the socket stays open):
+/// every read and heartbeat of the worker hangs, yet it fences by its lease end.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_worker_fences_by_its_lease_end() {
+    a_worker_off_the_store_fences_itself(MemoryStore::stall, MemoryStore::unstall).await;
+}
+
+async fn a_worker_off_the_store_fences_itself(cut: fn(&MemoryStore), heal: fn(&MemoryStore)) {
     let mut fleet = fleet();
     fleet.start(3).await;
     fleet.settle(Duration::from_secs(120)).await;
@@ -71,7 +82,7 @@ async fn a_cut_off_worker_fences_itself() {
 
     let config = fleet.config.clone();
     let cut_at = Instant::now();
-    member.store.disconnect();
+    cut(&member.store);
     // The last heartbeat before the cut was sent at most one interval before it.
     let fence_by = cut_at + config.heartbeat_ttl - config.margin_for(config.heartbeat_ttl) / 2;
     fleet
@@ -95,7 +106,7 @@ async fn a_cut_off_worker_fences_itself() {
         .collect();
     assert!(
         released.iter().all(|i| i.to.is_some()),
-        "every interval closed"
+        "every interval closed: the revoke hook has finished"
     );
     // The others take its partitions over (the ledger checks none overlaps the release).
     fleet
@@ -111,7 +122,7 @@ async fn a_cut_off_worker_fences_itself() {
             },
         )
         .await;
-    fleet.member(&victim).store.reconnect();
+    heal(&fleet.member(&victim).store);
     fleet.settle(Duration::from_secs(120)).await;
     fleet.check_ledger();
     fleet.stop_all().await;

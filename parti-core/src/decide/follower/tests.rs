@@ -85,49 +85,49 @@ impl Harness {
     }
 }
 
-fn read_op(actions: &[FollowerAction]) -> OpId {
+/// The first action `pick` recognises; panics naming `what` when there is none.
+fn find<T>(
+    actions: &[FollowerAction],
+    what: &str,
+    pick: impl Fn(&FollowerAction) -> Option<T>,
+) -> T {
     actions
         .iter()
-        .find_map(|a| match a {
-            FollowerAction::ReadRecord(id) => Some(*id),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no read in {actions:?}"))
+        .find_map(pick)
+        .unwrap_or_else(|| panic!("no {what} in {actions:?}"))
+}
+
+fn read_op(actions: &[FollowerAction]) -> OpId {
+    find(actions, "read", |a| match a {
+        FollowerAction::ReadRecord(id) => Some(*id),
+        _ => None,
+    })
 }
 
 fn term_op(actions: &[FollowerAction]) -> OpId {
-    actions
-        .iter()
-        .find_map(|a| match a {
-            FollowerAction::ReadTerm(id) => Some(*id),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no term read in {actions:?}"))
+    find(actions, "term read", |a| match a {
+        FollowerAction::ReadTerm(id) => Some(*id),
+        _ => None,
+    })
 }
 
 fn grant_op(actions: &[FollowerAction]) -> OpId {
-    actions
-        .iter()
-        .find_map(|a| match a {
-            FollowerAction::Grant(id, _) => Some(*id),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no grant hook in {actions:?}"))
+    find(actions, "grant hook", |a| match a {
+        FollowerAction::Grant(id, _) => Some(*id),
+        _ => None,
+    })
 }
 
 fn revoke_op(actions: &[FollowerAction]) -> (OpId, Vec<PartitionId>) {
-    actions
-        .iter()
-        .find_map(|a| match a {
-            FollowerAction::Revoke(id, partitions) => Some((*id, partitions.clone())),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no revoke hook in {actions:?}"))
+    find(actions, "revoke hook", |a| match a {
+        FollowerAction::Revoke(id, partitions) => Some((*id, partitions.clone())),
+        _ => None,
+    })
 }
 
-/// A follower that holds `partitions` of record v1 (term 1), its grant hook done, at 0 ms with
-/// a lease until `lease` ms.
-fn holding(partitions: &[usize], lease: u64) -> Harness {
+/// A follower whose grant hook for `partitions` of record v1 (term 1) has just started, at
+/// 0 ms with a lease until `lease` ms; returns it and the hook's operation.
+fn granting(partitions: &[usize], lease: u64) -> (Harness, OpId) {
     let mut h = Harness::new();
     let read = read_op(&h.lease_until(ms(lease)));
     let term = term_op(&h.feed(FollowerEvent::RecordRead {
@@ -138,6 +138,13 @@ fn holding(partitions: &[usize], lease: u64) -> Harness {
         op: term,
         outcome: Ok(Some(1)),
     }));
+    (h, grant)
+}
+
+/// A follower that holds `partitions` of record v1 (term 1), its grant hook done, at 0 ms with
+/// a lease until `lease` ms.
+fn holding(partitions: &[usize], lease: u64) -> Harness {
+    let (mut h, grant) = granting(partitions, lease);
     h.feed(FollowerEvent::HookDone {
         op: grant,
         panicked: false,
@@ -185,16 +192,7 @@ fn a_grant_needs_the_current_term() {
 
 #[test]
 fn a_grant_hook_is_not_cancelled_while_the_lease_holds() {
-    let mut h = Harness::new();
-    let read = read_op(&h.lease_until(ms(2000)));
-    let term = term_op(&h.feed(FollowerEvent::RecordRead {
-        op: read,
-        outcome: Ok(Some(record(1, 1, &[0, 1]))),
-    }));
-    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
-        op: term,
-        outcome: Ok(Some(1)),
-    }));
+    let (mut h, grant) = granting(&[0, 1], 2000);
     // The hook takes 10 s; the lease is renewed all along.
     for t in (500..10_000).step_by(500) {
         let mut actions = h.at(ms(t)).lease_until(ms(t + 2000));
@@ -217,16 +215,7 @@ fn a_grant_hook_is_not_cancelled_while_the_lease_holds() {
 
 #[test]
 fn a_lease_that_ends_during_a_grant_hook_fences_at_the_lease_end() {
-    let mut h = Harness::new();
-    let read = read_op(&h.lease_until(ms(700)));
-    let term = term_op(&h.feed(FollowerEvent::RecordRead {
-        op: read,
-        outcome: Ok(Some(record(1, 1, &[0]))),
-    }));
-    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
-        op: term,
-        outcome: Ok(Some(1)),
-    }));
+    let (mut h, grant) = granting(&[0], 700);
     assert_eq!(h.machine.next_deadline(), Some(h.start + ms(700)));
     let actions = h.at(ms(700)).feed(FollowerEvent::Tick);
     assert_eq!(actions[0], FollowerAction::Cancel(grant), "{actions:?}");
@@ -424,16 +413,7 @@ fn a_panicking_hook_counts_as_finished() {
 
 #[test]
 fn records_delivered_during_a_grant_hook_wait_for_it() {
-    let mut h = Harness::new();
-    let read = read_op(&h.lease_until(ms(100_000)));
-    let term = term_op(&h.feed(FollowerEvent::RecordRead {
-        op: read,
-        outcome: Ok(Some(record(1, 1, &[0, 1]))),
-    }));
-    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
-        op: term,
-        outcome: Ok(Some(1)),
-    }));
+    let (mut h, grant) = granting(&[0, 1], 100_000);
     assert!(
         h.feed(FollowerEvent::Delivered(Some(record(2, 1, &[0]))))
             .is_empty()
@@ -463,16 +443,7 @@ fn stop_releases_everything_then_finishes() {
 
 #[test]
 fn stop_waits_for_a_grant_hook_at_most_the_drain_timeout() {
-    let mut h = Harness::new();
-    let read = read_op(&h.lease_until(ms(100_000)));
-    let term = term_op(&h.feed(FollowerEvent::RecordRead {
-        op: read,
-        outcome: Ok(Some(record(1, 1, &[0]))),
-    }));
-    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
-        op: term,
-        outcome: Ok(Some(1)),
-    }));
+    let (mut h, grant) = granting(&[0], 100_000);
     h.at(ms(10)).feed(FollowerEvent::Stop);
     assert_eq!(h.machine.next_deadline(), Some(h.start + ms(10) + DRAIN));
     let actions = h.at(ms(10) + DRAIN).feed(FollowerEvent::Tick);
