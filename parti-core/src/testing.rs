@@ -747,8 +747,8 @@ async fn open_ttl<S: Store>(store: &S, tag: &str, timing: TtlTiming) -> S::Bucke
     open_spec(store, spec).await
 }
 
-/// An entry is live until `ttl` after its write and gone at `ttl` (within the early and late bounds) — for `get`,
-/// `keys` and `entries` alike — and can be created again after.
+/// An entry is live until `ttl` after its write and gone at `ttl` (within the early and
+/// late bounds) — for `get`, `keys` and `entries` alike — and can be created again after.
 pub async fn ttl_expires_exactly_after_the_last_write<S: Store>(store: &S, timing: TtlTiming) {
     let bucket = open_ttl(store, "ttl", timing).await;
     let sent = Instant::now();

@@ -1,8 +1,9 @@
 //! The follower's executor: runs [`FollowerMachine`] (the rules live there) against the
-//! store and the hooks. It races the one operation in flight — a read, or a hook — against the machine's deadline, the assignment watch, lease renewals and `stop`,
-//! and feeds every completion, delivery and passing deadline back as an event. Nothing here
-//! awaits outside that race, so a read that hangs or a hook that never returns cannot hold
-//! the worker past its lease.
+//! store and the hooks. It races the one operation in flight — a read, or a hook — against
+//! the machine's deadline, the assignment watch, lease renewals and `stop`, and feeds every
+//! completion, delivery and passing deadline back as an event. Nothing here awaits outside
+//! that race, so a read that hangs or a hook that never returns (but yields, as async code
+//! does) cannot hold the worker past its lease.
 
 use std::future::{Future, pending};
 use std::panic::AssertUnwindSafe;

@@ -184,7 +184,8 @@ async fn run_session<B: Bucket, P: PartitionSource>(
     }
     if matches!(end, End::Stopped | End::TaskEnded(_)) {
         // Everything is released and the heartbeat is gone: free the id at once (after a
-        // task ended, the next session usually claims it back). Bounded: a release that cannot get through only means the claim expires by its TTL.
+        // task ended, the next session usually claims it back). Bounded: a release that
+        // cannot get through only means the claim expires by its TTL.
         let released = tokio::time::timeout(config.id_renew_interval(), claimer.release(&claimed))
             .await
             .unwrap_or_else(|_| {
