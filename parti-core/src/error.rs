@@ -108,6 +108,11 @@ pub enum Error {
         hook: &'static str,
     },
 
+    /// The assignment strategy panicked. The leader keeps the current assignment and tries
+    /// again after a backoff, as for a strategy error.
+    #[error("the assignment strategy panicked")]
+    StrategyPanicked,
+
     /// `wait_state` timed out.
     #[error("timed out after {waited:?} waiting for state {wanted}; the state is {current}")]
     WaitTimeout {

@@ -300,3 +300,55 @@ async fn failover_goes_on_while_the_source_fails() {
 async fn failover_goes_on_while_the_source_hangs() {
     failover_while_the_source(2).await;
 }
+
+/// A strategy that panics on its first call.
+struct PanicsOnce {
+    inner: Sticky,
+    panics: std::sync::atomic::AtomicBool,
+}
+
+impl parti_strategy::Strategy for PanicsOnce {
+    fn name(&self) -> &str {
+        "panics-once"
+    }
+
+    fn assign(
+        &self,
+        input: &parti_strategy::StrategyInput<'_>,
+    ) -> Result<parti_strategy::Assignment, parti_strategy::StrategyError> {
+        assert!(
+            !self.panics.swap(false, Ordering::Relaxed),
+            "an injected panic in the strategy"
+        );
+        self.inner.assign(input)
+    }
+}
+
+/// A strategy that panics is a failure to retry: the leader reports it, keeps leading and
+/// assigns every partition on the next attempt.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_strategy_is_retried() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Hooks::new().on_error({
+        let errors = errors.clone();
+        move |e| errors.lock().unwrap().push(e.to_string())
+    });
+    let strategy = PanicsOnce {
+        inner: Sticky::default(),
+        panics: true.into(),
+    };
+    let source = StaticSource::numbered("p", 8).unwrap();
+    let manager = Manager::builder(MemoryStore::new(), source, strategy)
+        .hooks(hooks)
+        .start()
+        .await
+        .expect("starts");
+    owns_all(&manager, 8).await;
+    assert!(manager.is_leader(), "still the leader");
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.iter().any(|e| e.contains("strategy panicked")),
+        "{errors:?}"
+    );
+    manager.stop().await.expect("stops");
+}

@@ -139,3 +139,30 @@ impl<T> Drop for OwnedTask<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::OwnedTask;
+
+    /// What session supervision relies on: `ended` resolves when a task panics or returns by
+    /// itself, and stays pending while it runs.
+    #[tokio::test(start_paused = true)]
+    async fn ended_resolves_when_a_task_ends_by_itself() {
+        let mut panics = OwnedTask::spawn(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            panic!("an injected panic in a session task");
+        });
+        let mut runs = OwnedTask::spawn(std::future::pending::<()>());
+        tokio::select! {
+            biased;
+            () = runs.ended() => panic!("a running task counted as ended"),
+            () = panics.ended() => {}
+        }
+        assert!(panics.is_finished());
+        assert!(panics.join().await.is_none(), "ended and forgotten");
+        let outcome = tokio::time::timeout(Duration::from_secs(60), runs.ended()).await;
+        assert!(outcome.is_err(), "a running task counted as ended");
+    }
+}

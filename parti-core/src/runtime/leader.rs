@@ -9,6 +9,7 @@
 //! rebalance only sets a target, and the records move towards it in safe steps.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -492,7 +493,11 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         }
         let workers: Vec<Worker> = self.members.iter().cloned().map(Worker::new).collect();
         let input = StrategyInput::new(&workers, &partitions).with_previous(&self.target);
-        let next = self.session.strategy.assign(&input)?;
+        // The strategy may be the user's: a panic is a failure to retry, not the end of the
+        // calculator.
+        let strategy = &self.session.strategy;
+        let next = catch_unwind(AssertUnwindSafe(|| strategy.assign(&input)))
+            .map_err(|_| Error::StrategyPanicked)??;
         if self.retry_refresh.is_none() {
             self.source_backoff.reset();
         }
