@@ -1,7 +1,8 @@
 //! What the tasks of one manager share, and small helpers they all use.
 
-use std::future::pending;
+use std::future::{Future, pending};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parti_strategy::{Strategy, WorkerId};
 use tokio::sync::watch;
@@ -9,9 +10,9 @@ use tokio::task::JoinHandle;
 
 use super::InstanceId;
 use super::status::Status;
-use crate::Error;
 use crate::config::Config;
-use crate::store::{StoreError, WatchEvent, WatchStream};
+use crate::store::{Operation, StoreError, WatchEvent, WatchStream};
+use crate::{Error, Result};
 
 /// The protocol's four buckets.
 #[derive(Debug, Clone)]
@@ -75,6 +76,35 @@ pub(crate) async fn next_event(
     match watch {
         Some(stream) => stream.next().await,
         None => pending().await,
+    }
+}
+
+/// Awaits a store call for at most `limit`. No answer in time is reported as the store
+/// reports its own timeouts: [`StoreError::OutcomeUnknown`] for a write (it may have been
+/// applied), [`StoreError::Unavailable`] for a read.
+pub(crate) async fn within<T, E: Into<Error>>(
+    limit: Duration,
+    operation: Operation,
+    bucket: &str,
+    key: &str,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answered) => answered.map_err(Into::into),
+        Err(_) => {
+            let message = format!("no answer within {limit:?}");
+            Err(Error::Store(if operation.is_write() {
+                StoreError::OutcomeUnknown {
+                    operation,
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    message,
+                    source: None,
+                }
+            } else {
+                StoreError::unavailable(operation, message)
+            }))
+        }
     }
 }
 

@@ -295,12 +295,13 @@ async fn lead<B: Bucket, P: PartitionSource>(
         }
     };
     // Stop the calculator before anything else: it must not act on a lost lease. (Aborting
-    // takes effect at once; awaiting its end waits only for the task to be dropped.)
+    // cancels its I/O at once; awaiting waits only for the task to be dropped.) Then tell
+    // the application: the leadership hook is user code.
+    calculator.abort().await;
     session.status.set_is_leader(LeadershipChange {
         is_leader: false,
         term,
     });
-    calculator.abort().await;
     tracing::info!(worker = %session.worker_id, term, stopping, "no longer leader");
     if stopping {
         // Release at our revision: a successor's lease (if any) is left alone. Bounded: a

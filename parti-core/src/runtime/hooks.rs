@@ -30,8 +30,9 @@ pub struct LeadershipChange {
 /// The callbacks of one manager. All are optional.
 ///
 /// - [`on_revoked`](Hooks::on_revoked) and [`on_assigned`](Hooks::on_assigned) are async and
-///   run one at a time, each in its own task. When a record moves partitions, the revoked
-///   ones leave [`Manager::watch_assignment`](super::Manager::watch_assignment) first, then
+///   run one at a time, on the manager's follower task. When a record moves partitions,
+///   the revoked ones leave [`Manager::watch_assignment`](super::Manager::watch_assignment)
+///   first, then
 ///   `on_revoked` runs (stop work on them: it gets `drain_timeout`, and never past the
 ///   heartbeat lease), then the new version is reported to the leader and published, and
 ///   then `on_assigned` runs with the grants and their fencing tokens. `on_assigned` is

@@ -18,13 +18,14 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::PartitionSource;
-use super::context::{Session, next_event};
+use super::context::{Session, next_event, within};
 use super::election::Lease;
 use super::publish::Records;
 use crate::decide::{
     Backoff, CalculatorPhase, Decision, EmergencyDetector, Handoff, RebalanceReason,
     RebalanceScheduler, WindowPolicy, classify,
 };
+use crate::store::Operation::{Keys, Update};
 use crate::store::{Bucket, WatchEvent, WatchFrom};
 use crate::telemetry;
 use crate::wire::{Heartbeat, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireRecord, worker_number};
@@ -41,14 +42,11 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let poll = session.config.heartbeat_poll_interval();
     let records = loop {
         let report = |e| session.report("reading the assignment records failed", e);
-        let load = Records::load(&session.buckets.assignment, report);
-        match timeout(session.config.heartbeat_ttl, load).await {
-            Ok(Ok(records)) => break records,
-            Ok(Err(e)) => session.report("reading the assignment records failed", e),
-            Err(_) => session.report(
-                "reading the assignment records failed",
-                Error::Source("timed out".into()),
-            ),
+        let bucket = &session.buckets.assignment;
+        let load = Records::load(bucket, report);
+        match within(session.config.heartbeat_ttl, Keys, bucket.name(), "", load).await {
+            Ok(records) => break records,
+            Err(e) => session.report("reading the assignment records failed", e),
         }
         sleep(poll).await;
     };
@@ -246,12 +244,9 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
         // Bounded: a listing that hangs (a stream electing its leader) is retried at the
         // next poll rather than holding the calculator.
         let limit = self.session.config.heartbeat_interval;
-        let listing = self.session.buckets.heartbeat.entries(WORKER_ID_PREFIX);
-        let listed = match timeout(limit, listing).await {
-            Ok(listed) => listed.map_err(Error::from),
-            Err(_) => Err(Error::Source(format!("no answer within {limit:?}").into())),
-        };
-        match listed {
+        let bucket = &self.session.buckets.heartbeat;
+        let listing = bucket.entries(WORKER_ID_PREFIX);
+        match within(limit, Keys, bucket.name(), WORKER_ID_PREFIX, listing).await {
             Ok(entries) => {
                 let present: BTreeMap<WorkerId, u64> = entries
                     .iter()
@@ -403,8 +398,10 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             self.session
                 .report("reading the assignment records failed", e)
         };
-        let load = Records::load(&self.session.buckets.assignment, report);
-        if let Ok(Ok(records)) = timeout(self.session.config.heartbeat_ttl, load).await {
+        let bucket = &self.session.buckets.assignment;
+        let load = Records::load(bucket, report);
+        let limit = self.session.config.heartbeat_ttl;
+        if let Ok(records) = within(limit, Keys, bucket.name(), "", load).await {
             self.handoff.reconcile(records.contents());
             let version = self.records.version().max(records.version());
             self.records = records;
@@ -439,10 +436,8 @@ impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
             );
             // Bounded: a write cut here has an unknown outcome, like a timed-out one; the
             // records are re-read below before anything else is written.
-            let written = match timeout(limit, write).await {
-                Ok(written) => written,
-                Err(_) => Err(Error::Source(format!("no answer within {limit:?}").into())),
-            };
+            let bucket = self.session.buckets.assignment.name();
+            let written = within(limit, Update, bucket, "", write).await;
             match written {
                 Ok(published) => tracing::debug!(
                     term = self.term,

@@ -7,14 +7,14 @@ use bytes::Bytes;
 use parti_strategy::{PartitionId, Strategy, WorkerId};
 use tokio::sync::{mpsc, watch};
 
-use super::context::{Buckets, OwnedTask, Shared};
+use super::context::{Buckets, OwnedTask, Shared, within};
 use super::instrumented::Instrumented;
 use super::session;
 use super::status::{LeaderInfo, Stage, Status, Transition, WorkerAssignment};
 use super::{Hooks, IdClaimer, InstanceId, PartitionSource};
 use crate::config::Config;
 use crate::decide::ManagerState;
-use crate::store::{Bucket, Store};
+use crate::store::{Bucket, Operation, Store};
 use crate::wire::{FencingToken, REFRESH_KEY};
 use crate::{Error, Result};
 
@@ -293,16 +293,16 @@ impl<S: Store> Manager<S> {
         let request = self
             .election
             .put(REFRESH_KEY, Bytes::from(self.instance.to_string()));
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(stored) => stored.map(drop).map_err(Error::from),
-            Err(_) => Err(Error::Store(crate::store::StoreError::OutcomeUnknown {
-                operation: crate::store::Operation::Put,
-                bucket: self.election.name().to_owned(),
-                key: REFRESH_KEY.to_owned(),
-                message: format!("no answer within {:?}", self.request_timeout),
-                source: None,
-            })),
-        }
+        let bucket = self.election.name();
+        within(
+            self.request_timeout,
+            Operation::Put,
+            bucket,
+            REFRESH_KEY,
+            request,
+        )
+        .await
+        .map(drop)
     }
 
     /// Leaves the fleet gracefully: steps down (releasing the lease at its revision so a

@@ -10,10 +10,10 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::context::{Applied, OwnedTask, Session, Shared, stopped};
+use super::context::{Applied, OwnedTask, Session, Shared, stopped, within};
 use super::status::{Stage, WorkerAssignment};
 use super::{ClaimedId, IdClaimer, PartitionSource, election, follower, heartbeat};
-use crate::store::Bucket;
+use crate::store::{Bucket, Operation};
 use crate::{Error, Result};
 
 /// How a session ended.
@@ -186,14 +186,14 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         // Everything is released and the heartbeat is gone: free the id at once (after a
         // task ended, the next session usually claims it back). Bounded: a release that
         // cannot get through only means the claim expires by its TTL.
-        let released = tokio::time::timeout(config.id_renew_interval(), claimer.release(&claimed))
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Store(crate::store::StoreError::unavailable(
-                    crate::store::Operation::Delete,
-                    "releasing the worker id timed out; it expires by its TTL",
-                )))
-            });
+        let released = within(
+            config.id_renew_interval(),
+            Operation::Delete,
+            shared.buckets.ids.name(),
+            claimed.worker_id().as_str(),
+            claimer.release(&claimed),
+        )
+        .await;
         if let Err(e) = released {
             shared.report_ref("releasing the worker id failed", &e);
             if cleanup.is_ok() {
