@@ -24,6 +24,7 @@
 //! Time-based functions take a [`TtlTiming`]: a backend on tokio's paused clock can demand
 //! exact expiry, a real server gets a tolerance.
 
+pub use crate::runtime::freeze::Freezer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

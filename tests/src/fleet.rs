@@ -10,6 +10,7 @@ use parti_core::config::Config;
 use parti_core::decide::ManagerState;
 use parti_core::runtime::{Hooks, Manager, Transition};
 use parti_core::store::Store;
+use parti_core::testing::Freezer;
 use parti_strategy::{Assignment, PartitionId, Sticky, WorkerId};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
@@ -33,6 +34,8 @@ pub struct Member<S: Store> {
     pub owner: Owner,
     /// Its connection to the store (to inject faults into).
     pub store: S,
+    /// Pauses all its tasks, as `SIGSTOP` pauses a process.
+    pub freezer: Freezer,
 }
 
 /// Managers on one store, all sharing one partition source.
@@ -84,6 +87,7 @@ impl<S: Store> Fleet<S> {
             let owner = self.started;
             let hooks = self.ledger.hooks(Hooks::new(), owner, &self.hooks);
             let connection = store.clone();
+            let freezer = Freezer::default();
             starting.spawn(async move {
                 let log = TransitionLog::default();
                 let hooks = hooks.on_state_changed({
@@ -93,6 +97,7 @@ impl<S: Store> Fleet<S> {
                 let manager = Manager::builder(store, source, Sticky::default())
                     .config(config)
                     .hooks(hooks)
+                    .freezer(freezer.clone())
                     .start()
                     .await
                     .expect("manager starts");
@@ -101,6 +106,7 @@ impl<S: Store> Fleet<S> {
                     log,
                     owner,
                     store: connection,
+                    freezer,
                 }
             });
         }
@@ -250,6 +256,38 @@ impl<S: Store> Fleet<S> {
             .unwrap_or(0)
     }
 
+    /// Looks at every member's `owns()`: no partition may be owned by two members at once,
+    /// and the ownership of a frozen member ends (for the ledger) when its `owns()` turns
+    /// false — a paused process does nothing, and after the pause it must not act on a
+    /// partition it was fenced from.
+    pub fn look_at_owns(&self) {
+        let mut owning: BTreeMap<PartitionId, Vec<Owner>> = BTreeMap::new();
+        for member in self.members.values() {
+            let assignment = member.manager.assignment();
+            let frozen = member.freezer.is_frozen();
+            if frozen {
+                let assigned: Vec<PartitionId> = assignment.partitions().cloned().collect();
+                self.ledger.frozen_without(member.owner, &assigned);
+            }
+            for (partition, token) in assignment.grants() {
+                let owns = member.manager.owns(partition, token);
+                if owns {
+                    owning
+                        .entry(partition.clone())
+                        .or_default()
+                        .push(member.owner);
+                }
+                self.ledger.owns_seen(member.owner, partition, owns, frozen);
+            }
+        }
+        for (partition, owners) in owning {
+            if owners.len() > 1 {
+                self.ledger
+                    .violation(format!("{partition}: owns() true for owners {owners:?}"));
+            }
+        }
+    }
+
     /// Panics if the ledger shows two owners of a partition at once, or a token going down.
     pub fn check_ledger(&self) {
         let overlaps = self.ledger.overlaps();
@@ -326,6 +364,7 @@ impl<S: Store> Fleet<S> {
         let deadline = Instant::now() + timeout;
         loop {
             self.rekey();
+            self.look_at_owns();
             self.check_versions();
             match done(self) {
                 Ok(()) => return Instant::now(),

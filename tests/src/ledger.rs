@@ -33,6 +33,31 @@ pub struct Interval {
     pub from: (Instant, u64),
     /// When it ended (`None`: still owned).
     pub to: Option<(Instant, u64)>,
+    /// When its owner, frozen, was first seen not to own it any more (`owns()` false): a
+    /// paused process does nothing, so its hold ends there even though its revoke hook
+    /// runs only after the thaw.
+    pub fenced: Option<(Instant, u64)>,
+    /// When its owner was thawed after `fenced`.
+    pub thawed: Option<Instant>,
+}
+
+impl Interval {
+    /// Where its hold ended, for the overlap check (`None`: still held). A frozen owner's
+    /// hold ends where it was fenced only if nothing of it ran on after the thaw: the
+    /// interval closed at the thaw's instant (the paused clock does not move while the
+    /// runtime reacts), or the owner is still frozen.
+    fn end(&self) -> Option<(Instant, u64)> {
+        let Some(fenced) = self.fenced else {
+            return self.to;
+        };
+        match (self.to, self.thawed) {
+            (_, None) => Some(fenced),
+            (Some(to), Some(thawed)) if to.0 <= thawed => Some(fenced),
+            // Thawed this very instant: the owner has not run yet.
+            (None, Some(thawed)) if Instant::now() <= thawed => Some(fenced),
+            (to, Some(_)) => to,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +68,8 @@ struct Inner {
     open: BTreeMap<(PartitionId, Owner), usize>,
     /// The worker ids each owner held (more than one if it lost its id and claimed another).
     ids: BTreeMap<Owner, Vec<WorkerId>>,
+    /// Broken rules seen through `owns()`.
+    violations: Vec<String>,
 }
 
 impl Inner {
@@ -152,6 +179,8 @@ impl Ledger {
                         token: grant.token,
                         from,
                         to: None,
+                        fenced: None,
+                        thawed: None,
                     });
                     if let Some(previous) = inner.open.insert((grant.partition, owner), index) {
                         // Assigned twice without a revoke in between: keep both visible.
@@ -210,6 +239,90 @@ impl Ledger {
         }
     }
 
+    /// What `owns()` of `owner` said of `partition` just now, `frozen` telling whether its
+    /// tasks are paused. A frozen owner's hold of its open interval ends when `owns()` turns
+    /// false (see [`Interval`]'s `fenced`); once it has, `owns()` true again for that
+    /// interval (no new grant in between) is a violation.
+    pub fn owns_seen(&self, owner: Owner, partition: &PartitionId, owns: bool, frozen: bool) {
+        let mut inner = self.lock();
+        let Some(&index) = inner.open.get(&(partition.clone(), owner)) else {
+            if owns {
+                inner.violations.push(format!(
+                    "{partition}: owns() true for owner {owner} outside its grant and revoke hooks"
+                ));
+            }
+            return;
+        };
+        match (owns, inner.intervals[index].fenced) {
+            (false, None) if frozen => {
+                let at = inner.tick();
+                inner.intervals[index].fenced = Some(at);
+            }
+            (true, Some(fenced)) => {
+                let violation = format!(
+                    "{partition}: owns() true again for owner {owner} after it was fenced at #{}",
+                    fenced.1
+                );
+                inner.violations.push(violation);
+            }
+            _ => {}
+        }
+    }
+
+    /// A frozen owner looked at through `owns()`: every open interval of it that is not in
+    /// its assignment any more (a revoke hook under way) is fenced too — `owns()` is false
+    /// for it already.
+    pub fn frozen_without(&self, owner: Owner, assigned: &[PartitionId]) {
+        let mut inner = self.lock();
+        let open: Vec<usize> = inner
+            .open
+            .iter()
+            .filter(|((partition, o), _)| *o == owner && !assigned.contains(partition))
+            .map(|(_, index)| *index)
+            .collect();
+        for index in open {
+            if inner.intervals[index].fenced.is_none() {
+                let at = inner.tick();
+                inner.intervals[index].fenced = Some(at);
+            }
+        }
+    }
+
+    /// `owner` is frozen now. Thawed at this same instant, it has not run in between: its
+    /// fenced intervals still open stay fenced.
+    pub fn frozen(&self, owner: Owner) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let open: Vec<usize> = inner
+            .open
+            .iter()
+            .filter(|((_, o), _)| *o == owner)
+            .map(|(_, index)| *index)
+            .collect();
+        for index in open {
+            let interval = &mut inner.intervals[index];
+            if interval.thawed == Some(now) {
+                interval.thawed = None;
+            }
+        }
+    }
+
+    /// `owner` was thawed now: its fenced intervals must close at this instant.
+    pub fn thawed(&self, owner: Owner) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        for interval in &mut inner.intervals {
+            if interval.owner == owner && interval.fenced.is_some() && interval.thawed.is_none() {
+                interval.thawed = Some(now);
+            }
+        }
+    }
+
+    /// Records a broken rule seen from outside the hooks.
+    pub fn violation(&self, violation: String) {
+        self.lock().violations.push(violation);
+    }
+
     /// Every interval so far.
     pub fn intervals(&self) -> Vec<Interval> {
         self.lock().intervals.clone()
@@ -225,26 +338,27 @@ impl Ledger {
         owners
     }
 
-    /// The overlapping intervals of one partition (should be none), described.
+    /// The overlapping intervals of one partition and the rules broken through `owns()`
+    /// (should be none), described.
     pub fn overlaps(&self) -> Vec<String> {
         let inner = self.lock();
-        let mut found = Vec::new();
+        let mut found = inner.violations.clone();
         for (partition, intervals) in by_partition(&inner.intervals) {
             for (i, a) in intervals.iter().enumerate() {
                 for b in &intervals[i + 1..] {
-                    let a_end = a.to.map_or(u64::MAX, |t| t.1);
-                    let b_end = b.to.map_or(u64::MAX, |t| t.1);
+                    let a_end = a.end().map_or(u64::MAX, |t| t.1);
+                    let b_end = b.end().map_or(u64::MAX, |t| t.1);
                     if a.from.1 < b_end && b.from.1 < a_end {
                         found.push(format!(
                             "{partition}: owner {} ({:?}) from #{} to {:?} overlaps owner {} ({:?}) from #{} to {:?}",
                             a.owner,
                             inner.ids.get(&a.owner),
                             a.from.1,
-                            a.to.map(|t| t.1),
+                            a.end().map(|t| t.1),
                             b.owner,
                             inner.ids.get(&b.owner),
                             b.from.1,
-                            b.to.map(|t| t.1),
+                            b.end().map(|t| t.1),
                         ));
                     }
                 }

@@ -11,7 +11,10 @@
 //! Slow faults join in: a worker's link slower than the heartbeat TTL, a link that
 //! black-holes and then resumes or closes, writes that time out after taking effect, grant
 //! hooks slower than the lease, grant hooks that panic, a partition source that fails or
-//! hangs. The run prints one summary line (`cargo test -p tests --test simulation --
+//! hangs, and a frozen worker: all its tasks paused, like a process under `SIGSTOP`, for
+//! up to 8 s. While one is frozen, every member's `owns()` is looked at every 10 ms: no
+//! partition may be owned by two at once, and a frozen owner's hold ends (for the ledger)
+//! where its `owns()` turns false — after the thaw it must not own that grant again. The run prints one summary line (`cargo test -p tests --test simulation --
 //! --nocapture`): seeds, overlaps, intervals and how often each fault was injected.
 //!
 //! The seeds run on both cores. `PARTI_SIM_SEEDS=N` runs N seeds (default 500);
@@ -26,8 +29,10 @@ use parti_core::config::Config;
 use std::sync::atomic::Ordering;
 
 use parti_core::store::{Fault, MemoryStore};
+use parti_core::testing::Freezer;
 use parti_strategy::{Partition, WorkerId};
 use tests::fleet::Fleet;
+use tests::ledger::{Ledger, Owner};
 use tests::rng::Rng;
 use tests::source::TestSource;
 use tokio::task::JoinSet;
@@ -67,10 +72,12 @@ enum Heal {
         close: bool,
     },
     Source,
+    /// A frozen worker (its ledger label), thawed.
+    Thaw(Freezer, Owner),
 }
 
 impl Heal {
-    fn apply(&self, source: &TestSource) {
+    fn apply(&self, source: &TestSource, ledger: &Ledger) {
         match self {
             Self::Reconnect(store) => store.reconnect(),
             Self::Latency(store) => store.set_latency(Duration::ZERO),
@@ -82,12 +89,57 @@ impl Heal {
                 store.reconnect();
             }
             Self::Source => source.recover(),
+            Self::Thaw(freezer, owner) => {
+                ledger.thawed(*owner);
+                freezer.thaw();
+            }
         }
     }
 }
 
 fn partition(n: usize) -> Partition {
     Partition::from_keys(["p", n.to_string().as_str()]).expect("a valid key")
+}
+
+/// How long `owns()` is still looked at after a thaw.
+const LOOK_AFTER_THAW: Duration = Duration::from_secs(5);
+/// How often `owns()` is looked at meanwhile.
+const LOOK_EVERY: Duration = Duration::from_millis(10);
+
+/// Lets `length` pass; while a worker is `frozen` or until `look_until`, looks at every
+/// member's `owns()` every [`LOOK_EVERY`] (the ledger ends a frozen owner's hold where its
+/// `owns()` turns false).
+async fn pass(fleet: &Fleet<MemoryStore>, length: Duration, frozen: bool, look_until: Instant) {
+    let end = Instant::now() + length;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        if frozen || now < look_until {
+            fleet.look_at_owns();
+            sleep(LOOK_EVERY.min(end - now)).await;
+        } else {
+            sleep(end - now).await;
+        }
+    }
+}
+
+/// Awaits `future`; if `looking`, looks at every member's `owns()` meanwhile (a call into
+/// a manager whose link hangs may take seconds).
+async fn looking_meanwhile<T>(
+    fleet: &Fleet<MemoryStore>,
+    looking: bool,
+    future: impl Future<Output = T>,
+) -> T {
+    let mut future = std::pin::pin!(future);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut future => return done,
+            () = sleep(LOOK_EVERY), if looking => fleet.look_at_owns(),
+        }
+    }
 }
 
 async fn simulate(seed: u64) -> Outcome {
@@ -107,23 +159,31 @@ async fn simulate(seed: u64) -> Outcome {
     let mut stopping = JoinSet::new();
     let mut cut: Vec<(Instant, Heal)> = Vec::new();
     let mut refresh_failed = false;
+    // Until when to look at every member's `owns()`: while a worker is frozen and for a
+    // while after its thaw.
+    let mut look_until = start;
     for _ in 0..8 + rng.below(10) {
-        sleep(rng.millis(200, 6_000)).await;
+        let frozen = cut.iter().any(|(_, heal)| matches!(heal, Heal::Thaw(..)));
+        pass(&fleet, rng.millis(200, 6_000), frozen, look_until).await;
         let now = Instant::now();
         cut.retain(|(heal_at, heal)| {
             let due = *heal_at <= now;
             if due {
-                heal.apply(&fleet.source);
+                heal.apply(&fleet.source, &fleet.ledger);
+                if matches!(heal, Heal::Thaw(..)) {
+                    look_until = now + LOOK_AFTER_THAW;
+                }
             }
             !due
         });
         let ids: Vec<WorkerId> = fleet.ids().into_iter().collect();
         // Slow faults, a quarter of the events: a link slower than the heartbeat TTL, a link
         // that black-holes (then resumes or closes), writes that time out after taking
-        // effect, a grant hook that panics, a partition source that fails or hangs.
+        // effect, a worker frozen (like SIGSTOP), a grant hook that panics, a partition
+        // source that fails or hangs.
         if rng.below(4) == 0 {
             let heal_at = now + rng.millis(500, 8_000);
-            let kind = match rng.below(6) {
+            let kind = match rng.below(7) {
                 0 => {
                     let Some(id) = rng.pick(&ids) else { continue };
                     let store = fleet.member(id).store.clone();
@@ -148,6 +208,15 @@ async fn simulate(seed: u64) -> Outcome {
                 3 => {
                     fleet.hooks.grant_panics.fetch_add(1, Ordering::Relaxed);
                     "hook_panic"
+                }
+                4 => {
+                    let Some(id) = rng.pick(&ids) else { continue };
+                    let freezer = fleet.member(id).freezer.clone();
+                    freezer.freeze();
+                    let owner = fleet.member(id).owner;
+                    fleet.ledger.frozen(owner);
+                    cut.push((heal_at, Heal::Thaw(freezer, owner)));
+                    "freeze"
                 }
                 _ => {
                     if rng.below(2) == 0 {
@@ -214,7 +283,9 @@ async fn simulate(seed: u64) -> Outcome {
                 if let Some(id) = rng.pick(&ids) {
                     // A worker cut off from the store cannot pass the request on; like
                     // any caller seeing the error, the harness asks again later.
-                    refresh_failed |= fleet.member(id).manager.refresh_partitions().await.is_err();
+                    let refresh = fleet.member(id).manager.refresh_partitions();
+                    let looking = frozen || Instant::now() < look_until;
+                    refresh_failed |= looking_meanwhile(&fleet, looking, refresh).await.is_err();
                 }
                 "refresh"
             }
@@ -222,7 +293,7 @@ async fn simulate(seed: u64) -> Outcome {
         *kinds.entry(kind).or_default() += 1;
     }
     for (_, heal) in cut.drain(..) {
-        heal.apply(&fleet.source);
+        heal.apply(&fleet.source, &fleet.ledger);
     }
     // Injected timeouts not yet used up would fail the final clean stops.
     for member in fleet.members().values() {
@@ -368,8 +439,7 @@ fn seeds() {
         seeds.len()
     );
     if seeds.len() >= 500 {
-        // `freeze` (a process paused like SIGSTOP) is not simulated yet.
-        for fault in FAULTS.iter().filter(|fault| **fault != "freeze") {
+        for fault in FAULTS {
             let count = kinds.get(fault).copied().unwrap_or(0);
             assert!(
                 count >= 100,

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::InstanceId;
+use super::freeze::Freezer;
 use super::status::Status;
 use crate::config::Config;
 use crate::store::{Operation, StoreError, WatchEvent, WatchStream};
@@ -31,9 +32,23 @@ pub(crate) struct Shared<B, P> {
     pub(crate) source: P,
     pub(crate) strategy: Arc<dyn Strategy>,
     pub(crate) status: Arc<Status>,
+    /// Pauses this manager's tasks (the simulation's frozen-process fault).
+    pub(crate) freezer: Option<Freezer>,
 }
 
 impl<B, P> Shared<B, P> {
+    /// Spawns one of this manager's tasks (every one goes through here, so a freezer pauses
+    /// them all).
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> OwnedTask<T> {
+        match &self.freezer {
+            Some(freezer) => OwnedTask::spawn(freezer.gate(future)),
+            None => OwnedTask::spawn(future),
+        }
+    }
+
     /// Reports an error the tasks handle by themselves: a log line and the error hook.
     pub(crate) fn report(&self, context: &str, error: impl Into<Error>) {
         self.report_ref(context, &error.into());

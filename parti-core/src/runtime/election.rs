@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::PartitionSource;
-use super::context::{OwnedTask, Session, next_event, stopped};
+use super::context::{Session, next_event, stopped};
 use super::hooks::LeadershipChange;
 use super::leader;
 use super::status::LeaderInfo;
@@ -209,7 +209,7 @@ async fn lead<B: Bucket, P: PartitionSource>(
         term,
     });
     let (phase_tx, mut phase_rx) = watch::channel(Lifecycle::Stable);
-    let calculator = OwnedTask::spawn(leader::run(session.clone(), term, lease.clone(), phase_tx));
+    let calculator = session.spawn(leader::run(session.clone(), term, lease.clone(), phase_tx));
     let renew_every = config.election_renew_interval();
     let retry = retry_delay(renew_every);
     // The first renewal writes the term into the record at once.

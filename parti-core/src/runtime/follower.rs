@@ -73,6 +73,12 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                 FollowerEvent::Stop
             }
             Ok(()) = lease.changed() => FollowerEvent::Lease(*lease.borrow_and_update()),
+            // A passed deadline goes before the operation in flight: after a pause (the
+            // process stopped, the runtime starved) the machine sees the time first, and a
+            // hook it abandons is not polled again.
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                FollowerEvent::Tick
+            }
             done = completion(&mut in_flight) => {
                 in_flight = None;
                 done
@@ -108,9 +114,6 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                         watch_retry = Instant::now() + session.config.heartbeat_interval;
                     }
                 }
-                FollowerEvent::Tick
-            }
-            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 FollowerEvent::Tick
             }
         };

@@ -11,7 +11,7 @@ use super::context::{Buckets, OwnedTask, Shared, within};
 use super::instrumented::Instrumented;
 use super::session;
 use super::status::{LeaderInfo, Stage, Status, Transition, WorkerAssignment};
-use super::{Hooks, IdClaimer, InstanceId, PartitionSource};
+use super::{Freezer, Hooks, IdClaimer, InstanceId, PartitionSource};
 use crate::config::Config;
 use crate::decide::ManagerState;
 use crate::store::{Bucket, Operation, Store};
@@ -26,6 +26,7 @@ pub struct ManagerBuilder<S, P> {
     strategy: Arc<dyn Strategy>,
     config: Config,
     hooks: Hooks,
+    freezer: Option<Freezer>,
 }
 
 impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
@@ -38,6 +39,14 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
     /// The callbacks (default: none).
     pub fn hooks(mut self, hooks: Hooks) -> Self {
         self.hooks = hooks;
+        self
+    }
+
+    /// Pauses and resumes every task of the manager with `freezer`, as `SIGSTOP` and
+    /// `SIGCONT` would the process (feature `testing`: the simulation's frozen-worker fault).
+    #[cfg(feature = "testing")]
+    pub fn freezer(mut self, freezer: crate::testing::Freezer) -> Self {
+        self.freezer = Some(freezer);
         self
     }
 
@@ -85,9 +94,10 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             source: self.source,
             strategy: self.strategy,
             status: status.clone(),
+            freezer: self.freezer,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let task = OwnedTask::spawn(session::drive(shared, claimed, stop_rx));
+        let task = shared.spawn(session::drive(shared.clone(), claimed, stop_rx));
         Ok(Manager {
             status,
             election,
@@ -156,6 +166,7 @@ impl<S: Store> Manager<S> {
             strategy: Arc::new(strategy),
             config: Config::default(),
             hooks: Hooks::default(),
+            freezer: None,
         }
     }
 

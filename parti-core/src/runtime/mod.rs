@@ -15,6 +15,7 @@
 mod context;
 mod election;
 mod follower;
+pub(crate) mod freeze;
 mod heartbeat;
 mod hooks;
 mod id_claim;
@@ -27,6 +28,8 @@ mod session;
 mod source;
 mod status;
 
+#[cfg_attr(not(feature = "testing"), allow(unused_imports))]
+pub(crate) use freeze::Freezer;
 pub use hooks::{Hooks, LeadershipChange};
 pub use id_claim::{ClaimedId, IdClaimer};
 pub use instance::InstanceId;

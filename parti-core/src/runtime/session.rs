@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::context::{Applied, OwnedTask, Session, Shared, stopped, within};
+use super::context::{Applied, Session, Shared, stopped, within};
 use super::status::{Stage, WorkerAssignment};
 use super::{ClaimedId, IdClaimer, PartitionSource, election, follower, heartbeat};
 use crate::store::{Bucket, Operation};
@@ -86,9 +86,9 @@ async fn run_session<B: Bucket, P: PartitionSource>(
     let (stop_tasks, task_stop) = watch::channel(false);
     // The heartbeat stops last: while it lives the leader grants none of our partitions.
     let (stop_beats, beats_stop) = watch::channel(false);
-    let mut beats = OwnedTask::spawn(heartbeat::run(session.clone(), beats_stop));
-    let mut following = OwnedTask::spawn(follower::run(session.clone(), task_stop.clone()));
-    let mut leading = OwnedTask::spawn(election::run(session.clone(), task_stop.clone()));
+    let mut beats = session.spawn(heartbeat::run(session.clone(), beats_stop));
+    let mut following = session.spawn(follower::run(session.clone(), task_stop.clone()));
+    let mut leading = session.spawn(election::run(session.clone(), task_stop.clone()));
 
     let config = &shared.config;
     let hold = config.id_ttl - config.margin_for(config.id_ttl);
