@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use parti_strategy::PartitionId;
 
 use super::WorkerAssignment;
+use super::op::{OpId, OpIds};
 use crate::wire::{AssignmentRecord, Grant};
 
 /// The timings the follower works with.
@@ -39,11 +40,6 @@ pub struct FollowerTimings {
     /// safety margin. A revoke hook is cut there.
     pub release_slack: Duration,
 }
-
-/// Identifies one operation the machine asked for, so a late completion of an abandoned one
-/// is recognised and ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OpId(u64);
 
 /// A renewal of the heartbeat lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +201,7 @@ pub struct FollowerMachine {
     resync: bool,
     next_poll: Option<Instant>,
     op: Option<Op>,
-    next_op: u64,
+    ops: OpIds,
     /// The newest record the watch delivered while an operation ran.
     pending: Option<Option<AssignmentRecord>>,
     stopping: bool,
@@ -226,7 +222,7 @@ impl FollowerMachine {
             resync: true,
             next_poll: None,
             op: None,
-            next_op: 0,
+            ops: OpIds::default(),
             pending: None,
             stopping: false,
             finished: false,
@@ -349,8 +345,7 @@ impl FollowerMachine {
         op: impl FnOnce(OpId) -> (Op, FollowerAction),
         actions: &mut Vec<FollowerAction>,
     ) {
-        let id = OpId(self.next_op);
-        self.next_op += 1;
+        let id = self.ops.next();
         let (op, action) = op(id);
         self.op = Some(op);
         actions.push(action);

@@ -9,10 +9,12 @@
 mod backoff;
 mod calculator;
 mod classify;
+mod election;
 mod emergency;
 mod follower;
 mod handoff;
 mod manager_state;
+mod op;
 mod worker_assignment;
 
 pub use backoff::Backoff;
@@ -20,10 +22,13 @@ pub use calculator::{
     CalculatorPhase, Decision, RebalanceReason, RebalanceScheduler, WindowPolicy,
 };
 pub use classify::{ChangeKind, TopologyChange, classify};
-pub use emergency::EmergencyDetector;
-pub use follower::{
-    FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal, OpId,
+pub use election::{
+    Candidate, CreateOutcome, Deposed, ElectionAction, ElectionCall, ElectionEvent,
+    ElectionMachine, ElectionTimings, LeaderEntry, RenewOutcome,
 };
+pub use emergency::EmergencyDetector;
+pub use follower::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal};
 pub use handoff::{Handoff, ListingTicket, RecordChange, Step};
 pub use manager_state::{InvalidTransition, ManagerState};
+pub use op::OpId;
 pub use worker_assignment::WorkerAssignment;

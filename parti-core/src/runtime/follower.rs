@@ -1,41 +1,52 @@
-//! The follower's executor: runs [`FollowerMachine`] (the rules live there) against the
-//! store and the hooks. It races the one operation in flight — a read, or a hook — against
-//! the machine's deadline, the assignment watch, lease renewals and `stop`, and feeds every
-//! completion, delivery and passing deadline back as an event. Nothing here awaits outside
-//! that race, so a read that hangs or a hook that never returns (but yields, as async code
-//! does) cannot hold the worker past its lease.
+//! The follower's shell: [`FollowerMachine`] (the rules live there) run by the
+//! [executor](super::executor) against the store and the hooks. Its inputs are `stop`, the
+//! heartbeat lease and the watch of this worker's record; its operations are the reads of
+//! the record and of the election entry, and the hooks. Nothing here awaits outside the
+//! executor's race, so a read that hangs or a hook that never returns (but yields, as async
+//! code does) cannot hold the worker past its lease.
 
-use std::future::{Future, pending};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
 
 use super::PartitionSource;
-use super::context::{Applied, Session, next_event, stopped};
+use super::context::{Applied, Session, stopped};
+use super::executor::{self, BoxFuture, Delivery, KeyWatch, Machine, Operation, Shell};
 use crate::decide::{
     FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId, WorkerAssignment,
 };
-use crate::store::{Bucket, Entry, StoreResult, WatchEvent, WatchFrom, WatchStream};
+use crate::store::{Bucket, Entry};
 use crate::wire::{AssignmentRecord, LEADER_KEY, LeaderRecord, WireRecord};
 use crate::{Error, Result};
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+impl Machine for FollowerMachine {
+    type Event = FollowerEvent;
+    type Action = FollowerAction;
 
-/// The operation in flight: its id and the future that yields its completion event (a read,
-/// or a hook); dropping it abandons the operation.
-struct InFlight {
-    id: OpId,
-    done: BoxFuture<FollowerEvent>,
+    fn handle(&mut self, event: FollowerEvent, now: std::time::Instant) -> Vec<FollowerAction> {
+        FollowerMachine::handle(self, event, now)
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        FollowerMachine::next_deadline(self)
+    }
+
+    fn is_finished(&self) -> bool {
+        FollowerMachine::is_finished(self)
+    }
+
+    fn tick() -> FollowerEvent {
+        FollowerEvent::Tick
+    }
 }
 
 /// Follows this worker's record until `stop`, then releases every partition.
 pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     session: Arc<Session<B, P>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let config = &session.config;
     let mut machine = FollowerMachine::new(FollowerTimings {
@@ -44,152 +55,102 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         release_slack: config.margin_for(config.heartbeat_ttl) / 2,
     });
     let mut lease = session.status.watch_lease();
-    let mut watch: Option<WatchStream> = None;
-    let mut watch_setup: Option<BoxFuture<StoreResult<WatchStream>>> = None;
-    let mut watch_retry = Instant::now();
-    let mut in_flight: Option<InFlight> = None;
-    let mut stop_sent = false;
-    let mut event = FollowerEvent::Lease(*lease.borrow_and_update());
-    loop {
-        let now = Instant::now();
-        for action in machine.handle(event, now.into_std()) {
-            carry_out(&session, action, &mut in_flight);
-        }
-        if machine.is_finished() {
-            break;
-        }
-        if watch.is_none() && watch_setup.is_none() && Instant::now() >= watch_retry {
-            let session = session.clone();
-            watch_setup = Some(Box::pin(async move {
-                let key = session.worker_id.as_str();
-                session.buckets.assignment.watch(key, WatchFrom::Now).await
-            }));
-        }
-        let deadline = machine.next_deadline().map(Instant::from_std);
-        event = tokio::select! {
-            biased;
-            () = stopped(&mut stop), if !stop_sent => {
-                stop_sent = true;
-                FollowerEvent::Stop
-            }
-            Ok(()) = lease.changed() => FollowerEvent::Lease(*lease.borrow_and_update()),
-            // A passed deadline goes before the operation in flight: after a pause (the
-            // process stopped, the runtime starved) the machine sees the time first, and a
-            // hook it abandons is not polled again.
-            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                FollowerEvent::Tick
-            }
-            done = completion(&mut in_flight) => {
-                in_flight = None;
-                done
-            }
-            delivered = next_event(&mut watch) => match delivered {
-                Some(Ok(WatchEvent::Put(entry))) if entry.key == session.worker_id.as_str() => {
-                    match decode_record(&session, &entry) {
-                        Ok(record) => FollowerEvent::Delivered(Some(record)),
-                        Err(()) => FollowerEvent::Tick,
-                    }
-                }
-                Some(Ok(WatchEvent::Delete { key, .. })) if key == session.worker_id.as_str() => {
-                    FollowerEvent::Delivered(None)
-                }
-                Some(Ok(_)) => FollowerEvent::Tick,
-                Some(Err(e)) => {
-                    session.report("assignment watch failed", e);
-                    watch = None;
-                    watch_retry = Instant::now() + session.config.heartbeat_interval;
-                    FollowerEvent::Tick
-                }
-                None => {
-                    watch = None;
-                    FollowerEvent::Tick
-                }
-            },
-            started = setup(&mut watch_setup) => {
-                watch_setup = None;
-                match started {
-                    Ok(stream) => watch = Some(stream),
-                    Err(e) => {
-                        session.report("watching the assignment failed", e);
-                        watch_retry = Instant::now() + session.config.heartbeat_interval;
-                    }
-                }
-                FollowerEvent::Tick
-            }
-        };
-    }
+    let first = FollowerEvent::Lease(*lease.borrow_and_update());
+    let watch = KeyWatch::new(
+        session.buckets.assignment.clone(),
+        session.worker_id.as_str(),
+        config.heartbeat_interval,
+    );
+    let mut shell = FollowerShell {
+        session: session.clone(),
+        lease,
+        stop,
+        stop_sent: false,
+        watch,
+    };
+    executor::run(&mut machine, &mut shell, first).await;
     session.status.set_assignment(None::<WorkerAssignment>);
 }
 
-/// The completion of the operation in flight; pending forever when there is none.
-async fn completion(in_flight: &mut Option<InFlight>) -> FollowerEvent {
-    match in_flight {
-        Some(op) => (&mut op.done).await,
-        None => pending().await,
-    }
+/// The follower's inputs and outputs: the lease, `stop`, the watch of its record, the
+/// store and the hooks.
+struct FollowerShell<B, P> {
+    session: Arc<Session<B, P>>,
+    lease: watch::Receiver<Option<crate::decide::LeaseRenewal>>,
+    stop: watch::Receiver<bool>,
+    stop_sent: bool,
+    watch: KeyWatch<B>,
 }
 
-/// The watch being set up; pending forever when there is none.
-async fn setup(
-    watch_setup: &mut Option<BoxFuture<StoreResult<WatchStream>>>,
-) -> StoreResult<WatchStream> {
-    match watch_setup {
-        Some(future) => future.await,
-        None => pending().await,
+impl<B: Bucket, P: PartitionSource> Shell<FollowerMachine> for FollowerShell<B, P> {
+    fn carry_out(&mut self, action: FollowerAction, operation: &mut Operation<FollowerEvent>) {
+        carry_out(&self.session, action, operation);
+    }
+
+    async fn next_input(&mut self) -> FollowerEvent {
+        tokio::select! {
+            biased;
+            () = stopped(&mut self.stop), if !self.stop_sent => {
+                self.stop_sent = true;
+                FollowerEvent::Stop
+            }
+            Ok(()) = self.lease.changed() => FollowerEvent::Lease(*self.lease.borrow_and_update()),
+            delivered = self.watch.next() => match delivered {
+                Delivery::Put(entry) => match decode_record(&self.session, &entry) {
+                    Ok(record) => FollowerEvent::Delivered(Some(record)),
+                    Err(()) => FollowerEvent::Tick,
+                },
+                Delivery::Deleted => FollowerEvent::Delivered(None),
+                Delivery::Failed(e) => {
+                    self.session.report("watching the assignment failed", e);
+                    FollowerEvent::Tick
+                }
+            },
+        }
     }
 }
 
 fn carry_out<B: Bucket, P: PartitionSource>(
     session: &Arc<Session<B, P>>,
     action: FollowerAction,
-    in_flight: &mut Option<InFlight>,
+    operation: &mut Operation<FollowerEvent>,
 ) {
     match action {
         FollowerAction::ReadRecord(id) => {
             let session = session.clone();
-            *in_flight = Some(InFlight {
-                id,
-                done: Box::pin(async move {
-                    let key = session.worker_id.as_str();
-                    let outcome = match session.buckets.assignment.get(key).await {
-                        Ok(Some(entry)) => decode_record(&session, &entry).map(Some),
-                        Ok(None) => Ok(None),
-                        Err(e) => {
-                            session.report("reading the assignment failed", e);
-                            Err(())
-                        }
-                    };
-                    FollowerEvent::RecordRead { op: id, outcome }
-                }),
+            operation.start(id, async move {
+                let key = session.worker_id.as_str();
+                let outcome = match session.buckets.assignment.get(key).await {
+                    Ok(Some(entry)) => decode_record(&session, &entry).map(Some),
+                    Ok(None) => Ok(None),
+                    Err(e) => {
+                        session.report("reading the assignment failed", e);
+                        Err(())
+                    }
+                };
+                FollowerEvent::RecordRead { op: id, outcome }
             });
         }
         FollowerAction::ReadTerm(id) => {
             let session = session.clone();
-            *in_flight = Some(InFlight {
-                id,
-                done: Box::pin(async move {
-                    let outcome = current_term(&session).await.map_err(|e| {
-                        session.report("reading the leader before applying a grant failed", e);
-                    });
-                    FollowerEvent::TermRead { op: id, outcome }
-                }),
+            operation.start(id, async move {
+                let outcome = current_term(&session).await.map_err(|e| {
+                    session.report("reading the leader before applying a grant failed", e);
+                });
+                FollowerEvent::TermRead { op: id, outcome }
             });
         }
         // The hook is called here, at once: even when the machine abandons it right after
         // (its deadline has passed), the application has been told.
         FollowerAction::Revoke(id, partitions) => {
             let hook = session.status.hooks().revoked(partitions);
-            *in_flight = Some(hook_done(session, id, hook, "on_revoked"));
+            operation.start(id, hook_done(session, id, hook, "on_revoked"));
         }
         FollowerAction::Grant(id, grants) => {
             let hook = session.status.hooks().assigned(grants);
-            *in_flight = Some(hook_done(session, id, hook, "on_assigned"));
+            operation.start(id, hook_done(session, id, hook, "on_assigned"));
         }
-        FollowerAction::Cancel(id) => {
-            if in_flight.as_ref().is_some_and(|op| op.id == id) {
-                *in_flight = None;
-            }
-        }
+        FollowerAction::Cancel(id) => operation.cancel(id),
         FollowerAction::Publish(assignment) => {
             tracing::debug!(
                 worker = %session.worker_id,
@@ -230,20 +191,17 @@ fn hook_done<B: Bucket, P: PartitionSource>(
     id: OpId,
     hook: std::thread::Result<BoxFuture<()>>,
     name: &'static str,
-) -> InFlight {
+) -> impl Future<Output = FollowerEvent> + Send + 'static {
     let session = session.clone();
-    InFlight {
-        id,
-        done: Box::pin(async move {
-            let panicked = match hook {
-                Ok(hook) => AssertUnwindSafe(hook).catch_unwind().await.is_err(),
-                Err(_) => true,
-            };
-            if panicked {
-                session.report("a hook failed", Error::HookPanicked { hook: name });
-            }
-            FollowerEvent::HookDone { op: id, panicked }
-        }),
+    async move {
+        let panicked = match hook {
+            Ok(hook) => AssertUnwindSafe(hook).catch_unwind().await.is_err(),
+            Err(_) => true,
+        };
+        if panicked {
+            session.report("a hook failed", Error::HookPanicked { hook: name });
+        }
+        FollowerEvent::HookDone { op: id, panicked }
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod context;
 mod election;
+mod executor;
 mod follower;
 pub(crate) mod freeze;
 mod heartbeat;

@@ -1,0 +1,195 @@
+//! The one executor: runs a sans-IO machine of [`decide`](crate::decide) against the store
+//! and the hooks. It feeds the machine an event, carries out the actions it returns (an
+//! operation — a store call, a hook — is started as a future that yields its completion
+//! event), and then races, in this order, the inputs from outside (`stop`, the lease, a
+//! watch), the machine's next deadline and the operation in flight. The winner is the next
+//! event. Nothing else is awaited, so a call that hangs or a hook that never returns (but
+//! yields, as async code does) cannot hold a machine past its deadline; and after a pause
+//! (a frozen process, a starved runtime) the machine sees the time before an abandoned
+//! operation is polled again.
+
+use std::future::{Future, pending};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until};
+
+use crate::decide::OpId;
+use crate::store::{Bucket, Entry, StoreError, StoreResult, WatchEvent, WatchFrom, WatchStream};
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A machine the executor can run: events in, actions out, time passed in.
+pub(crate) trait Machine {
+    /// What it is fed.
+    type Event: Send;
+    /// What it asks for.
+    type Action;
+    /// Feeds one event at `now`; returns what to do, in order.
+    fn handle(&mut self, event: Self::Event, now: std::time::Instant) -> Vec<Self::Action>;
+    /// When it must next be woken with [`tick`](Self::tick), if ever.
+    fn next_deadline(&self) -> Option<std::time::Instant>;
+    /// Whether it has finished (the executor then returns).
+    fn is_finished(&self) -> bool;
+    /// The event that only tells it the time.
+    fn tick() -> Self::Event;
+}
+
+/// What runs around one machine: it carries out actions and delivers outside events.
+pub(crate) trait Shell<M: Machine>: Send {
+    /// Carries out one action at once; an operation is started with [`Operation::start`].
+    fn carry_out(&mut self, action: M::Action, operation: &mut Operation<M::Event>);
+    /// The next event from outside (`stop`, a lease, a watch). Cancel-safe: the executor
+    /// drops it whenever the deadline or the operation wins the race.
+    fn next_input(&mut self) -> impl Future<Output = M::Event> + Send;
+}
+
+/// The one operation in flight: its id and the future that yields its completion event.
+/// Dropping the future abandons the operation.
+pub(crate) struct Operation<E> {
+    running: Option<(OpId, BoxFuture<E>)>,
+}
+
+impl<E> Default for Operation<E> {
+    fn default() -> Self {
+        Self { running: None }
+    }
+}
+
+impl<E> Operation<E> {
+    /// Starts `id`: `done` runs only while the executor polls it, and yields the event that
+    /// reports its completion.
+    pub(crate) fn start(&mut self, id: OpId, done: impl Future<Output = E> + Send + 'static) {
+        self.running = Some((id, Box::pin(done)));
+    }
+
+    /// Abandons `id` (drops its future) if it is the one in flight.
+    pub(crate) fn cancel(&mut self, id: OpId) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|(running, _)| *running == id)
+        {
+            self.running = None;
+        }
+    }
+
+    /// The completion of the operation in flight; pending forever when there is none.
+    async fn completion(&mut self) -> E {
+        match &mut self.running {
+            Some((_, done)) => {
+                let event = done.await;
+                self.running = None;
+                event
+            }
+            None => pending().await,
+        }
+    }
+}
+
+/// Runs `machine`, starting with `first`, until it has finished.
+pub(crate) async fn run<M: Machine, S: Shell<M>>(machine: &mut M, shell: &mut S, first: M::Event) {
+    let mut operation = Operation::default();
+    let mut event = first;
+    loop {
+        for action in machine.handle(event, Instant::now().into_std()) {
+            shell.carry_out(action, &mut operation);
+        }
+        if machine.is_finished() {
+            return;
+        }
+        let deadline = machine.next_deadline().map(Instant::from_std);
+        event = tokio::select! {
+            biased;
+            // Outside events first: a lease renewed just before its end must not be taken
+            // for a lapse. The machines check their deadlines on every event, so this order
+            // cannot keep one past a deadline.
+            input = shell.next_input() => input,
+            // A passed deadline before the operation: an abandoned hook is not polled again.
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                M::tick()
+            }
+            done = operation.completion() => done,
+        };
+    }
+}
+
+/// What a [`KeyWatch`] delivers.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// The key was written.
+    Put(Entry),
+    /// The key was deleted (or expired).
+    Deleted,
+    /// The watch failed; it is set up again after the retry delay.
+    Failed(StoreError),
+}
+
+/// A watch of one key that sets itself up (again after a failure or an end, after a
+/// delay), for a shell's [`next_input`](Shell::next_input).
+pub(crate) struct KeyWatch<B> {
+    bucket: B,
+    key: String,
+    stream: Option<WatchStream>,
+    setup: Option<BoxFuture<StoreResult<WatchStream>>>,
+    retry_at: Instant,
+    retry: Duration,
+}
+
+impl<B: Bucket> KeyWatch<B> {
+    /// A watch of `key` in `bucket` from now on, set up at the first call of
+    /// [`next`](Self::next) and `retry` after each failure.
+    pub(crate) fn new(bucket: B, key: impl Into<String>, retry: Duration) -> Self {
+        Self {
+            bucket,
+            key: key.into(),
+            stream: None,
+            setup: None,
+            retry_at: Instant::now(),
+            retry,
+        }
+    }
+
+    /// The next change of the key. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Delivery {
+        loop {
+            if let Some(stream) = &mut self.stream {
+                match stream.next().await {
+                    Some(Ok(WatchEvent::Put(entry))) if entry.key == self.key => {
+                        return Delivery::Put(entry);
+                    }
+                    Some(Ok(WatchEvent::Delete { key, .. })) if key == self.key => {
+                        return Delivery::Deleted;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        self.stream = None;
+                        self.retry_at = Instant::now() + self.retry;
+                        return Delivery::Failed(e);
+                    }
+                    None => {
+                        self.stream = None;
+                        self.retry_at = Instant::now() + self.retry;
+                    }
+                }
+            } else if let Some(setup) = &mut self.setup {
+                let started = setup.await;
+                self.setup = None;
+                match started {
+                    Ok(stream) => self.stream = Some(stream),
+                    Err(e) => {
+                        self.retry_at = Instant::now() + self.retry;
+                        return Delivery::Failed(e);
+                    }
+                }
+            } else {
+                sleep_until(self.retry_at).await;
+                let (bucket, key) = (self.bucket.clone(), self.key.clone());
+                self.setup = Some(Box::pin(
+                    async move { bucket.watch(&key, WatchFrom::Now).await },
+                ));
+            }
+        }
+    }
+}
