@@ -6,40 +6,27 @@
 use std::time::{Duration, Instant};
 
 use super::ChangeKind;
+use crate::wire::Lifecycle;
 
-/// What the calculator is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CalculatorPhase {
-    /// Nothing pending.
-    Idle,
-    /// A stabilization window is open.
-    Scaling,
-    /// A window-driven rebalance is being computed and published.
-    Rebalancing,
-    /// An emergency (or refresh) rebalance is being computed and published.
-    Emergency,
-}
-
-impl CalculatorPhase {
-    /// Whether `self → to` is a valid transition: Idle → Scaling → Rebalancing → Idle,
-    /// Idle/Scaling → Emergency → Idle, and a change during a rebalance opening a window
-    /// right after it (Rebalancing/Emergency → Scaling).
-    pub fn can_become(self, to: CalculatorPhase) -> bool {
-        use CalculatorPhase::*;
-        matches!(
-            (self, to),
-            (Idle, Scaling)
-                | (Idle, Emergency)
-                | (Scaling, Rebalancing)
-                | (Scaling, Emergency)
-                | (Rebalancing, Idle)
-                | (Rebalancing, Scaling)
-                | (Rebalancing, Emergency)
-                | (Emergency, Idle)
-                | (Emergency, Scaling)
-                | (Emergency, Emergency)
-        )
-    }
+/// Whether the calculator may move from phase `from` to `to`: Stable → Scaling →
+/// Rebalancing → Stable, Stable/Scaling → Emergency → Stable, and a change during a
+/// rebalance opening a window right after it (Rebalancing/Emergency → Scaling). The phases
+/// are [`Lifecycle`]'s: what the scheduler is doing is what the leader publishes.
+pub fn phase_can_become(from: Lifecycle, to: Lifecycle) -> bool {
+    use Lifecycle::*;
+    matches!(
+        (from, to),
+        (Stable, Scaling)
+            | (Stable, Emergency)
+            | (Scaling, Rebalancing)
+            | (Scaling, Emergency)
+            | (Rebalancing, Stable)
+            | (Rebalancing, Scaling)
+            | (Rebalancing, Emergency)
+            | (Emergency, Stable)
+            | (Emergency, Scaling)
+            | (Emergency, Emergency)
+    )
 }
 
 /// Why a rebalance runs.
@@ -157,7 +144,7 @@ impl Window {
 #[derive(Debug, Clone)]
 pub struct RebalanceScheduler {
     policy: WindowPolicy,
-    phase: CalculatorPhase,
+    phase: Lifecycle,
     window: Option<Window>,
     last_rebalance_end: Option<Instant>,
     /// Changes seen during a running rebalance: the most urgent immediate reason, and
@@ -167,11 +154,11 @@ pub struct RebalanceScheduler {
 }
 
 impl RebalanceScheduler {
-    /// A scheduler in [`CalculatorPhase::Idle`].
+    /// A scheduler in [`Lifecycle::Stable`].
     pub fn new(policy: WindowPolicy) -> Self {
         Self {
             policy,
-            phase: CalculatorPhase::Idle,
+            phase: Lifecycle::Stable,
             window: None,
             last_rebalance_end: None,
             queued_immediate: None,
@@ -180,7 +167,7 @@ impl RebalanceScheduler {
     }
 
     /// The current phase.
-    pub fn phase(&self) -> CalculatorPhase {
+    pub fn phase(&self) -> Lifecycle {
         self.phase
     }
 
@@ -190,9 +177,9 @@ impl RebalanceScheduler {
         self.last_rebalance_end = Some(at);
     }
 
-    fn enter(&mut self, phase: CalculatorPhase) {
+    fn enter(&mut self, phase: Lifecycle) {
         debug_assert!(
-            self.phase == phase || self.phase.can_become(phase),
+            self.phase == phase || phase_can_become(self.phase, phase),
             "calculator transition {:?} → {phase:?}",
             self.phase
         );
@@ -200,10 +187,7 @@ impl RebalanceScheduler {
     }
 
     fn rebalancing(&self) -> bool {
-        matches!(
-            self.phase,
-            CalculatorPhase::Rebalancing | CalculatorPhase::Emergency
-        )
+        matches!(self.phase, Lifecycle::Rebalancing | Lifecycle::Emergency)
     }
 
     /// A topology change of `kind` happened at `now`.
@@ -244,7 +228,7 @@ impl RebalanceScheduler {
                         ));
                     }
                 }
-                self.enter(CalculatorPhase::Scaling);
+                self.enter(Lifecycle::Scaling);
                 self.poll(now)
             }
             ChangeKind::PlannedScale => {
@@ -259,7 +243,7 @@ impl RebalanceScheduler {
                         ));
                     }
                 }
-                self.enter(CalculatorPhase::Scaling);
+                self.enter(Lifecycle::Scaling);
                 self.poll(now)
             }
         }
@@ -278,7 +262,7 @@ impl RebalanceScheduler {
     fn immediately(&mut self, reason: RebalanceReason) -> Decision {
         // The rebalance covers whatever the open window was waiting for.
         self.window = None;
-        self.enter(CalculatorPhase::Emergency);
+        self.enter(Lifecycle::Emergency);
         Decision::Rebalance(reason)
     }
 
@@ -302,7 +286,7 @@ impl RebalanceScheduler {
             return Decision::WakeAt(ready_at);
         }
         self.window = None;
-        self.enter(CalculatorPhase::Rebalancing);
+        self.enter(Lifecycle::Rebalancing);
         Decision::Rebalance(window.reason)
     }
 
@@ -315,10 +299,10 @@ impl RebalanceScheduler {
         if let Some(reason) = self.queued_immediate.take() {
             // Pending window changes are covered by this rebalance too.
             self.queued_windowed = None;
-            self.enter(CalculatorPhase::Emergency);
+            self.enter(Lifecycle::Emergency);
             return Decision::Rebalance(reason);
         }
-        self.enter(CalculatorPhase::Idle);
+        self.enter(Lifecycle::Stable);
         match self.queued_windowed.take() {
             Some(kind) => self.on_change(kind, now),
             None => Decision::Nothing,
@@ -350,15 +334,15 @@ mod tests {
             scheduler.on_change(ChangeKind::ColdStart, t0),
             Decision::WakeAt(t0 + 30 * S)
         );
-        assert_eq!(scheduler.phase(), CalculatorPhase::Scaling);
+        assert_eq!(scheduler.phase(), Lifecycle::Scaling);
         assert_eq!(scheduler.poll(t0 + 29 * S), Decision::WakeAt(t0 + 30 * S));
         assert_eq!(
             scheduler.poll(t0 + 30 * S),
             Decision::Rebalance(RebalanceReason::ColdStart)
         );
-        assert_eq!(scheduler.phase(), CalculatorPhase::Rebalancing);
+        assert_eq!(scheduler.phase(), Lifecycle::Rebalancing);
         assert_eq!(scheduler.finished(t0 + 30 * S), Decision::Nothing);
-        assert_eq!(scheduler.phase(), CalculatorPhase::Idle);
+        assert_eq!(scheduler.phase(), Lifecycle::Stable);
     }
 
     #[test]
@@ -399,7 +383,7 @@ mod tests {
             scheduler.on_change(ChangeKind::Emergency, t0 + S),
             Decision::Rebalance(RebalanceReason::Emergency)
         );
-        assert_eq!(scheduler.phase(), CalculatorPhase::Emergency);
+        assert_eq!(scheduler.phase(), Lifecycle::Emergency);
         assert_eq!(scheduler.finished(t0 + S), Decision::Nothing);
         assert_eq!(
             scheduler.poll(t0 + 11 * S),

@@ -561,6 +561,8 @@ impl ElectionMachine {
         let lease_end = sent + self.timings.hold;
         self.state = match outcome {
             CreateOutcome::Won(term) if now < lease_end => {
+                // A new calculator starts idle, whatever an earlier term ended in.
+                self.phase = Lifecycle::Stable;
                 actions.push(ElectionAction::Elected { term, lease_end });
                 State::Leading(Leading {
                     term,

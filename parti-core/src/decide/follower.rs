@@ -644,7 +644,9 @@ impl FollowerMachine {
             term_seen: self.highest_term,
         });
         self.held = next;
-        actions.push(FollowerAction::Publish(self.held.clone()));
+        // The grant hook is called before the grants are published: nothing shows a
+        // partition as owned (`owns`, the assignment watch) before the application has
+        // been told of it.
         if !assigned.is_empty() {
             self.start_op(
                 |id| {
@@ -659,6 +661,7 @@ impl FollowerMachine {
                 actions,
             );
         }
+        actions.push(FollowerAction::Publish(self.held.clone()));
     }
 }
 

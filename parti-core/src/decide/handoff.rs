@@ -47,6 +47,10 @@ struct Holder {
     awaiting: Option<Awaiting>,
     /// Write the record at the next step even if unchanged.
     rewrite: bool,
+    /// The record a step asked to write and whose write has not been reported yet: the
+    /// worker may hold it as soon as it lands, so a confirmation meanwhile (of what the
+    /// worker applied before) does not drop it from what it may hold.
+    writing: Option<BTreeSet<PartitionId>>,
 }
 
 impl Holder {
@@ -56,11 +60,15 @@ impl Holder {
             may_hold: MayHold::Known(BTreeSet::new()),
             awaiting: None,
             rewrite: false,
+            writing: None,
         }
     }
 
+    /// Confirmed to hold at most its record — and whatever a write under way may grant.
     fn confirm(&mut self) {
-        self.may_hold = MayHold::Known(self.record.clone().unwrap_or_default());
+        let mut may_hold = self.record.clone().unwrap_or_default();
+        may_hold.extend(self.writing.iter().flatten().cloned());
+        self.may_hold = MayHold::Known(may_hold);
         self.awaiting = None;
     }
 }
@@ -152,6 +160,7 @@ impl Handoff {
                         after: ListingTicket(0),
                     }),
                     rewrite: false,
+                    writing: None,
                 },
             );
         }
@@ -253,6 +262,7 @@ impl Handoff {
                 if let MayHold::Known(set) = &mut holder.may_hold {
                     set.extend(partitions.iter().cloned());
                 }
+                holder.writing = Some(partitions.clone());
             }
         }
         step
@@ -272,6 +282,7 @@ impl Handoff {
                     .or_insert_with(Holder::empty);
                 holder.record = Some(partitions.clone());
                 holder.rewrite = false;
+                holder.writing = None;
                 let beyond_record = match &holder.may_hold {
                     MayHold::Known(set) => !set.is_subset(partitions),
                     MayHold::Unknown => true,
@@ -300,6 +311,9 @@ impl Handoff {
             .map(|(worker, version, partitions)| (worker, (version, partitions)))
             .collect();
         for (worker, holder) in &mut self.holders {
+            // What a failed write would have granted is in what the worker may hold; the
+            // records read back say what landed.
+            holder.writing = None;
             match found.remove(worker) {
                 Some((version, partitions)) => {
                     if let MayHold::Known(set) = &mut holder.may_hold {
@@ -336,6 +350,7 @@ impl Handoff {
                     may_hold: MayHold::Unknown,
                     awaiting: Some(Awaiting { version, after }),
                     rewrite: false,
+                    writing: None,
                 },
             );
         }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::wire::Lifecycle;
+
 /// Where a worker's manager is in its life.
 ///
 /// ```text
@@ -121,6 +123,18 @@ pub struct InvalidTransition {
     pub from: ManagerState,
     /// The refused next state.
     pub to: ManagerState,
+}
+
+impl From<Lifecycle> for ManagerState {
+    /// The running state that mirrors the leader's phase.
+    fn from(phase: Lifecycle) -> Self {
+        match phase {
+            Lifecycle::Stable => Self::Stable,
+            Lifecycle::Scaling => Self::Scaling,
+            Lifecycle::Rebalancing => Self::Rebalancing,
+            Lifecycle::Emergency => Self::Emergency,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@ mod election;
 mod emergency;
 mod follower;
 mod handoff;
+mod leader;
 mod manager_state;
 mod op;
 mod worker_assignment;
 
 pub use backoff::Backoff;
 pub use calculator::{
-    CalculatorPhase, Decision, RebalanceReason, RebalanceScheduler, WindowPolicy,
+    Decision, RebalanceReason, RebalanceScheduler, WindowPolicy, phase_can_become,
 };
 pub use classify::{ChangeKind, TopologyChange, classify};
 pub use election::{
@@ -29,6 +30,10 @@ pub use election::{
 pub use emergency::EmergencyDetector;
 pub use follower::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal};
 pub use handoff::{Handoff, ListingTicket, RecordChange, Step};
+pub use leader::{
+    CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
+    CalculatorTimings, Committed, Computed, RecordsRead,
+};
 pub use manager_state::{InvalidTransition, ManagerState};
 pub use op::OpId;
 pub use worker_assignment::WorkerAssignment;

@@ -12,7 +12,7 @@ use super::InstanceId;
 use super::freeze::Freezer;
 use super::status::Status;
 use crate::config::Config;
-use crate::store::{Operation, StoreError, WatchEvent, WatchStream};
+use crate::store::{Operation, StoreError};
 use crate::{Error, Result};
 
 /// The protocol's four buckets.
@@ -80,17 +80,6 @@ impl<B, P> std::ops::Deref for Session<B, P> {
 
     fn deref(&self) -> &Self::Target {
         &self.shared
-    }
-}
-
-/// The next event of an optional watch; pending forever when there is none, so it can sit
-/// in a `select!` next to the poll that re-creates the watch.
-pub(crate) async fn next_event(
-    watch: &mut Option<WatchStream>,
-) -> Option<Result<WatchEvent, StoreError>> {
-    match watch {
-        Some(stream) => stream.next().await,
-        None => pending().await,
     }
 }
 
@@ -171,10 +160,6 @@ impl<T> OwnedTask<T> {
     pub(crate) fn detach(mut self) {
         self.0.take();
     }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        self.0.as_ref().is_none_or(JoinHandle::is_finished)
-    }
 }
 
 impl<T> Drop for OwnedTask<T> {
@@ -205,7 +190,6 @@ mod tests {
             () = runs.ended() => panic!("a running task counted as ended"),
             () = panics.ended() => {}
         }
-        assert!(panics.is_finished());
         assert!(panics.join().await.is_none(), "ended and forgotten");
         let outcome = tokio::time::timeout(Duration::from_secs(60), runs.ended()).await;
         assert!(outcome.is_err(), "a running task counted as ended");

@@ -1,22 +1,31 @@
-//! Leader election: every worker tries to `create` the leader key; the winner's term is the
-//! revision of that create. The leader renews by compare-and-set every `election_ttl / 3`,
-//! writes its calculator's phase into the record, and on any failed renewal stops its
-//! calculator *before* anything else. A leader never acts past the end of its lease, which
-//! it measures from the send time of its last acknowledged renewal (minus the safety margin).
+//! The election's shell: [`ElectionMachine`] (the rules live there: campaign on an absent
+//! entry, the term is the winning create's revision, renew by compare-and-set every
+//! `election_ttl / 3`, the lease measured from the send time of the last acknowledged
+//! renewal minus the safety margin, deposed at its end whatever is in flight) run by the
+//! [executor](super::executor). Its inputs are `stop`, the watch of the leader entry and, while
+//! leading, the calculator's phase and end; its operations are the reads, the create, the
+//! renewals and the release on stop. When deposed it stops the calculator *before* anything
+//! else, then fires the leadership hook.
 
+use std::future::pending;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::Instant;
 
 use super::PartitionSource;
-use super::context::{Session, next_event, stopped};
+use super::context::{OwnedTask, Session, stopped};
+use super::executor::{self, Delivery, KeyWatch, Machine, Operation, Shell};
 use super::hooks::LeadershipChange;
 use super::leader;
 use super::status::LeaderInfo;
 use crate::Error;
-use crate::store::{Bucket, Entry, Revision, StoreError, WatchEvent, WatchFrom};
+use crate::decide::{
+    Candidate, CreateOutcome, Deposed, ElectionAction, ElectionCall, ElectionEvent,
+    ElectionMachine, ElectionTimings, LeaderEntry, RenewOutcome,
+};
+use crate::store::{Bucket, Entry, Revision, StoreError};
 use crate::wire::{LEADER_KEY, LeaderRecord, Lifecycle, WireRecord};
 
 /// The end of the leader's lease as the leader measures it, shared with its calculator.
@@ -41,10 +50,6 @@ impl Lease {
         Instant::now() < *self.lock()
     }
 
-    fn valid_until(&self) -> Instant {
-        *self.lock()
-    }
-
     fn extend(&self, until: Instant) {
         let mut valid_until = self.lock();
         *valid_until = until.max(*valid_until);
@@ -54,111 +59,274 @@ impl Lease {
 /// Campaigns, leads when elected, and campaigns again after losing the lease, until `stop`.
 pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     session: Arc<Session<B, P>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    while let Some(won) = campaign(&session, &mut stop).await {
-        lead(&session, won, &mut stop).await;
-        if *stop.borrow() {
-            return;
-        }
+    let config = &session.config;
+    let renew_interval = config.election_renew_interval();
+    let timings = ElectionTimings {
+        hold: config.election_ttl - config.margin_for(config.election_ttl),
+        renew_interval,
+        retry: retry_delay(renew_interval),
+    };
+    let me = Candidate {
+        worker_id: session.worker_id.clone(),
+        instance_id: session.instance.to_string(),
+    };
+    let mut machine = ElectionMachine::new(me, timings, Instant::now().into_std());
+    let watch = KeyWatch::new(session.buckets.election.clone(), LEADER_KEY, timings.retry);
+    let mut shell = ElectionShell {
+        session: session.clone(),
+        stop,
+        stop_sent: false,
+        watch,
+        leading: None,
+    };
+    executor::run(&mut machine, &mut shell, ElectionEvent::Tick).await;
+    // (Deposed first, if it led: the machine asks for that before it finishes.)
+    session.status.set_leader(None);
+}
+
+impl Machine for ElectionMachine {
+    type Event = ElectionEvent;
+    type Action = ElectionAction;
+
+    fn handle(&mut self, event: ElectionEvent, now: std::time::Instant) -> Vec<ElectionAction> {
+        ElectionMachine::handle(self, event, now)
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        ElectionMachine::next_deadline(self)
+    }
+
+    fn is_finished(&self) -> bool {
+        ElectionMachine::is_finished(self)
+    }
+
+    fn tick() -> ElectionEvent {
+        ElectionEvent::Tick
     }
 }
 
-/// A won election: the create's revision (the term) and when the create was sent.
-struct Won {
-    revision: Revision,
-    sent: Instant,
+/// What a leader runs: its calculator, the lease it shares with it, and the calculator's
+/// phase (dropping it aborts the calculator).
+struct Leadership {
+    lease: Arc<Lease>,
+    calculator: OwnedTask<()>,
+    phase: watch::Receiver<Lifecycle>,
 }
 
-fn leader_info(entry: &Entry, record: &LeaderRecord) -> LeaderInfo {
-    LeaderInfo {
-        worker_id: record.worker_id.clone(),
-        term: record.term_at(entry.revision.get()),
-        phase: record.phase,
-    }
+/// The election's inputs and outputs: `stop`, the watch of the leader entry, the
+/// calculator (its phase, its end), the store and the status.
+struct ElectionShell<B, P> {
+    session: Arc<Session<B, P>>,
+    stop: watch::Receiver<bool>,
+    stop_sent: bool,
+    watch: KeyWatch<B>,
+    leading: Option<Leadership>,
 }
 
-/// Follows the leader key until this worker wins it (`None`: stopped first).
-async fn campaign<B: Bucket, P: PartitionSource>(
-    session: &Session<B, P>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<Won> {
-    let bucket = &session.buckets.election;
-    let poll = session.config.election_renew_interval();
-    let retry = retry_delay(poll);
-    let mut watch = None;
-    loop {
-        if watch.is_none() {
-            let started = tokio::select! {
-                biased;
-                () = stopped(stop) => return None,
-                started = bucket.watch(LEADER_KEY, WatchFrom::Now) => started,
-            };
-            match started {
-                Ok(stream) => watch = Some(stream),
-                Err(e) => session.report("watching the leader failed", e),
+impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, P> {
+    fn carry_out(&mut self, action: ElectionAction, operation: &mut Operation<ElectionEvent>) {
+        let session = &self.session;
+        match action {
+            ElectionAction::Read(op) => {
+                let session = session.clone();
+                operation.start(op, async move {
+                    let outcome = read_entry(&session).await.map_err(|e| {
+                        session.report("reading the leader failed", e);
+                    });
+                    ElectionEvent::Read { op, outcome }
+                });
             }
-        }
-        let current = tokio::select! {
-            biased;
-            () = stopped(stop) => return None,
-            current = bucket.get(LEADER_KEY) => current,
-        };
-        match current {
-            Ok(Some(entry)) => observe(session, &entry),
-            Ok(None) => {
-                session.status.set_leader(None);
-                let record = LeaderRecord {
-                    worker_id: session.worker_id.clone(),
-                    instance_id: session.instance.to_string(),
-                    term: 0,
-                    phase: Lifecycle::Stable,
-                };
-                let sent = Instant::now();
-                let value = record.encode().ok()?;
-                let created = tokio::select! {
-                    biased;
-                    () = stopped(stop) => return None,
-                    created = bucket.create(LEADER_KEY, value) => created,
-                };
-                match created {
-                    Ok(revision) => return Some(Won { revision, sent }),
-                    Err(StoreError::AlreadyExists { .. }) => continue,
-                    Err(e) => session.report("campaigning failed", e),
+            ElectionAction::Create(op, record) => {
+                let session = session.clone();
+                operation.start(op, async move {
+                    let bucket = &session.buckets.election;
+                    let outcome = match encode(&record) {
+                        Ok(value) => match bucket.create(LEADER_KEY, value).await {
+                            Ok(revision) => CreateOutcome::Won(revision.get()),
+                            Err(StoreError::AlreadyExists { .. }) => CreateOutcome::Taken,
+                            Err(e) => {
+                                session.report("campaigning failed", e);
+                                CreateOutcome::Failed
+                            }
+                        },
+                        Err(e) => {
+                            session.report("encoding the leader record failed", e);
+                            CreateOutcome::Failed
+                        }
+                    };
+                    ElectionEvent::Created { op, outcome }
+                });
+            }
+            ElectionAction::Renew {
+                op,
+                revision,
+                record,
+            } => {
+                let session = session.clone();
+                operation.start(op, async move {
+                    let bucket = &session.buckets.election;
+                    let outcome = match encode(&record) {
+                        Ok(value) => {
+                            match bucket
+                                .update(LEADER_KEY, value, Revision::new(revision))
+                                .await
+                            {
+                                Ok(revision) => RenewOutcome::Renewed(revision.get()),
+                                Err(StoreError::Conflict { .. }) => RenewOutcome::Conflict,
+                                Err(e) => {
+                                    session.report("renewing the leader lease failed", e);
+                                    RenewOutcome::Failed
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            session.report("encoding the leader record failed", e);
+                            RenewOutcome::Failed
+                        }
+                    };
+                    ElectionEvent::Renewed { op, outcome }
+                });
+            }
+            ElectionAction::Release { op, revision } => {
+                let session = session.clone();
+                operation.start(op, async move {
+                    let bucket = &session.buckets.election;
+                    match bucket
+                        .delete(LEADER_KEY, Some(Revision::new(revision)))
+                        .await
+                    {
+                        // A successor's entry (a conflict) is left alone.
+                        Ok(()) | Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => session.report("releasing the leader lease failed", e),
+                    }
+                    ElectionEvent::Released { op }
+                });
+            }
+            ElectionAction::Cancel(op) => operation.cancel(op),
+            ElectionAction::Elected { term, lease_end } => {
+                tracing::info!(worker = %session.worker_id, term, "elected leader");
+                let lease = Arc::new(Lease::new(Instant::from_std(lease_end)));
+                let (phase_tx, phase) = watch::channel(Lifecycle::Stable);
+                let calculator =
+                    session.spawn(leader::run(session.clone(), term, lease.clone(), phase_tx));
+                self.leading = Some(Leadership {
+                    lease,
+                    calculator,
+                    phase,
+                });
+                session.status.set_is_leader(LeadershipChange {
+                    is_leader: true,
+                    term,
+                });
+            }
+            ElectionAction::LeaseExtended { lease_end } => {
+                if let Some(leading) = &self.leading {
+                    leading.lease.extend(Instant::from_std(lease_end));
                 }
             }
-            Err(e) => session.report("reading the leader failed", e),
-        }
-        // Wait for the key to change (puts are read straight from the event), or poll.
-        let deadline = Instant::now() + poll;
-        loop {
-            tokio::select! {
-                biased;
-                () = stopped(stop) => return None,
-                event = next_event(&mut watch) => match event {
-                    Some(Ok(WatchEvent::Put(entry))) if entry.key == LEADER_KEY => {
-                        observe(session, &entry);
-                        continue;
+            ElectionAction::Deposed { term, reason } => {
+                // Stop the calculator before anything else: it must not act on a lost
+                // lease (aborted, it is not polled again). Then tell the application: the
+                // leadership hook is user code.
+                drop(self.leading.take());
+                match reason {
+                    Deposed::LeaseEnded => {
+                        tracing::warn!(worker = %session.worker_id, term, "leader lease ran out");
                     }
-                    Some(Ok(WatchEvent::Delete { .. })) => {}
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        session.report("leader watch failed", e);
-                        watch = None;
-                        sleep(retry).await;
+                    Deposed::CalculatorEnded => {
+                        session.report("leader", Error::TaskEnded { task: "calculator" });
                     }
-                    None => watch = None,
-                },
-                () = sleep_until(deadline) => {}
+                    Deposed::Replaced | Deposed::Stopping => {}
+                }
+                session.status.set_is_leader(LeadershipChange {
+                    is_leader: false,
+                    term,
+                });
+                tracing::info!(worker = %session.worker_id, term, ?reason, "no longer leader");
             }
-            break;
+            ElectionAction::ShowLeader(entry) => {
+                session.status.set_leader(entry.map(|entry| LeaderInfo {
+                    worker_id: entry.record.worker_id.clone(),
+                    term: entry.term(),
+                    phase: entry.record.phase,
+                }));
+            }
+            ElectionAction::TimedOut(ElectionCall::Release) => tracing::warn!(
+                worker = %session.worker_id,
+                "releasing the leader lease timed out; it expires by its TTL"
+            ),
+            ElectionAction::TimedOut(call) => {
+                tracing::debug!(worker = %session.worker_id, ?call, "an election call ran into its deadline");
+            }
+            ElectionAction::Finished => {}
+        }
+    }
+
+    async fn next_input(&mut self) -> ElectionEvent {
+        tokio::select! {
+            biased;
+            () = stopped(&mut self.stop), if !self.stop_sent => {
+                self.stop_sent = true;
+                ElectionEvent::Stop
+            }
+            event = leadership_event(&mut self.leading) => event,
+            delivered = self.watch.next() => match delivered {
+                Delivery::Put(entry) => match decode(&self.session, &entry) {
+                    Ok(entry) => ElectionEvent::Delivered(Some(entry)),
+                    Err(()) => ElectionEvent::Tick,
+                },
+                Delivery::Deleted(_) => ElectionEvent::Delivered(None),
+                Delivery::Failed(e) => {
+                    self.session.report("leader watch failed", e);
+                    ElectionEvent::Tick
+                }
+            },
         }
     }
 }
 
-fn observe<B: Bucket, P>(session: &Session<B, P>, entry: &Entry) {
+/// The calculator's end or its next phase; pending while none runs.
+async fn leadership_event(leading: &mut Option<Leadership>) -> ElectionEvent {
+    let Some(leading) = leading else {
+        return pending().await;
+    };
+    tokio::select! {
+        biased;
+        () = leading.calculator.ended() => ElectionEvent::CalculatorEnded,
+        Ok(()) = leading.phase.changed() => {
+            ElectionEvent::Phase(*leading.phase.borrow_and_update())
+        }
+        else => pending().await,
+    }
+}
+
+fn encode(record: &LeaderRecord) -> Result<bytes::Bytes, Error> {
+    record.encode().map_err(Into::into)
+}
+
+/// Reads the leader entry.
+async fn read_entry<B: Bucket, P>(session: &Session<B, P>) -> Result<Option<LeaderEntry>, Error> {
+    match session.buckets.election.get(LEADER_KEY).await? {
+        Some(entry) => decode(session, &entry).map(Some).map_err(|()| {
+            Error::Store(StoreError::unavailable(
+                crate::store::Operation::Get,
+                "the leader record is unreadable",
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// Decodes the leader entry; an unreadable one is reported (it is waited out: it expires by
+/// its TTL) and shows as no leader.
+fn decode<B: Bucket, P>(session: &Session<B, P>, entry: &Entry) -> Result<LeaderEntry, ()> {
     match LeaderRecord::decode(&entry.value) {
-        Ok(record) => session.status.set_leader(Some(leader_info(entry, &record))),
+        Ok(record) => Ok(LeaderEntry {
+            revision: entry.revision.get(),
+            record,
+        }),
         Err(source) => {
             session.status.set_leader(None);
             session.report(
@@ -169,151 +337,12 @@ fn observe<B: Bucket, P>(session: &Session<B, P>, entry: &Entry) {
                     source,
                 },
             );
+            Err(())
         }
     }
-}
-
-/// The leader lease ended before a renewal was acknowledged: stop leading (not a stop).
-fn lease_ran_out<B: Bucket, P>(session: &Session<B, P>, term: u64) -> bool {
-    tracing::warn!(worker = %session.worker_id, term, "leader lease ran out");
-    false
 }
 
 /// How long to wait before retrying a failed store operation.
 fn retry_delay(interval: Duration) -> Duration {
     (interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
-}
-
-/// Leads until the lease is lost or `stop`; the calculator has ended when this returns, and
-/// on `stop` the lease is released so that another worker takes over at once.
-async fn lead<B: Bucket, P: PartitionSource>(
-    session: &Arc<Session<B, P>>,
-    won: Won,
-    stop: &mut watch::Receiver<bool>,
-) {
-    let config = &session.config;
-    let bucket = &session.buckets.election;
-    let term = won.revision.get();
-    let hold = config.election_ttl - config.margin_for(config.election_ttl);
-    let lease = Arc::new(Lease::new(won.sent + hold));
-    let mut revision = won.revision;
-    let mut record = LeaderRecord {
-        worker_id: session.worker_id.clone(),
-        instance_id: session.instance.to_string(),
-        term,
-        phase: Lifecycle::Stable,
-    };
-    tracing::info!(worker = %session.worker_id, term, "elected leader");
-    session.status.set_is_leader(LeadershipChange {
-        is_leader: true,
-        term,
-    });
-    let (phase_tx, mut phase_rx) = watch::channel(Lifecycle::Stable);
-    let calculator = session.spawn(leader::run(session.clone(), term, lease.clone(), phase_tx));
-    let renew_every = config.election_renew_interval();
-    let retry = retry_delay(renew_every);
-    // The first renewal writes the term into the record at once.
-    let mut next_renewal = Instant::now();
-    let mut reread = false;
-    let stopping = loop {
-        tokio::select! {
-            biased;
-            () = stopped(stop) => break true,
-            () = sleep_until(lease.valid_until()) => break lease_ran_out(session, term),
-            Ok(()) = phase_rx.changed() => next_renewal = Instant::now(),
-            () = sleep_until(next_renewal) => {}
-        }
-        if Instant::now() < next_renewal {
-            continue;
-        }
-        if calculator.is_finished() {
-            session.report("leader", Error::TaskEnded { task: "calculator" });
-            break false;
-        }
-        // Every store call races the lease end (and `stop`): a call that hangs must not keep
-        // this worker the leader past its lease.
-        let lease_end = lease.valid_until();
-        if reread {
-            // The last renewal's outcome is unknown: adopt it if it landed.
-            let current = tokio::select! {
-                biased;
-                () = stopped(stop) => break true,
-                () = sleep_until(lease_end) => break lease_ran_out(session, term),
-                current = bucket.get(LEADER_KEY) => current,
-            };
-            match current {
-                Ok(Some(entry)) => match LeaderRecord::decode(&entry.value) {
-                    Ok(current)
-                        if current.instance_id == record.instance_id
-                            && current.term_at(entry.revision.get()) == term =>
-                    {
-                        revision = entry.revision;
-                        reread = false;
-                    }
-                    _ => break false,
-                },
-                Ok(None) => break false,
-                Err(e) => {
-                    session.report("reading the leader lease failed", e);
-                    next_renewal = Instant::now() + retry;
-                    continue;
-                }
-            }
-        }
-        record.phase = *phase_rx.borrow_and_update();
-        let sent = Instant::now();
-        let value = match record.encode() {
-            Ok(value) => value,
-            Err(e) => {
-                session.report("encoding the leader record failed", e);
-                break false;
-            }
-        };
-        let renewed = tokio::select! {
-            biased;
-            () = stopped(stop) => break true,
-            () = sleep_until(lease_end) => break lease_ran_out(session, term),
-            renewed = bucket.update(LEADER_KEY, value, revision) => renewed,
-        };
-        match renewed {
-            Ok(new_revision) => {
-                revision = new_revision;
-                lease.extend(sent + hold);
-                next_renewal = sent + renew_every;
-                session.status.set_leader(Some(LeaderInfo {
-                    worker_id: session.worker_id.clone(),
-                    term,
-                    phase: record.phase,
-                }));
-            }
-            Err(StoreError::Conflict { .. }) => break false,
-            Err(e) => {
-                reread = true;
-                session.report("renewing the leader lease failed", e);
-                next_renewal = Instant::now() + retry;
-            }
-        }
-    };
-    // Stop the calculator before anything else: it must not act on a lost lease. (Aborting
-    // cancels its I/O at once; awaiting waits only for the task to be dropped.) Then tell
-    // the application: the leadership hook is user code.
-    calculator.abort().await;
-    session.status.set_is_leader(LeadershipChange {
-        is_leader: false,
-        term,
-    });
-    tracing::info!(worker = %session.worker_id, term, stopping, "no longer leader");
-    if stopping {
-        // Release at our revision: a successor's lease (if any) is left alone. Bounded: a
-        // release that cannot get through only means the lease expires by its TTL.
-        match tokio::time::timeout(renew_every, bucket.delete(LEADER_KEY, Some(revision))).await {
-            Ok(Ok(()) | Err(StoreError::Conflict { .. })) => {}
-            Ok(Err(e)) => session.report("releasing the leader lease failed", e),
-            Err(_) => tracing::warn!(
-                worker = %session.worker_id,
-                "releasing the leader lease timed out; it expires by its TTL"
-            ),
-        }
-    }
-    session.status.set_leader(None);
 }

@@ -121,16 +121,18 @@ pub(crate) enum Delivery {
     /// The key was written.
     Put(Entry),
     /// The key was deleted (or expired).
-    Deleted,
+    Deleted(String),
     /// The watch failed; it is set up again after the retry delay.
     Failed(StoreError),
 }
 
-/// A watch of one key that sets itself up (again after a failure or an end, after a
-/// delay), for a shell's [`next_input`](Shell::next_input).
+/// A watch of one key, or of every key with a prefix, that sets itself up (again after a
+/// failure or an end, after a delay), for a shell's [`next_input`](Shell::next_input).
 pub(crate) struct KeyWatch<B> {
     bucket: B,
     key: String,
+    /// Whether every key starting with `key` counts (else only `key` itself).
+    prefix: bool,
     stream: Option<WatchStream>,
     setup: Option<BoxFuture<StoreResult<WatchStream>>>,
     retry_at: Instant,
@@ -144,10 +146,27 @@ impl<B: Bucket> KeyWatch<B> {
         Self {
             bucket,
             key: key.into(),
+            prefix: false,
             stream: None,
             setup: None,
             retry_at: Instant::now(),
             retry,
+        }
+    }
+
+    /// A watch of every key starting with `prefix`.
+    pub(crate) fn prefix(bucket: B, prefix: impl Into<String>, retry: Duration) -> Self {
+        Self {
+            prefix: true,
+            ..Self::new(bucket, prefix, retry)
+        }
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        if self.prefix {
+            key.starts_with(&self.key)
+        } else {
+            key == self.key
         }
     }
 
@@ -156,11 +175,11 @@ impl<B: Bucket> KeyWatch<B> {
         loop {
             if let Some(stream) = &mut self.stream {
                 match stream.next().await {
-                    Some(Ok(WatchEvent::Put(entry))) if entry.key == self.key => {
+                    Some(Ok(WatchEvent::Put(entry))) if self.matches(&entry.key) => {
                         return Delivery::Put(entry);
                     }
-                    Some(Ok(WatchEvent::Delete { key, .. })) if key == self.key => {
-                        return Delivery::Deleted;
+                    Some(Ok(WatchEvent::Delete { key, .. })) if self.matches(&key) => {
+                        return Delivery::Deleted(key);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {

@@ -100,7 +100,7 @@ impl<B: Bucket, P: PartitionSource> Shell<FollowerMachine> for FollowerShell<B, 
                     Ok(record) => FollowerEvent::Delivered(Some(record)),
                     Err(()) => FollowerEvent::Tick,
                 },
-                Delivery::Deleted => FollowerEvent::Delivered(None),
+                Delivery::Deleted(_) => FollowerEvent::Delivered(None),
                 Delivery::Failed(e) => {
                     self.session.report("watching the assignment failed", e);
                     FollowerEvent::Tick

@@ -1,32 +1,36 @@
-//! The leader's calculator: a thin shell that feeds heartbeats, refresh requests and time to
-//! the pure [`decide`](crate::decide) logic and carries out its decisions with the strategy
-//! and the publisher.
+//! The leader's calculator shell: [`CalculatorMachine`] (the rules live there: observe,
+//! classify, schedule, plan, hand off, retry) run by the [executor](super::executor). Its
+//! inputs are the watch of the heartbeats (the fast path; listings are the machine's
+//! safety net) and the watch of the `refresh` key; its operations are reading the
+//! assignment records, listing heartbeats, writing handoff steps (compare-and-set, checked
+//! against the election lease before each write), computing a rebalance with the source
+//! and the strategy, and a new leader's coverage check. Heartbeats keep arriving while an
+//! operation runs, and every operation has the machine's deadline.
 //!
-//! Heartbeats arrive by watch (the fast path) and by listing every `heartbeat_interval / 2`
-//! (the safety net, and the way to notice expiry on a backend that cannot report it). They
-//! also carry each worker's applied version, which is what the [handoff
-//! planner](crate::decide::Handoff) waits for before granting a moved partition: every
-//! rebalance only sets a target, and the records move towards it in safe steps.
+//! The leader's copy of the records ([`Records`]) is shared with the operation that uses
+//! it: taken for a write and put back after; an abandoned write loses it, and the machine
+//! reads the records back before writing again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use parti_strategy::{Assignment, Partition, PartitionId, StrategyInput, Worker, WorkerId};
+use parti_strategy::{Partition, PartitionId, StrategyInput, Worker, WorkerId};
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 
 use super::PartitionSource;
-use super::context::{Session, next_event, within};
+use super::context::Session;
 use super::election::Lease;
+use super::executor::{self, Delivery, KeyWatch, Machine, Operation, Shell};
 use super::publish::Records;
 use crate::decide::{
-    Backoff, CalculatorPhase, Decision, EmergencyDetector, Handoff, RebalanceReason,
-    RebalanceScheduler, WindowPolicy, classify,
+    Backoff, CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
+    CalculatorTimings, Computed, RecordsRead, WindowPolicy,
 };
-use crate::store::Operation::{Keys, Update};
-use crate::store::{Bucket, WatchEvent, WatchFrom};
+use crate::store::{Bucket, Operation as StoreOperation, StoreError};
 use crate::telemetry;
 use crate::wire::{Heartbeat, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireRecord, worker_number};
 use crate::{Error, Result};
@@ -39,507 +43,405 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     lease: Arc<Lease>,
     phase: watch::Sender<Lifecycle>,
 ) {
-    let poll = session.config.heartbeat_poll_interval();
-    let records = loop {
-        let report = |e| session.report("reading the assignment records failed", e);
-        let bucket = &session.buckets.assignment;
-        let load = Records::load(bucket, report);
-        match within(session.config.heartbeat_ttl, Keys, bucket.name(), "", load).await {
-            Ok(records) => break records,
-            Err(e) => session.report("reading the assignment records failed", e),
-        }
-        sleep(poll).await;
-    };
     let config = &session.config;
-    let mut calculator = Calculator {
-        term,
-        lease,
-        phase,
-        target: records.assignment(),
-        members: records.workers(),
-        handoff: Handoff::resume(records.contents()),
-        handing_off: None,
-        retry_handoff: None,
-        live: BTreeSet::new(),
-        detector: EmergencyDetector::new(config.emergency_grace),
-        scheduler: RebalanceScheduler::new(WindowPolicy {
+    let retry = retry_delay(config.heartbeat_interval);
+    let timings = CalculatorTimings {
+        poll_interval: config.heartbeat_poll_interval(),
+        call_timeout: config.heartbeat_ttl,
+        retry,
+        emergency_grace: config.emergency_grace,
+        restart_ratio: config.restart_ratio,
+        windows: WindowPolicy {
             cold_start_window: config.cold_start_window,
             planned_scale_window: config.planned_scale_window,
             cooldown: config.cooldown,
-        }),
-        records,
-        wake: None,
-        last_partitions: None,
-        retry_refresh: None,
-        source_backoff: Backoff::new(
-            retry_delay(config.heartbeat_interval),
-            config.heartbeat_ttl.max(config.heartbeat_interval),
-            worker_number(session.worker_id.as_str())
-                .unwrap_or(0)
-                .into(),
-        ),
-        session,
+        },
     };
-    calculator.run().await;
+    let backoff = Backoff::new(
+        retry,
+        config.heartbeat_ttl.max(config.heartbeat_interval),
+        worker_number(session.worker_id.as_str())
+            .unwrap_or(0)
+            .into(),
+    );
+    let mut machine = CalculatorMachine::new(term, timings, backoff, Instant::now().into_std());
+    let heartbeats = KeyWatch::prefix(session.buckets.heartbeat.clone(), WORKER_ID_PREFIX, retry);
+    let refreshes = KeyWatch::new(session.buckets.election.clone(), REFRESH_KEY, retry);
+    let mut shell = CalculatorShell {
+        session,
+        term,
+        lease,
+        phase,
+        records: Arc::default(),
+        heartbeats,
+        refreshes,
+        call_timeout: timings.call_timeout,
+    };
+    executor::run(&mut machine, &mut shell, CalculatorEvent::Tick).await;
 }
 
-struct Calculator<B, P> {
+impl Machine for CalculatorMachine {
+    type Event = CalculatorEvent;
+    type Action = CalculatorAction;
+
+    fn handle(&mut self, event: CalculatorEvent, now: std::time::Instant) -> Vec<CalculatorAction> {
+        CalculatorMachine::handle(self, event, now)
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        CalculatorMachine::next_deadline(self)
+    }
+
+    fn is_finished(&self) -> bool {
+        false
+    }
+
+    fn tick() -> CalculatorEvent {
+        CalculatorEvent::Tick
+    }
+}
+
+/// The leader's copy of the assignment records, shared with the operation using it, and
+/// the highest version it has ever known (kept when the copy is lost with an abandoned
+/// write, so versions never repeat).
+#[derive(Debug, Default)]
+struct SharedRecords {
+    records: Mutex<Option<Records>>,
+    version: AtomicU64,
+}
+
+impl SharedRecords {
+    fn lock(&self) -> MutexGuard<'_, Option<Records>> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the copy (`None`: lost, or in use).
+    fn take(&self) -> Option<Records> {
+        self.lock().take()
+    }
+
+    /// Puts a copy back, its version raised to the highest ever known.
+    fn put(&self, mut records: Records) {
+        let version = self.version.fetch_max(records.version(), Ordering::SeqCst);
+        records.raise_version(version);
+        *self.lock() = Some(records);
+    }
+}
+
+struct CalculatorShell<B, P> {
     session: Arc<Session<B, P>>,
     term: u64,
     lease: Arc<Lease>,
     phase: watch::Sender<Lifecycle>,
-    records: Records,
-    /// The assignment aimed at (at first, what the records say).
-    target: Assignment,
-    /// Moves the records towards `target` without granting anything still held elsewhere.
-    handoff: Handoff,
-    /// The lifecycle of the rebalance whose handoff is still under way, and when it began.
-    handing_off: Option<(Lifecycle, Instant)>,
-    /// When to try the handoff's writes again after a failure.
-    retry_handoff: Option<Instant>,
-    /// The workers the current plan counts in.
-    members: BTreeSet<WorkerId>,
-    /// The workers with a live heartbeat.
-    live: BTreeSet<WorkerId>,
-    detector: EmergencyDetector,
-    scheduler: RebalanceScheduler,
-    /// When the scheduler asked to be polled.
-    wake: Option<Instant>,
-    /// The partitions the source gave last: what a rebalance uses while the source fails.
-    last_partitions: Option<Vec<Partition>>,
-    /// When to ask the source again after it failed (a refresh then).
-    retry_refresh: Option<Instant>,
-    /// How long to wait between failed source or strategy calls.
-    source_backoff: Backoff,
+    records: Arc<SharedRecords>,
+    heartbeats: KeyWatch<B>,
+    refreshes: KeyWatch<B>,
+    call_timeout: Duration,
 }
 
-impl<B: Bucket, P: PartitionSource> Calculator<B, P> {
-    async fn run(&mut self) {
-        let poll = self.session.config.heartbeat_poll_interval();
-        let buckets = self.session.buckets.clone();
-        let mut heartbeats = None;
-        let mut refreshes = None;
-        // The first listing happens once the watch is set up, so nothing falls in between.
-        let mut next_poll = Instant::now();
-        let mut first = true;
-        loop {
-            if heartbeats.is_none() {
-                match buckets
-                    .heartbeat
-                    .watch(WORKER_ID_PREFIX, WatchFrom::Now)
-                    .await
-                {
-                    Ok(stream) => heartbeats = Some(stream),
-                    Err(e) => self.session.report("watching heartbeats failed", e),
-                }
+impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell<B, P> {
+    fn carry_out(&mut self, action: CalculatorAction, operation: &mut Operation<CalculatorEvent>) {
+        let session = &self.session;
+        match action {
+            CalculatorAction::Load(op) => {
+                let (session, shared) = (session.clone(), self.records.clone());
+                operation.start(op, async move {
+                    let report = |e| session.report("reading the assignment records failed", e);
+                    let outcome = match Records::load(&session.buckets.assignment, report).await {
+                        Ok(records) => {
+                            let read = RecordsRead {
+                                contents: records.contents(),
+                                assignment: records.assignment(),
+                            };
+                            shared.put(records);
+                            Ok(read)
+                        }
+                        Err(e) => {
+                            session.report("reading the assignment records failed", e);
+                            Err(())
+                        }
+                    };
+                    CalculatorEvent::Loaded { op, outcome }
+                });
             }
-            if refreshes.is_none() {
-                match buckets.election.watch(REFRESH_KEY, WatchFrom::Now).await {
-                    Ok(stream) => refreshes = Some(stream),
-                    Err(e) => self.session.report("watching refresh requests failed", e),
-                }
+            CalculatorAction::List(op) => {
+                let session = session.clone();
+                operation.start(op, async move {
+                    let listing = session.buckets.heartbeat.entries(WORKER_ID_PREFIX).await;
+                    let outcome = match listing {
+                        Ok(entries) => Ok(entries
+                            .iter()
+                            .filter_map(|entry| {
+                                let worker = heartbeat_worker(&entry.key)?;
+                                Some((worker, applied_version(&entry.value)))
+                            })
+                            .collect::<BTreeMap<WorkerId, u64>>()),
+                        Err(e) => {
+                            session.report("listing heartbeats failed", e);
+                            Err(())
+                        }
+                    };
+                    CalculatorEvent::Listed { op, outcome }
+                });
             }
-            if std::mem::take(&mut first) {
-                self.list_heartbeats().await;
-                next_poll = Instant::now() + poll;
-                if !self.records.is_empty() {
-                    self.resume().await;
-                }
+            CalculatorAction::Write {
+                op,
+                step,
+                lifecycle,
+                min_version,
+            } => {
+                let (session, shared, lease) =
+                    (session.clone(), self.records.clone(), self.lease.clone());
+                let term = self.term;
+                operation.start(op, async move {
+                    let mut committed = Vec::new();
+                    let Some(mut records) = shared.take() else {
+                        // Lost with an abandoned write: the machine reads them back first,
+                        // so this does not happen; if it did, a read-back is what helps.
+                        return CalculatorEvent::Written {
+                            op,
+                            committed,
+                            failed: true,
+                        };
+                    };
+                    records.raise_version(min_version);
+                    let bucket = &session.buckets.assignment;
+                    let written = records
+                        .write(bucket, &step, &mut committed, term, lifecycle, || {
+                            lease.is_valid()
+                        })
+                        .await;
+                    shared.put(records);
+                    let failed = match written {
+                        Ok(published) => {
+                            tracing::debug!(
+                                term,
+                                version = published.version,
+                                written = published.written,
+                                deleted = published.deleted,
+                                "handoff step"
+                            );
+                            false
+                        }
+                        Err(e) => {
+                            session.report("writing assignment records failed", e);
+                            true
+                        }
+                    };
+                    CalculatorEvent::Written {
+                        op,
+                        committed,
+                        failed,
+                    }
+                });
             }
-            let deadline = [
-                self.wake,
-                self.retry_handoff,
-                self.retry_refresh,
-                self.detector.next_deadline().map(Instant::from_std),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_poll)
-            .min(next_poll);
-            let decision = tokio::select! {
-                biased;
-                event = next_event(&mut heartbeats) => {
-                    match event {
-                        Some(Ok(WatchEvent::Put(entry))) => {
-                            if let Some(worker) = heartbeat_worker(&entry.key) {
-                                let applied = applied_version(&entry.value);
-                                self.records.raise_version(applied);
-                                if self.handoff.applied(&worker, applied) {
-                                    self.advance().await;
-                                }
-                                self.live.insert(worker);
+            CalculatorAction::Compute {
+                op,
+                reason,
+                workers,
+                previous,
+                fallback,
+                source,
+            } => {
+                let session = session.clone();
+                let limit = self.call_timeout;
+                operation.start(op, async move {
+                    let partitions = if source {
+                        partitions(&session, limit).await
+                    } else {
+                        Err(Error::Source("not asked".into()))
+                    };
+                    let (partitions, source_failed) = match (partitions, fallback) {
+                        (Ok(partitions), _) => (partitions, false),
+                        (Err(e), Some(last)) => {
+                            if source {
+                                session.report(
+                                    "reading partitions failed; using the last good list",
+                                    e,
+                                );
                             }
+                            (last, source)
                         }
-                        Some(Ok(WatchEvent::Delete { key, .. })) => {
-                            self.live.remove(&WorkerId::new(&key));
+                        (Err(e), None) => {
+                            session.report("rebalance failed", e);
+                            return CalculatorEvent::Computed {
+                                op,
+                                outcome: Err(()),
+                            };
                         }
-                        Some(Err(e)) => {
-                            self.session.report("heartbeat watch failed", e);
-                            heartbeats = None;
+                    };
+                    let workers: Vec<Worker> = workers.into_iter().map(Worker::new).collect();
+                    let input = StrategyInput::new(&workers, &partitions).with_previous(&previous);
+                    // The strategy may be the user's: a panic is a failure to retry, not
+                    // the end of the calculator.
+                    let strategy = &session.strategy;
+                    let assigned = catch_unwind(AssertUnwindSafe(|| strategy.assign(&input)))
+                        .map_err(|_| Error::StrategyPanicked)
+                        .and_then(|assigned| assigned.map_err(Error::from));
+                    let outcome = match assigned {
+                        Ok(assignment) => Ok(Computed {
+                            assignment,
+                            partitions,
+                            source_failed,
+                        }),
+                        Err(e) => {
+                            session.report("rebalance failed", e);
+                            Err(())
                         }
-                        None => heartbeats = None,
-                    }
-                    self.observe()
-                }
-                event = next_event(&mut refreshes) => match event {
-                    Some(Ok(WatchEvent::Put(entry))) if entry.key == REFRESH_KEY => {
-                        tracing::info!(term = self.term, "partition refresh requested");
-                        self.scheduler.on_refresh(Instant::now().into_std())
-                    }
-                    Some(Ok(_)) => Decision::Nothing,
-                    Some(Err(e)) => {
-                        self.session.report("refresh watch failed", e);
-                        refreshes = None;
-                        Decision::Nothing
-                    }
-                    None => {
-                        refreshes = None;
-                        Decision::Nothing
-                    }
+                    };
+                    tracing::trace!(reason = reason.as_str(), "rebalance computed");
+                    CalculatorEvent::Computed { op, outcome }
+                });
+            }
+            CalculatorAction::CheckCoverage(op) => {
+                let (session, shared) = (session.clone(), self.records.clone());
+                let limit = self.call_timeout;
+                operation.start(op, async move {
+                    let outcome = match partitions(&session, limit).await {
+                        Ok(partitions) => {
+                            let ids: BTreeSet<PartitionId> =
+                                partitions.iter().map(|p| p.id().clone()).collect();
+                            let covered = shared
+                                .lock()
+                                .as_ref()
+                                .is_some_and(|records| records.covers_exactly(&ids));
+                            Ok((covered, partitions))
+                        }
+                        Err(e) => {
+                            session.report("reading partitions failed", e);
+                            Err(())
+                        }
+                    };
+                    CalculatorEvent::Covered { op, outcome }
+                });
+            }
+            CalculatorAction::Cancel(op) => operation.cancel(op),
+            CalculatorAction::Phase(lifecycle) => {
+                self.phase.send_if_modified(|current| {
+                    let changed = *current != lifecycle;
+                    *current = lifecycle;
+                    changed
+                });
+            }
+            CalculatorAction::Note(note) => self.note(note),
+        }
+    }
+
+    async fn next_input(&mut self) -> CalculatorEvent {
+        tokio::select! {
+            biased;
+            delivered = self.heartbeats.next() => match delivered {
+                Delivery::Put(entry) => match heartbeat_worker(&entry.key) {
+                    Some(worker) => CalculatorEvent::Heartbeat {
+                        worker,
+                        applied: applied_version(&entry.value),
+                    },
+                    None => CalculatorEvent::Tick,
                 },
-                () = sleep_until(deadline) => {
-                    if Instant::now() >= next_poll {
-                        next_poll = Instant::now() + poll;
-                        if self.list_heartbeats().await {
-                            self.advance().await;
-                        }
-                    }
-                    if self.retry_handoff.is_some_and(|at| Instant::now() >= at) {
-                        self.retry_handoff = None;
-                        self.advance().await;
-                    }
-                    let retry = self.retry_refresh.is_some_and(|at| Instant::now() >= at);
-                    match self.observe() {
-                        Decision::Nothing if retry => {
-                            self.retry_refresh = None;
-                            self.scheduler.on_refresh(Instant::now().into_std())
-                        }
-                        Decision::Nothing => self.scheduler.poll(Instant::now().into_std()),
-                        decision => decision,
-                    }
+                Delivery::Deleted(key) => match heartbeat_worker(&key) {
+                    Some(worker) => CalculatorEvent::HeartbeatGone(worker),
+                    None => CalculatorEvent::Tick,
+                },
+                Delivery::Failed(e) => {
+                    self.session.report("heartbeat watch failed", e);
+                    CalculatorEvent::Tick
                 }
-            };
-            self.carry_out(decision).await;
-        }
-    }
-
-    /// A new leader of a fleet that already holds assignments: no cold start, planned
-    /// changes respect the cooldown from now, every record is stamped with this term (so
-    /// workers re-reading one accept it), and records that do not cover the partitions
-    /// exactly (a predecessor's half-done handoff) lead to a rebalance at once.
-    async fn resume(&mut self) {
-        self.scheduler.resume_after(Instant::now().into_std());
-        self.handoff.rewrite_all();
-        self.handoff.plan(self.members.clone(), &self.target);
-        self.advance().await;
-        let decision = self.check_coverage().await;
-        self.carry_out(decision).await;
-    }
-
-    /// Lists the heartbeats: the live set, and for the handoff, who reported what and who
-    /// is absent. Returns whether that confirmed a worker's release.
-    async fn list_heartbeats(&mut self) -> bool {
-        let ticket = self.handoff.listing_ticket();
-        // Bounded: a listing that hangs (a stream electing its leader) is retried at the
-        // next poll rather than holding the calculator.
-        let limit = self.session.config.heartbeat_interval;
-        let bucket = &self.session.buckets.heartbeat;
-        let listing = bucket.entries(WORKER_ID_PREFIX);
-        match within(limit, Keys, bucket.name(), WORKER_ID_PREFIX, listing).await {
-            Ok(entries) => {
-                let present: BTreeMap<WorkerId, u64> = entries
-                    .iter()
-                    .filter_map(|entry| {
-                        let worker = heartbeat_worker(&entry.key)?;
-                        Some((worker, applied_version(&entry.value)))
-                    })
-                    .collect();
-                if let Some(highest) = present.values().max() {
-                    self.records.raise_version(*highest);
+            },
+            delivered = self.refreshes.next() => match delivered {
+                Delivery::Put(_) => {
+                    tracing::info!(term = self.term, "partition refresh requested");
+                    CalculatorEvent::Refresh
                 }
-                self.live = present.keys().cloned().collect();
-                self.handoff.listed(ticket, &present)
-            }
-            Err(e) => {
-                self.session.report("listing heartbeats failed", e);
-                false
-            }
-        }
-    }
-
-    /// Feeds the live set to the detector and the scheduler.
-    fn observe(&mut self) -> Decision {
-        let now = Instant::now().into_std();
-        let lost = self.detector.observe(&self.members, &self.live, now);
-        let joined: Vec<WorkerId> = self.live.difference(&self.members).cloned().collect();
-        if lost.is_empty() && joined.is_empty() {
-            return Decision::Nothing;
-        }
-        let mut next = self.members.clone();
-        for worker in &lost {
-            next.remove(worker);
-        }
-        next.extend(joined);
-        let Some(change) = classify(&self.members, &next, self.session.config.restart_ratio) else {
-            return Decision::Nothing;
-        };
-        tracing::info!(
-            term = self.term,
-            kind = change.kind.as_str(),
-            joined = ?change.joined,
-            left = ?change.left,
-            "topology change"
-        );
-        self.members = next;
-        // Lost workers are out of the plan; forget them so a return counts as a join.
-        self.detector.observe(&self.members, &self.live, now);
-        self.scheduler.on_change(change.kind, now)
-    }
-
-    /// A new leader checks that the records cover the partitions exactly once.
-    async fn check_coverage(&mut self) -> Decision {
-        match self.partitions().await {
-            Ok(partitions) => {
-                let ids: BTreeSet<PartitionId> =
-                    partitions.iter().map(|p| p.id().clone()).collect();
-                if self.records.covers_exactly(&ids) {
-                    Decision::Nothing
-                } else {
-                    self.scheduler.on_refresh(Instant::now().into_std())
+                Delivery::Deleted(_) => CalculatorEvent::Tick,
+                Delivery::Failed(e) => {
+                    self.session.report("refresh watch failed", e);
+                    CalculatorEvent::Tick
                 }
-            }
-            Err(e) => {
-                self.session.report("reading partitions failed", e);
-                self.scheduler.on_refresh(Instant::now().into_std())
-            }
-        }
-    }
-
-    /// The source's partitions, within `heartbeat_ttl` (a source that hangs is a failure).
-    /// Success is remembered: a rebalance while the source fails uses the last good list.
-    async fn partitions(&mut self) -> Result<Vec<Partition>> {
-        let limit = self.session.config.heartbeat_ttl;
-        let partitions = match timeout(limit, self.session.source.partitions()).await {
-            Ok(Ok(partitions)) => partitions,
-            Ok(Err(e)) => return Err(Error::Source(e)),
-            Err(_) => {
-                return Err(Error::Source(format!("no answer within {limit:?}").into()));
-            }
-        };
-        self.last_partitions = Some(partitions.clone());
-        Ok(partitions)
-    }
-
-    /// The partitions to plan with: the source's, or while it fails the last good ones (and
-    /// a refresh is scheduled).
-    async fn partitions_or_last(&mut self) -> Result<Vec<Partition>> {
-        match self.partitions().await {
-            Ok(partitions) => Ok(partitions),
-            Err(e) => match self.last_partitions.clone() {
-                Some(last) => {
-                    self.session
-                        .report("reading partitions failed; using the last good list", e);
-                    self.schedule_retry();
-                    Ok(last)
-                }
-                None => Err(e),
             },
         }
     }
+}
 
-    /// Asks for a refresh after the next backoff delay.
-    fn schedule_retry(&mut self) {
-        let at = Instant::now() + self.source_backoff.next_delay();
-        self.retry_refresh = Some(self.retry_refresh.map_or(at, |current| current.min(at)));
-    }
-
-    /// Carries out a decision and every one that follows from it.
-    async fn carry_out(&mut self, mut decision: Decision) {
-        loop {
-            self.publish_phase();
-            match decision {
-                Decision::Nothing => return,
-                Decision::WakeAt(at) => {
-                    self.wake = Some(Instant::from_std(at));
-                    return;
-                }
-                Decision::Rebalance(reason) => {
-                    self.wake = None;
-                    if let Err(e) = self.rebalance(reason).await {
-                        // A retry as data: the main loop asks again (as a refresh) at the
-                        // deadline, and goes on observing meanwhile.
-                        self.session.report("rebalance failed", e);
-                        self.schedule_retry();
+impl<B: Bucket, P> CalculatorShell<B, P> {
+    fn note(&self, note: CalculatorNote) {
+        let (session, term) = (&self.session, self.term);
+        match note {
+            CalculatorNote::TopologyChange { kind, joined, left } => tracing::info!(
+                term,
+                kind = kind.as_str(),
+                joined = ?joined,
+                left = ?left,
+                "topology change"
+            ),
+            CalculatorNote::Planned {
+                reason,
+                workers,
+                partitions,
+                moved,
+                took,
+            } => {
+                tracing::info!(
+                    term,
+                    reason = reason.as_str(),
+                    workers,
+                    partitions,
+                    moved,
+                    "planned assignment"
+                );
+                telemetry::rebalance(&session.worker_id, reason, took, moved, workers);
+            }
+            CalculatorNote::NoWorkers(reason) => {
+                tracing::info!(term, reason = reason.as_str(), "no workers to assign to")
+            }
+            CalculatorNote::RebalanceFailed { retry_in } => {
+                tracing::debug!(term, ?retry_in, "rebalance failed; retried as a refresh");
+            }
+            CalculatorNote::StepWritten {
+                changes,
+                waiting_for,
+            } => tracing::debug!(term, changes, waiting_for = ?waiting_for, "handoff step written"),
+            CalculatorNote::HandoffComplete { took } => {
+                tracing::info!(term, ?took, "handoff complete");
+                telemetry::handoff(&session.worker_id, took);
+            }
+            CalculatorNote::TimedOut(call) => {
+                let message = format!("no answer within the deadline ({call:?})");
+                let error = match call {
+                    CalculatorCall::Load | CalculatorCall::List => {
+                        Error::Store(StoreError::unavailable(StoreOperation::Keys, message))
                     }
-                    decision = self.scheduler.finished(Instant::now().into_std());
-                }
+                    CalculatorCall::Write => Error::Store(StoreError::OutcomeUnknown {
+                        operation: StoreOperation::Update,
+                        bucket: session.buckets.assignment.name().to_owned(),
+                        key: String::new(),
+                        message,
+                        source: None,
+                    }),
+                    CalculatorCall::Compute | CalculatorCall::Coverage => {
+                        Error::Source(message.into())
+                    }
+                };
+                session.report("the leader abandoned a call", error);
             }
         }
-    }
-
-    fn publish_phase(&self) {
-        let lifecycle = match self.scheduler.phase() {
-            CalculatorPhase::Idle => self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l),
-            CalculatorPhase::Scaling => Lifecycle::Scaling,
-            CalculatorPhase::Rebalancing => Lifecycle::Rebalancing,
-            CalculatorPhase::Emergency => Lifecycle::Emergency,
-        };
-        self.phase.send_if_modified(|current| {
-            let changed = *current != lifecycle;
-            *current = lifecycle;
-            changed
-        });
-    }
-
-    /// After a failed write: re-read the records and tell the planner what they are.
-    async fn reload(&mut self) {
-        let report = |e| {
-            self.session
-                .report("reading the assignment records failed", e)
-        };
-        let bucket = &self.session.buckets.assignment;
-        let load = Records::load(bucket, report);
-        let limit = self.session.config.heartbeat_ttl;
-        if let Ok(records) = within(limit, Keys, bucket.name(), "", load).await {
-            self.handoff.reconcile(records.contents());
-            let version = self.records.version().max(records.version());
-            self.records = records;
-            self.records.raise_version(version);
-        }
-    }
-
-    /// Writes every step the handoff planner allows now. After writes that revoke, a fresh
-    /// heartbeat listing may confirm releases at once (a crashed worker is absent), so the
-    /// next step can grant.
-    async fn advance(&mut self) {
-        let lifecycle = self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l);
-        for round in 0.. {
-            if round == MAX_STEPS_PER_ADVANCE {
-                // Go on at the next turn of the loop, after the events waiting.
-                self.retry_handoff = Some(Instant::now());
-                return;
-            }
-            let step = self.handoff.step();
-            if step.is_empty() {
-                break;
-            }
-            let lease = self.lease.clone();
-            let limit = self.session.config.heartbeat_ttl;
-            let write = self.records.write(
-                &self.session.buckets.assignment,
-                &step,
-                &mut self.handoff,
-                self.term,
-                lifecycle,
-                || lease.is_valid(),
-            );
-            // Bounded: a write cut here has an unknown outcome, like a timed-out one; the
-            // records are re-read below before anything else is written.
-            let bucket = self.session.buckets.assignment.name();
-            let written = within(limit, Update, bucket, "", write).await;
-            match written {
-                Ok(published) => tracing::debug!(
-                    term = self.term,
-                    version = published.version,
-                    written = published.written,
-                    deleted = published.deleted,
-                    waiting_for = ?self.handoff.waiting_for().collect::<Vec<_>>(),
-                    "handoff step"
-                ),
-                Err(e) => {
-                    self.session.report("writing assignment records failed", e);
-                    self.reload().await;
-                    self.retry_handoff =
-                        Some(Instant::now() + retry_delay(self.session.config.heartbeat_interval));
-                    return;
-                }
-            }
-            if self.handoff.waiting_for().next().is_some() {
-                self.list_heartbeats().await;
-            }
-        }
-        if let Some((_, began)) = self.handing_off {
-            if self.handoff.is_settled() {
-                tracing::info!(term = self.term, took = ?began.elapsed(), "handoff complete");
-                telemetry::handoff(&self.session.worker_id, began.elapsed());
-                self.handing_off = None;
-                self.publish_phase();
-            }
-        }
-    }
-
-    async fn rebalance(&mut self, reason: RebalanceReason) -> Result<()> {
-        let started = Instant::now();
-        // An emergency never waits on the source: the partitions of a lost worker are
-        // re-owned from the list known already (a changed list comes with a refresh).
-        let partitions = match (&reason, &self.last_partitions) {
-            (RebalanceReason::Emergency, Some(last)) => last.clone(),
-            _ => self.partitions_or_last().await?,
-        };
-        if self.members.is_empty() {
-            // Keep the records: returning workers get their partitions back unmoved.
-            tracing::info!(
-                term = self.term,
-                reason = reason.as_str(),
-                "no workers to assign to"
-            );
-            return Ok(());
-        }
-        let workers: Vec<Worker> = self.members.iter().cloned().map(Worker::new).collect();
-        let input = StrategyInput::new(&workers, &partitions).with_previous(&self.target);
-        // The strategy may be the user's: a panic is a failure to retry, not the end of the
-        // calculator.
-        let strategy = &self.session.strategy;
-        let next = catch_unwind(AssertUnwindSafe(|| strategy.assign(&input)))
-            .map_err(|_| Error::StrategyPanicked)??;
-        if self.retry_refresh.is_none() {
-            self.source_backoff.reset();
-        }
-        let moved = moved(&self.target, &next);
-        let lifecycle = match reason {
-            RebalanceReason::Emergency | RebalanceReason::Refresh => Lifecycle::Emergency,
-            _ => Lifecycle::Rebalancing,
-        };
-        let began = self.handing_off.map_or(started, |(_, began)| began);
-        self.handing_off = Some((lifecycle, began));
-        self.handoff.plan(self.members.clone(), &next);
-        self.target = next;
-        self.advance().await;
-        tracing::info!(
-            term = self.term,
-            reason = reason.as_str(),
-            workers = self.members.len(),
-            partitions = partitions.len(),
-            moved,
-            waiting_for = ?self.handoff.waiting_for().collect::<Vec<_>>(),
-            "planned assignment"
-        );
-        telemetry::rebalance(
-            &self.session.worker_id,
-            reason,
-            started.elapsed(),
-            moved,
-            self.members.len(),
-        );
-        Ok(())
     }
 }
 
-/// Write rounds per call of `advance` before it yields to other events (each round needs a
-/// confirmation the previous one produced, so more than a few in a row is unusual).
-const MAX_STEPS_PER_ADVANCE: usize = 8;
+/// The source's partitions, within `limit` (a source that hangs is a failure).
+async fn partitions<B, P: PartitionSource>(
+    session: &Session<B, P>,
+    limit: Duration,
+) -> Result<Vec<Partition>> {
+    match timeout(limit, session.source.partitions()).await {
+        Ok(Ok(partitions)) => Ok(partitions),
+        Ok(Err(e)) => Err(Error::Source(e)),
+        Err(_) => Err(Error::Source(format!("no answer within {limit:?}").into())),
+    }
+}
 
 /// The applied version a heartbeat reports (0 if unreadable: it confirms nothing).
 fn applied_version(value: &[u8]) -> u64 {
     Heartbeat::decode(value).map_or(0, |beat| beat.applied_version)
-}
-
-/// Partitions whose owner changed (partitions added or removed do not count).
-fn moved(previous: &Assignment, next: &Assignment) -> usize {
-    next.iter()
-        .filter(|(p, owner)| previous.owner(p).is_some_and(|old| old != *owner))
-        .count()
 }
 
 fn heartbeat_worker(key: &str) -> Option<WorkerId> {

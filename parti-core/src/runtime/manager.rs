@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use super::context::{Buckets, OwnedTask, Shared, within};
 use super::instrumented::Instrumented;
 use super::session;
-use super::status::{LeaderInfo, Stage, Status, Transition, WorkerAssignment};
+use super::status::{LeaderInfo, Status, Transition, WorkerAssignment};
 use super::{Freezer, Hooks, IdClaimer, InstanceId, PartitionSource};
 use crate::config::Config;
 use crate::decide::ManagerState;
@@ -74,17 +74,17 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
         };
         let status = Arc::new(Status::new(self.hooks));
         let instance = InstanceId::generate();
-        status.set_stage(Stage::ClaimingId);
+        status.set_stage(ManagerState::ClaimingId);
         let claimer = IdClaimer::new(buckets.ids.clone(), &config, instance.clone());
         let claimed = match claimer.claim().await {
             Ok(claimed) => claimed,
             Err(e) => {
-                status.set_stage(Stage::Shutdown);
+                status.set_stage(ManagerState::Shutdown);
                 return Err(e);
             }
         };
         status.set_worker_id(claimed.worker_id().clone());
-        status.set_stage(Stage::Claimed);
+        status.set_stage(ManagerState::Election);
         let election = buckets.election.clone();
         let request_timeout = config.heartbeat_ttl;
         let shared = Arc::new(Shared {

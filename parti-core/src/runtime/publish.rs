@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use parti_strategy::{Assignment, PartitionId, WorkerId};
 
-use crate::decide::{Handoff, RecordChange, Step};
+use crate::decide::{Committed, RecordChange, Step};
 use crate::store::{Bucket, Revision, StoreError};
 use crate::wire::{
     AssignmentRecord, FencingToken, Grant, Lifecycle, WORKER_ID_PREFIX, WireRecord, worker_number,
@@ -75,16 +75,6 @@ impl Records {
             );
         }
         Ok(records)
-    }
-
-    /// The workers that have a record.
-    pub(crate) fn workers(&self) -> BTreeSet<WorkerId> {
-        self.slots.keys().cloned().collect()
-    }
-
-    /// Whether there are no records.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// Who owns what according to the records (a partition in two records — a half-done
@@ -161,16 +151,16 @@ impl Records {
             .collect()
     }
 
-    /// Writes one handoff step, all at one new version, reporting every write to `handoff`
-    /// as it lands. A worker keeps the token of every partition its record already had; new
-    /// grants get `(term, version)`. Every write is a compare-and-set, checked against the
-    /// lease (`may_write`) first. On an error the caller re-reads the records and
-    /// reconciles the planner.
+    /// Writes one handoff step, all at one new version, recording in `committed` every write
+    /// as it lands (for the planner). A worker keeps the token of every partition its record
+    /// already had; new grants get `(term, version)`. Every write is a compare-and-set,
+    /// checked against the lease (`may_write`) first. On an error the caller re-reads the
+    /// records and reconciles the planner.
     pub(crate) async fn write<B: Bucket>(
         &mut self,
         bucket: &B,
         step: &Step,
-        handoff: &mut Handoff,
+        committed: &mut Vec<Committed>,
         term: u64,
         lifecycle: Lifecycle,
         may_write: impl Fn() -> bool,
@@ -230,7 +220,7 @@ impl Records {
                     }
                 }
             }
-            handoff.committed(worker, change, version);
+            committed.push((worker.clone(), change.clone(), version));
         }
         Ok(done)
     }

@@ -11,8 +11,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::context::{Applied, Session, Shared, stopped, within};
-use super::status::{Stage, WorkerAssignment};
+use super::status::WorkerAssignment;
 use super::{ClaimedId, IdClaimer, PartitionSource, election, follower, heartbeat};
+use crate::decide::ManagerState;
 use crate::store::{Bucket, Operation};
 use crate::{Error, Result};
 
@@ -45,7 +46,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
                     tokio::select! {
                         biased;
                         () = stopped(&mut stop) => {
-                            shared.status.set_stage(Stage::Shutdown);
+                            shared.status.set_stage(ManagerState::Shutdown);
                             return Ok(());
                         }
                         result = claimer.claim() => match result {
@@ -56,7 +57,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
                     tokio::select! {
                         biased;
                         () = stopped(&mut stop) => {
-                            shared.status.set_stage(Stage::Shutdown);
+                            shared.status.set_stage(ManagerState::Shutdown);
                             return Ok(());
                         }
                         () = sleep(retry) => {}
@@ -76,7 +77,7 @@ async fn run_session<B: Bucket, P: PartitionSource>(
     let worker_id = claimed.worker_id().clone();
     tracing::info!(worker = %worker_id, instance = %shared.instance, "claimed worker id");
     shared.status.set_worker_id(worker_id.clone());
-    shared.status.set_stage(Stage::Claimed);
+    shared.status.set_stage(ManagerState::Election);
     let session = Arc::new(Session {
         shared: shared.clone(),
         worker_id,
@@ -140,8 +141,8 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         );
     }
     shared.status.set_stage(match end {
-        End::Stopped => Stage::Shutdown,
-        End::IdLost | End::TaskEnded(_) => Stage::ClaimingId,
+        End::Stopped => ManagerState::Shutdown,
+        End::IdLost | End::TaskEnded(_) => ManagerState::ClaimingId,
     });
     // Leadership first (the calculator stops, the lease is released so another worker
     // takes over at once), then the follower, which releases every partition (drained

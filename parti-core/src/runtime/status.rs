@@ -37,19 +37,12 @@ pub struct Transition {
     pub to: ManagerState,
 }
 
-/// Which part of its life the manager is in (the input the state is derived from, with the
-/// leader and the assignment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stage {
-    Init,
-    ClaimingId,
-    Claimed,
-    Shutdown,
-}
-
 #[derive(Debug)]
 struct Inputs {
-    stage: Stage,
+    /// Which part of its life the manager is in: `Init`, `ClaimingId`, `Election` (an id is
+    /// claimed: the running states follow from the leader and the assignment) or
+    /// `Shutdown`.
+    stage: ManagerState,
     worker_id: WorkerId,
     leader: Option<LeaderInfo>,
     has_assignment: bool,
@@ -86,7 +79,7 @@ impl Status {
     pub(crate) fn new(hooks: Hooks) -> Self {
         Self {
             inputs: Mutex::new(Inputs {
-                stage: Stage::Init,
+                stage: ManagerState::Init,
                 worker_id: WorkerId::new("unclaimed"),
                 leader: None,
                 has_assignment: false,
@@ -196,10 +189,16 @@ impl Status {
         inputs.delivering = false;
     }
 
-    pub(crate) fn set_stage(&self, stage: Stage) {
+    /// Enters a stage of the manager's life: `ClaimingId`, `Election` (an id is claimed) or
+    /// `Shutdown`.
+    pub(crate) fn set_stage(&self, stage: ManagerState) {
+        debug_assert!(matches!(
+            stage,
+            ManagerState::ClaimingId | ManagerState::Election | ManagerState::Shutdown
+        ));
         let mut inputs = self.lock();
         inputs.stage = stage;
-        if stage != Stage::Claimed {
+        if stage != ManagerState::Election {
             inputs.has_assignment = false;
         }
         self.update(&mut inputs);
@@ -234,7 +233,7 @@ impl Status {
     /// id).
     pub(crate) fn set_assignment(&self, assignment: Option<WorkerAssignment>) {
         let mut inputs = self.lock();
-        inputs.has_assignment = assignment.is_some() && inputs.stage == Stage::Claimed;
+        inputs.has_assignment = assignment.is_some() && inputs.stage == ManagerState::Election;
         let assignment = assignment.unwrap_or_default();
         telemetry::applied(&inputs.worker_id, assignment.version(), assignment.len());
         self.assignment.send_replace(Arc::new(assignment));
@@ -284,30 +283,18 @@ impl Status {
 /// assignment keeps running while the leader changes).
 fn target_state(inputs: &Inputs, current: ManagerState) -> ManagerState {
     match inputs.stage {
-        Stage::Init => ManagerState::Init,
-        Stage::ClaimingId => ManagerState::ClaimingId,
-        Stage::Shutdown => ManagerState::Shutdown,
-        Stage::Claimed if !inputs.has_assignment => {
+        ManagerState::Election if !inputs.has_assignment => {
             if inputs.leader.is_some() || current == ManagerState::WaitingAssignment {
                 ManagerState::WaitingAssignment
             } else {
                 ManagerState::Election
             }
         }
-        Stage::Claimed => match &inputs.leader {
-            Some(leader) => running_state(leader.phase),
+        ManagerState::Election => match &inputs.leader {
+            Some(leader) => leader.phase.into(),
             None if current.is_running() => current,
             None => ManagerState::Stable,
         },
-    }
-}
-
-/// The running state that mirrors the leader's phase.
-fn running_state(phase: Lifecycle) -> ManagerState {
-    match phase {
-        Lifecycle::Stable => ManagerState::Stable,
-        Lifecycle::Scaling => ManagerState::Scaling,
-        Lifecycle::Rebalancing => ManagerState::Rebalancing,
-        Lifecycle::Emergency => ManagerState::Emergency,
+        stage => stage,
     }
 }

@@ -517,3 +517,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_new_term_starts_with_the_stable_phase() {
+    let t0 = Instant::now();
+    let (mut m, won) = elected(t0);
+    let (op, _) = renew_op(&won).unwrap();
+    m.handle(
+        ElectionEvent::Renewed {
+            op,
+            outcome: RenewOutcome::Renewed(11),
+        },
+        t0 + ms(20),
+    );
+    m.handle(ElectionEvent::Phase(Lifecycle::Emergency), t0 + ms(30));
+    // The lease (from the renewal sent at 10 ms) runs out; this worker wins again.
+    let t1 = t0 + ms(10) + HOLD;
+    let read = read_op(&m.handle(ElectionEvent::Tick, t1)).expect("follows, and reads at once");
+    let create = create_op(&m.handle(
+        ElectionEvent::Read {
+            op: read,
+            outcome: Ok(None),
+        },
+        t1,
+    ));
+    let won = m.handle(
+        ElectionEvent::Created {
+            op: create.unwrap(),
+            outcome: CreateOutcome::Won(20),
+        },
+        t1,
+    );
+    let (_, record) = renew_op(&won).unwrap();
+    assert_eq!(record.phase, Lifecycle::Stable);
+}

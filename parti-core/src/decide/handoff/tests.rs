@@ -173,10 +173,13 @@ enum Action {
     /// The leader plans: members by bit mask, owner of each partition (index into members).
     Plan(u8, Vec<usize>),
     /// The leader takes a step; writes after `fail_at` fail (`applied`: the failing one
-    /// landed anyway).
+    /// landed anyway). The writes land before the leader hears of them: `meanwhile`, these
+    /// workers apply their latest record (if `true`) and the leader sees their heartbeats
+    /// (the calculator goes on observing while its write is in flight).
     Step {
         fail_at: Option<usize>,
         applied: bool,
+        meanwhile: Vec<(usize, bool)>,
     },
     /// Worker applies its latest record (or the oldest unapplied one if `lag`).
     Apply(usize, bool),
@@ -198,8 +201,16 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         2 => (1u8..16, prop::collection::vec(0usize..WORKERS, PARTITIONS))
             .prop_map(|(mask, owners)| Action::Plan(mask, owners)),
-        4 => (prop::option::of(0usize..3), any::<bool>())
-            .prop_map(|(fail_at, applied)| Action::Step { fail_at, applied }),
+        4 => (
+            prop::option::of(0usize..3),
+            any::<bool>(),
+            prop::collection::vec((0..WORKERS, any::<bool>()), 0..3),
+        )
+            .prop_map(|(fail_at, applied, meanwhile)| Action::Step {
+                fail_at,
+                applied,
+                meanwhile,
+            }),
         5 => (0..WORKERS, any::<bool>()).prop_map(|(w, lag)| Action::Apply(w, lag)),
         4 => (0..WORKERS).prop_map(Action::Beat),
         1 => Just(Action::BeginListing),
@@ -289,23 +300,42 @@ impl World {
                 }
                 self.handoff.plan(members.into_iter().collect(), &next);
             }
-            Action::Step { fail_at, applied } => {
+            Action::Step {
+                fail_at,
+                applied,
+                meanwhile,
+            } => {
                 // Like the shell: the next version is above every record and every report.
                 let reported = self.workers.iter().map(|w| w.applied).max().unwrap_or(0);
                 self.version = self.version.max(reported) + 1;
                 let version = self.version;
                 let step = self.handoff.step();
+                // The writes land in the store first ...
+                let mut landed = 0;
                 for (i, (worker, change)) in step.iter().enumerate() {
                     if fail_at == Some(i) {
                         if applied {
                             self.write(worker, change, version);
                         }
-                        let records = self.records();
-                        self.handoff.reconcile(records);
-                        return;
+                        break;
                     }
                     self.write(worker, change, version);
+                    landed += 1;
+                }
+                // ... workers may read them and heartbeats reach the leader ...
+                for (i, apply) in meanwhile {
+                    if apply {
+                        self.run(Action::Apply(i, false));
+                    }
+                    self.run(Action::Beat(i));
+                }
+                // ... and then the leader hears how the writes went.
+                for (worker, change) in step.iter().take(landed) {
                     self.handoff.committed(worker, change, version);
+                }
+                if fail_at.is_some_and(|at| at < step.len()) {
+                    let records = self.records();
+                    self.handoff.reconcile(records);
                 }
             }
             Action::Apply(i, lag) => {
@@ -408,7 +438,11 @@ proptest! {
         }
         world.run(Action::Plan(last_plan.0, last_plan.1));
         for _ in 0..6 {
-            world.run(Action::Step { fail_at: None, applied: false });
+            world.run(Action::Step {
+                fail_at: None,
+                applied: false,
+                meanwhile: Vec::new(),
+            });
             for i in 0..WORKERS {
                 world.run(Action::Apply(i, false));
                 world.assert_exclusive()?;

@@ -1,0 +1,904 @@
+//! The leader's calculator as a machine with no I/O and no clock: it observes heartbeats
+//! (by watch and by listing), classifies topology changes, asks for rebalances when the
+//! [`RebalanceScheduler`] says so, and moves the records towards the target in the steps
+//! the [`Handoff`] planner allows. The runtime's executor feeds it events with the time,
+//! carries out the [`CalculatorAction`]s it returns (one store call or computation at a
+//! time; heartbeats keep arriving meanwhile) and wakes it at
+//! [`CalculatorMachine::next_deadline`].
+//!
+//! The rules:
+//! - it never stops observing: every call has a deadline (listings a heartbeat interval,
+//!   everything else `heartbeat_ttl`), and a failure is a retry scheduled as data (the
+//!   handoff after a short delay; the source with capped exponential backoff, as a refresh);
+//! - an emergency never waits on the source: it plans with the last good partition list;
+//!   while the source fails every rebalance uses that list (and a refresh is scheduled);
+//! - after a write fails or is abandoned its outcome is unknown: the records are read back
+//!   and the planner reconciled before anything else is written;
+//! - after a write that revokes, the heartbeats are listed at once, so a crashed worker's
+//!   absence confirms its release and the next step can grant.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use parti_strategy::{Assignment, Partition, PartitionId, WorkerId};
+
+use super::op::{OpId, OpIds};
+use super::{
+    Backoff, ChangeKind, Decision, EmergencyDetector, Handoff, ListingTicket, RebalanceReason,
+    RebalanceScheduler, RecordChange, Step, WindowPolicy, classify,
+};
+use crate::wire::Lifecycle;
+
+/// The timings and policies the calculator works with (from
+/// [`Config`](crate::config::Config)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalculatorTimings {
+    /// How often heartbeats are listed (and the longest a listing may take).
+    pub poll_interval: Duration,
+    /// The longest any other call may take (`heartbeat_ttl`).
+    pub call_timeout: Duration,
+    /// How long to wait before writing again after a failed write.
+    pub retry: Duration,
+    /// How long a worker may be missing before it counts as lost.
+    pub emergency_grace: Duration,
+    /// The share of the fleet that, gone together, counts as a restart.
+    pub restart_ratio: f64,
+    /// The windows and the cooldown.
+    pub windows: WindowPolicy,
+}
+
+/// The assignment records as read from the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordsRead {
+    /// Each record: its worker, its version (`u64::MAX` if unreadable) and its partitions.
+    pub contents: Vec<(WorkerId, u64, BTreeSet<PartitionId>)>,
+    /// Who owns what by the records (the first record naming a partition wins).
+    pub assignment: Assignment,
+}
+
+/// A rebalance computed: the strategy's assignment and the partitions it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Computed {
+    /// The new target.
+    pub assignment: Assignment,
+    /// The partitions it assigns.
+    pub partitions: Vec<Partition>,
+    /// Whether the source failed and the last good list was used.
+    pub source_failed: bool,
+}
+
+/// A record change written by a [`CalculatorAction::Write`].
+pub type Committed = (WorkerId, RecordChange, u64);
+
+/// What happened, fed to [`CalculatorMachine::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum CalculatorEvent {
+    /// The records were read (at the start, or after a write failed).
+    Loaded {
+        /// The read.
+        op: OpId,
+        /// What was read (`Err`: failed, already reported).
+        outcome: Result<RecordsRead, ()>,
+    },
+    /// A heartbeat listing finished: the workers present and the version each reported.
+    Listed {
+        /// The listing.
+        op: OpId,
+        /// What was listed (`Err`: failed, already reported).
+        outcome: Result<BTreeMap<WorkerId, u64>, ()>,
+    },
+    /// A step was written, completely or (`failed`) up to a failure; `committed` are the
+    /// changes that were acknowledged, in order.
+    Written {
+        /// The write.
+        op: OpId,
+        /// The changes acknowledged.
+        committed: Vec<Committed>,
+        /// Whether it stopped at a failure (already reported).
+        failed: bool,
+    },
+    /// A rebalance was computed (`Err`: the source failed with no list to fall back on,
+    /// or the strategy failed; already reported).
+    Computed {
+        /// The computation.
+        op: OpId,
+        /// Its result.
+        outcome: Result<Computed, ()>,
+    },
+    /// A new leader's coverage check finished: whether the records cover the source's
+    /// partitions exactly, and those partitions (`Err`: the source failed).
+    Covered {
+        /// The check.
+        op: OpId,
+        /// Its result.
+        outcome: Result<(bool, Vec<Partition>), ()>,
+    },
+    /// The watch saw a worker's heartbeat with this applied version.
+    Heartbeat {
+        /// The worker.
+        worker: WorkerId,
+        /// The version it reports applied.
+        applied: u64,
+    },
+    /// The watch saw a worker's heartbeat deleted or expire.
+    HeartbeatGone(WorkerId),
+    /// A partition refresh was requested.
+    Refresh,
+    /// The deadline passed (or the executor wants the machine to look at the time).
+    Tick,
+}
+
+/// What the machine asks the executor to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CalculatorAction {
+    /// Read the assignment records; answer with [`CalculatorEvent::Loaded`].
+    Load(OpId),
+    /// List the heartbeats; answer with [`CalculatorEvent::Listed`].
+    List(OpId),
+    /// Write a step at a version above `min_version` (and above every record); answer
+    /// with [`CalculatorEvent::Written`].
+    Write {
+        /// The write.
+        op: OpId,
+        /// The records to change.
+        step: Step,
+        /// The phase written into the records.
+        lifecycle: Lifecycle,
+        /// The highest version a heartbeat reported: the new version goes above it.
+        min_version: u64,
+    },
+    /// Compute a rebalance with the strategy: the partitions from the source (within the
+    /// call timeout), or `fallback` if it fails — or, with `source` false, `fallback`
+    /// without asking; answer with [`CalculatorEvent::Computed`].
+    Compute {
+        /// The computation.
+        op: OpId,
+        /// Why.
+        reason: RebalanceReason,
+        /// The workers to assign to.
+        workers: Vec<WorkerId>,
+        /// The current target (for stickiness).
+        previous: Assignment,
+        /// The last good partition list.
+        fallback: Option<Vec<Partition>>,
+        /// Whether to ask the source.
+        source: bool,
+    },
+    /// Check that the records cover the source's partitions exactly; answer with
+    /// [`CalculatorEvent::Covered`].
+    CheckCoverage(OpId),
+    /// Abandon an operation; no answer expected.
+    Cancel(OpId),
+    /// Publish this phase (it goes into the leader record).
+    Phase(Lifecycle),
+    /// Something to log or count.
+    Note(CalculatorNote),
+}
+
+/// What the calculator tells the logs and the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CalculatorNote {
+    /// The live set changed the plan's members.
+    TopologyChange {
+        /// The kind of change.
+        kind: ChangeKind,
+        /// Workers that joined.
+        joined: Vec<WorkerId>,
+        /// Workers that left.
+        left: Vec<WorkerId>,
+    },
+    /// A new target was planned.
+    Planned {
+        /// Why.
+        reason: RebalanceReason,
+        /// How many workers it assigns to.
+        workers: usize,
+        /// How many partitions.
+        partitions: usize,
+        /// How many changed owner.
+        moved: usize,
+        /// How long the computation took.
+        took: Duration,
+    },
+    /// A rebalance was due but no worker is live: the records are kept.
+    NoWorkers(RebalanceReason),
+    /// A rebalance failed; it is retried as a refresh after `retry_in`.
+    RebalanceFailed {
+        /// Retried after this long.
+        retry_in: Duration,
+    },
+    /// A handoff step was written.
+    StepWritten {
+        /// Records written or deleted.
+        changes: usize,
+        /// Workers whose release the handoff waits for.
+        waiting_for: Vec<WorkerId>,
+    },
+    /// The records reached the target and every release is confirmed.
+    HandoffComplete {
+        /// Since the rebalance that began it.
+        took: Duration,
+    },
+    /// A call ran into its deadline and was abandoned.
+    TimedOut(CalculatorCall),
+}
+
+/// The kinds of calls the calculator makes, to name one that timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalculatorCall {
+    /// Reading the assignment records.
+    Load,
+    /// Listing heartbeats.
+    List,
+    /// Writing a handoff step.
+    Write,
+    /// Computing a rebalance (the source and the strategy).
+    Compute,
+    /// A new leader's coverage check.
+    Coverage,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    Load {
+        id: OpId,
+        deadline: Instant,
+    },
+    List {
+        id: OpId,
+        ticket: ListingTicket,
+        deadline: Instant,
+    },
+    Write {
+        id: OpId,
+        deadline: Instant,
+    },
+    Compute {
+        id: OpId,
+        reason: RebalanceReason,
+        started: Instant,
+        deadline: Instant,
+    },
+    Coverage {
+        id: OpId,
+        deadline: Instant,
+    },
+}
+
+impl Op {
+    fn id(&self) -> OpId {
+        match self {
+            Op::Load { id, .. }
+            | Op::List { id, .. }
+            | Op::Write { id, .. }
+            | Op::Compute { id, .. }
+            | Op::Coverage { id, .. } => *id,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        match self {
+            Op::Load { deadline, .. }
+            | Op::List { deadline, .. }
+            | Op::Write { deadline, .. }
+            | Op::Compute { deadline, .. }
+            | Op::Coverage { deadline, .. } => *deadline,
+        }
+    }
+
+    fn call(&self) -> CalculatorCall {
+        match self {
+            Op::Load { .. } => CalculatorCall::Load,
+            Op::List { .. } => CalculatorCall::List,
+            Op::Write { .. } => CalculatorCall::Write,
+            Op::Compute { .. } => CalculatorCall::Compute,
+            Op::Coverage { .. } => CalculatorCall::Coverage,
+        }
+    }
+}
+
+/// The leader's calculator: feed it [`CalculatorEvent`]s with the time, carry out the
+/// [`CalculatorAction`]s it returns, and wake it at [`next_deadline`](Self::next_deadline).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use parti_core::decide::{
+///     Backoff, CalculatorAction, CalculatorEvent, CalculatorMachine, CalculatorTimings,
+///     RecordsRead, WindowPolicy,
+/// };
+///
+/// let s = Duration::from_secs(1);
+/// let timings = CalculatorTimings {
+///     poll_interval: s / 2,
+///     call_timeout: 3 * s,
+///     retry: s / 2,
+///     emergency_grace: s,
+///     restart_ratio: 0.5,
+///     windows: WindowPolicy { cold_start_window: 30 * s, planned_scale_window: 10 * s, cooldown: 10 * s },
+/// };
+/// let t0 = Instant::now();
+/// let mut calculator = CalculatorMachine::new(7, timings, Backoff::new(s / 2, 3 * s, 0), t0);
+/// // It reads the records first, then lists the heartbeats.
+/// let actions = calculator.handle(CalculatorEvent::Tick, t0);
+/// let CalculatorAction::Load(load) = actions[0] else { panic!("loads first") };
+/// let actions = calculator.handle(
+///     CalculatorEvent::Loaded { op: load, outcome: Ok(RecordsRead::default()) },
+///     t0,
+/// );
+/// assert!(matches!(actions[..], [CalculatorAction::List(_)]));
+/// ```
+#[derive(Debug, Clone)]
+pub struct CalculatorMachine {
+    term: u64,
+    timings: CalculatorTimings,
+    loaded: bool,
+    /// The workers the plan counts in.
+    members: BTreeSet<WorkerId>,
+    /// The workers with a live heartbeat.
+    live: BTreeSet<WorkerId>,
+    detector: EmergencyDetector,
+    scheduler: RebalanceScheduler,
+    handoff: Handoff,
+    /// The assignment aimed at.
+    target: Assignment,
+    /// The phase of the rebalance whose handoff is under way, and when it began.
+    handing_off: Option<(Lifecycle, Instant)>,
+    /// The last partitions the source gave.
+    last_partitions: Option<Vec<Partition>>,
+    source_backoff: Backoff,
+    /// The highest applied version any heartbeat reported.
+    highest_applied: u64,
+    op: Option<Op>,
+    ops: OpIds,
+    /// When the scheduler asked to be polled.
+    wake: Option<Instant>,
+    next_poll: Instant,
+    /// When to try the handoff's writes again after a failure.
+    retry_handoff: Option<Instant>,
+    /// When to ask the source again after it failed (a refresh then).
+    retry_refresh: Option<Instant>,
+    /// Work waiting for the operation in flight to end: reading the records (at this
+    /// instant; nothing is written while a read is wanted), listing, advancing the handoff,
+    /// checking coverage, rebalancing.
+    want_load: Option<Instant>,
+    want_list: bool,
+    want_advance: bool,
+    want_coverage: bool,
+    want_rebalance: Option<RebalanceReason>,
+    /// Whether the first listing has been taken (a resume waits for it).
+    listed_once: bool,
+    /// The records were not empty at the start: a new leader resumes a fleet.
+    resuming: bool,
+    phase: Lifecycle,
+}
+
+impl CalculatorMachine {
+    /// The calculator of the leader of `term`, starting at `now`.
+    pub fn new(term: u64, timings: CalculatorTimings, backoff: Backoff, now: Instant) -> Self {
+        Self {
+            term,
+            timings,
+            loaded: false,
+            members: BTreeSet::new(),
+            live: BTreeSet::new(),
+            detector: EmergencyDetector::new(timings.emergency_grace),
+            scheduler: RebalanceScheduler::new(timings.windows),
+            handoff: Handoff::new(),
+            target: Assignment::new(),
+            handing_off: None,
+            last_partitions: None,
+            source_backoff: backoff,
+            highest_applied: 0,
+            op: None,
+            ops: OpIds::default(),
+            wake: None,
+            next_poll: now,
+            retry_handoff: None,
+            retry_refresh: None,
+            want_load: Some(now),
+            want_list: false,
+            want_advance: false,
+            want_coverage: false,
+            want_rebalance: None,
+            listed_once: false,
+            resuming: false,
+            phase: Lifecycle::Stable,
+        }
+    }
+
+    /// The term it calculates for.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The phase it publishes.
+    pub fn phase(&self) -> Lifecycle {
+        self.phase
+    }
+
+    /// The workers the plan counts in.
+    pub fn members(&self) -> &BTreeSet<WorkerId> {
+        &self.members
+    }
+
+    /// The assignment aimed at.
+    pub fn target(&self) -> &Assignment {
+        &self.target
+    }
+
+    /// The handoff planner (what the records say, whom it waits for).
+    pub fn handoff(&self) -> &Handoff {
+        &self.handoff
+    }
+
+    /// When the machine must next be woken with [`CalculatorEvent::Tick`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let op = self.op.as_ref().map(Op::deadline);
+        let poll = self.loaded.then_some(self.next_poll);
+        let load = self.want_load.filter(|_| self.op.is_none());
+        [
+            op,
+            poll,
+            load,
+            self.wake,
+            self.retry_handoff,
+            // A retry waits while a rebalance is pending anyway.
+            self.retry_refresh.filter(|_| self.want_rebalance.is_none()),
+            self.detector.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Feeds one event at `now`; returns what to do, in order.
+    pub fn handle(&mut self, event: CalculatorEvent, now: Instant) -> Vec<CalculatorAction> {
+        let mut actions = Vec::new();
+        match event {
+            CalculatorEvent::Tick => {}
+            CalculatorEvent::Loaded { op, outcome } => {
+                if self.take_op(op).is_some() {
+                    self.loaded_records(outcome, now);
+                }
+            }
+            CalculatorEvent::Listed { op, outcome } => {
+                if let Some(Op::List { ticket, .. }) = self.take_op(op) {
+                    self.listed(ticket, outcome, now, &mut actions);
+                }
+            }
+            CalculatorEvent::Written {
+                op,
+                committed,
+                failed,
+            } => {
+                if self.take_op(op).is_some() {
+                    self.written(committed, failed, now, &mut actions);
+                }
+            }
+            CalculatorEvent::Computed { op, outcome } => {
+                if let Some(Op::Compute {
+                    reason, started, ..
+                }) = self.take_op(op)
+                {
+                    self.computed(reason, started, outcome, now, &mut actions);
+                }
+            }
+            CalculatorEvent::Covered { op, outcome } => {
+                if self.take_op(op).is_some() {
+                    let decision = match outcome {
+                        Ok((covered, partitions)) => {
+                            self.last_partitions = Some(partitions);
+                            if covered {
+                                Decision::Nothing
+                            } else {
+                                self.scheduler.on_refresh(now)
+                            }
+                        }
+                        Err(()) => self.scheduler.on_refresh(now),
+                    };
+                    self.decide(decision);
+                }
+            }
+            CalculatorEvent::Heartbeat { worker, applied } => {
+                if self.loaded {
+                    self.highest_applied = self.highest_applied.max(applied);
+                    if self.handoff.applied(&worker, applied) {
+                        self.want_advance = true;
+                    }
+                    self.live.insert(worker);
+                    self.observe(now, &mut actions);
+                }
+            }
+            CalculatorEvent::HeartbeatGone(worker) => {
+                if self.loaded {
+                    self.live.remove(&worker);
+                    self.observe(now, &mut actions);
+                }
+            }
+            CalculatorEvent::Refresh => {
+                let decision = self.scheduler.on_refresh(now);
+                self.decide(decision);
+            }
+        }
+        // Until nothing is due at `now` (what one step starts can make another due: a
+        // retry that waited for a rebalance to be started, say).
+        for _ in 0..8 {
+            self.timers(now, &mut actions);
+            self.dispatch(now, &mut actions);
+            if self.next_deadline().is_none_or(|at| at > now) {
+                break;
+            }
+        }
+        self.publish_phase(&mut actions);
+        actions
+    }
+
+    fn take_op(&mut self, id: OpId) -> Option<Op> {
+        match &self.op {
+            Some(op) if op.id() == id => self.op.take(),
+            _ => None,
+        }
+    }
+
+    fn loaded_records(&mut self, outcome: Result<RecordsRead, ()>, now: Instant) {
+        let Ok(read) = outcome else {
+            // Try again after a poll interval; nothing is written meanwhile.
+            self.want_load = Some(now + self.timings.poll_interval);
+            return;
+        };
+        if self.loaded {
+            // Read back after a failed write: the planner learns what the records are.
+            self.handoff.reconcile(read.contents);
+            return;
+        }
+        self.loaded = true;
+        self.resuming = !read.contents.is_empty();
+        self.members = read.contents.iter().map(|(w, _, _)| w.clone()).collect();
+        self.target = read.assignment;
+        self.handoff = Handoff::resume(read.contents);
+        self.highest_applied = 0;
+        self.want_list = true;
+        self.next_poll = now;
+    }
+
+    fn listed(
+        &mut self,
+        ticket: ListingTicket,
+        outcome: Result<BTreeMap<WorkerId, u64>, ()>,
+        now: Instant,
+        actions: &mut Vec<CalculatorAction>,
+    ) {
+        if let Ok(present) = outcome {
+            if let Some(highest) = present.values().max() {
+                self.highest_applied = self.highest_applied.max(*highest);
+            }
+            self.live = present.keys().cloned().collect();
+            if self.handoff.listed(ticket, &present) {
+                self.want_advance = true;
+            }
+        }
+        if !self.listed_once {
+            self.listed_once = true;
+            if self.resuming {
+                self.resume(now);
+            }
+        }
+        self.observe(now, actions);
+    }
+
+    /// A new leader of a fleet that already holds assignments: no cold start, planned
+    /// changes respect the cooldown from now, every record is stamped with this term (so
+    /// workers re-reading one accept it), and records that do not cover the partitions
+    /// exactly (a predecessor's half-done handoff) lead to a rebalance at once.
+    fn resume(&mut self, now: Instant) {
+        self.scheduler.resume_after(now);
+        self.handoff.rewrite_all();
+        self.handoff.plan(self.members.clone(), &self.target);
+        self.want_advance = true;
+        self.want_coverage = true;
+    }
+
+    fn written(
+        &mut self,
+        committed: Vec<Committed>,
+        failed: bool,
+        now: Instant,
+        actions: &mut Vec<CalculatorAction>,
+    ) {
+        let changes = committed.len();
+        for (worker, change, version) in &committed {
+            self.handoff.committed(worker, change, *version);
+        }
+        if failed {
+            self.write_failed(now);
+            return;
+        }
+        actions.push(CalculatorAction::Note(CalculatorNote::StepWritten {
+            changes,
+            waiting_for: self.handoff.waiting_for().cloned().collect(),
+        }));
+        // After revocations a fresh listing may confirm releases at once (a crashed worker
+        // is absent), so the next step can grant.
+        if self.handoff.waiting_for().next().is_some() {
+            self.want_list = true;
+        }
+        self.want_advance = true;
+    }
+
+    /// A write failed or was abandoned: its outcome is unknown. Read the records back
+    /// before anything else is written, and try again after a delay.
+    fn write_failed(&mut self, now: Instant) {
+        self.want_load = Some(now);
+        self.want_advance = false;
+        self.retry_handoff = Some(now + self.timings.retry);
+    }
+
+    fn computed(
+        &mut self,
+        reason: RebalanceReason,
+        started: Instant,
+        outcome: Result<Computed, ()>,
+        now: Instant,
+        actions: &mut Vec<CalculatorAction>,
+    ) {
+        match outcome {
+            Ok(computed) => {
+                if computed.source_failed {
+                    self.schedule_retry(now);
+                } else {
+                    self.last_partitions = Some(computed.partitions.clone());
+                    if self.retry_refresh.is_none() {
+                        self.source_backoff.reset();
+                    }
+                }
+                let next = computed.assignment;
+                let moved = next
+                    .iter()
+                    .filter(|(p, owner)| self.target.owner(p).is_some_and(|old| old != *owner))
+                    .count();
+                let lifecycle = match reason {
+                    RebalanceReason::Emergency | RebalanceReason::Refresh => Lifecycle::Emergency,
+                    _ => Lifecycle::Rebalancing,
+                };
+                let began = self.handing_off.map_or(started, |(_, began)| began);
+                self.handing_off = Some((lifecycle, began));
+                self.handoff.plan(self.members.clone(), &next);
+                self.target = next;
+                self.want_advance = true;
+                actions.push(CalculatorAction::Note(CalculatorNote::Planned {
+                    reason,
+                    workers: self.members.len(),
+                    partitions: computed.partitions.len(),
+                    moved,
+                    took: now.saturating_duration_since(started),
+                }));
+            }
+            Err(()) => {
+                let retry_in = self.schedule_retry(now);
+                actions.push(CalculatorAction::Note(CalculatorNote::RebalanceFailed {
+                    retry_in,
+                }));
+            }
+        }
+        let decision = self.scheduler.finished(now);
+        self.decide(decision);
+    }
+
+    /// Asks for a refresh after the next backoff delay; returns the delay.
+    fn schedule_retry(&mut self, now: Instant) -> Duration {
+        let delay = self.source_backoff.next_delay();
+        let at = now + delay;
+        self.retry_refresh = Some(self.retry_refresh.map_or(at, |current| current.min(at)));
+        delay
+    }
+
+    /// Feeds the live set to the detector and the scheduler.
+    fn observe(&mut self, now: Instant, actions: &mut Vec<CalculatorAction>) {
+        let lost = self.detector.observe(&self.members, &self.live, now);
+        let joined: Vec<WorkerId> = self.live.difference(&self.members).cloned().collect();
+        if lost.is_empty() && joined.is_empty() {
+            return;
+        }
+        let mut next = self.members.clone();
+        for worker in &lost {
+            next.remove(worker);
+        }
+        next.extend(joined);
+        let Some(change) = classify(&self.members, &next, self.timings.restart_ratio) else {
+            return;
+        };
+        actions.push(CalculatorAction::Note(CalculatorNote::TopologyChange {
+            kind: change.kind,
+            joined: change.joined.iter().cloned().collect(),
+            left: change.left.iter().cloned().collect(),
+        }));
+        self.members = next;
+        // Lost workers are out of the plan; forget them so a return counts as a join.
+        self.detector.observe(&self.members, &self.live, now);
+        let decision = self.scheduler.on_change(change.kind, now);
+        self.decide(decision);
+    }
+
+    fn decide(&mut self, decision: Decision) {
+        match decision {
+            Decision::Nothing => {}
+            Decision::WakeAt(at) => self.wake = Some(at),
+            Decision::Rebalance(reason) => {
+                self.wake = None;
+                self.want_rebalance = Some(reason);
+            }
+        }
+    }
+
+    /// Deadlines: a call in flight that ran out, the poll, the retries, the windows.
+    fn timers(&mut self, now: Instant, actions: &mut Vec<CalculatorAction>) {
+        if let Some(op) = self.op.clone().filter(|op| now >= op.deadline()) {
+            self.op = None;
+            actions.push(CalculatorAction::Cancel(op.id()));
+            actions.push(CalculatorAction::Note(CalculatorNote::TimedOut(op.call())));
+            match op {
+                Op::Load { .. } => self.want_load = Some(now + self.timings.poll_interval),
+                Op::List { .. } => {}
+                Op::Write { .. } => self.write_failed(now),
+                Op::Compute {
+                    started, reason, ..
+                } => {
+                    self.computed(reason, started, Err(()), now, actions);
+                }
+                Op::Coverage { .. } => {
+                    let decision = self.scheduler.on_refresh(now);
+                    self.decide(decision);
+                }
+            }
+        }
+        if !self.loaded {
+            return;
+        }
+        if now >= self.next_poll {
+            self.want_list = true;
+            self.next_poll = now + self.timings.poll_interval;
+        }
+        if self.retry_handoff.is_some_and(|at| now >= at) {
+            self.retry_handoff = None;
+            self.want_advance = true;
+        }
+        if self.detector.next_deadline().is_some_and(|at| now >= at) {
+            self.observe(now, actions);
+        }
+        if self.retry_refresh.is_some_and(|at| now >= at) && self.want_rebalance.is_none() {
+            self.retry_refresh = None;
+            let decision = self.scheduler.on_refresh(now);
+            self.decide(decision);
+        }
+        if self.wake.is_some_and(|at| now >= at) {
+            self.wake = None;
+            let decision = self.scheduler.poll(now);
+            self.decide(decision);
+        }
+    }
+
+    /// Starts the most urgent work waiting, if nothing is in flight.
+    fn dispatch(&mut self, now: Instant, actions: &mut Vec<CalculatorAction>) {
+        if self.op.is_some() {
+            return;
+        }
+        let timeout = self.timings.call_timeout;
+        if self.want_load.is_some_and(|at| now >= at) {
+            self.want_load = None;
+            let id = self.ops.next();
+            self.op = Some(Op::Load {
+                id,
+                deadline: now + timeout,
+            });
+            actions.push(CalculatorAction::Load(id));
+            return;
+        }
+        if !self.loaded {
+            return;
+        }
+        if self.want_list {
+            self.want_list = false;
+            let id = self.ops.next();
+            self.op = Some(Op::List {
+                id,
+                ticket: self.handoff.listing_ticket(),
+                deadline: now + self.timings.poll_interval,
+            });
+            actions.push(CalculatorAction::List(id));
+            return;
+        }
+        if !self.listed_once {
+            return;
+        }
+        if let Some(reason) = self.want_rebalance.take() {
+            if self.members.is_empty() {
+                // Keep the records: returning workers get their partitions back unmoved.
+                actions.push(CalculatorAction::Note(CalculatorNote::NoWorkers(reason)));
+                let decision = self.scheduler.finished(now);
+                self.decide(decision);
+                return self.dispatch(now, actions);
+            }
+            // An emergency never waits on the source: the partitions of a lost worker are
+            // re-owned from the list known already (a changed list comes with a refresh).
+            let source = !(reason == RebalanceReason::Emergency && self.last_partitions.is_some());
+            if self.retry_refresh.is_some_and(|at| now >= at) {
+                // A retry of the source that is due: this computation asks the source (so
+                // it serves the retry), or the refresh queues behind it.
+                self.retry_refresh = None;
+                if !source {
+                    let decision = self.scheduler.on_refresh(now);
+                    self.decide(decision);
+                }
+            }
+            let id = self.ops.next();
+            // The executor bounds the source call by the call timeout (then falls back on
+            // the last good list); this bound is for the whole computation.
+            self.op = Some(Op::Compute {
+                id,
+                reason,
+                started: now,
+                deadline: now + 2 * timeout,
+            });
+            actions.push(CalculatorAction::Compute {
+                op: id,
+                reason,
+                workers: self.members.iter().cloned().collect(),
+                previous: self.target.clone(),
+                fallback: self.last_partitions.clone(),
+                source,
+            });
+            return;
+        }
+        // Nothing is written while the records must be read back.
+        if self.want_advance && self.want_load.is_none() {
+            self.want_advance = false;
+            let step = self.handoff.step();
+            if !step.is_empty() {
+                let id = self.ops.next();
+                self.op = Some(Op::Write {
+                    id,
+                    deadline: now + timeout,
+                });
+                actions.push(CalculatorAction::Write {
+                    op: id,
+                    step,
+                    lifecycle: self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l),
+                    min_version: self.highest_applied,
+                });
+                return;
+            }
+            if let Some((_, began)) = self.handing_off {
+                if self.handoff.is_settled() {
+                    self.handing_off = None;
+                    actions.push(CalculatorAction::Note(CalculatorNote::HandoffComplete {
+                        took: now.saturating_duration_since(began),
+                    }));
+                }
+            }
+        }
+        if self.want_coverage {
+            self.want_coverage = false;
+            let id = self.ops.next();
+            self.op = Some(Op::Coverage {
+                id,
+                deadline: now + timeout,
+            });
+            actions.push(CalculatorAction::CheckCoverage(id));
+        }
+    }
+
+    fn publish_phase(&mut self, actions: &mut Vec<CalculatorAction>) {
+        // A handoff still under way keeps the phase of the rebalance that began it.
+        let phase = match self.scheduler.phase() {
+            Lifecycle::Stable => self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l),
+            phase => phase,
+        };
+        if phase != self.phase {
+            self.phase = phase;
+            actions.push(CalculatorAction::Phase(phase));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,583 @@
+//! The calculator's rules, one test each, and a property test: whatever the answers and
+//! their timing, it never has two calls in flight, every call has a deadline, and it never
+//! writes between a failed write and the read-back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use parti_strategy::{Assignment, Partition, WorkerId};
+use proptest::prelude::*;
+
+use super::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn timings() -> CalculatorTimings {
+    CalculatorTimings {
+        poll_interval: S / 2,
+        call_timeout: 3 * S,
+        retry: S / 2,
+        emergency_grace: S,
+        restart_ratio: 0.5,
+        windows: WindowPolicy {
+            cold_start_window: 5 * S,
+            planned_scale_window: 2 * S,
+            cooldown: 2 * S,
+        },
+    }
+}
+
+fn w(n: u32) -> WorkerId {
+    WorkerId::new(format!("worker-{n}"))
+}
+
+fn partitions(n: usize) -> Vec<Partition> {
+    (0..n)
+        .map(|i| Partition::from_keys(["p", i.to_string().as_str()]).unwrap())
+        .collect()
+}
+
+fn present(workers: &[u32]) -> BTreeMap<WorkerId, u64> {
+    workers.iter().map(|n| (w(*n), 0)).collect()
+}
+
+/// Round-robin: enough of a strategy to plan with.
+fn assign(workers: &[WorkerId], partitions: &[Partition]) -> Assignment {
+    partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id().clone(), workers[i % workers.len()].clone()))
+        .collect()
+}
+
+fn find<T>(actions: &[CalculatorAction], f: impl Fn(&CalculatorAction) -> Option<T>) -> Option<T> {
+    actions.iter().find_map(f)
+}
+
+fn load_op(a: &[CalculatorAction]) -> Option<OpId> {
+    find(a, |a| match a {
+        CalculatorAction::Load(op) => Some(*op),
+        _ => None,
+    })
+}
+
+fn list_op(a: &[CalculatorAction]) -> Option<OpId> {
+    find(a, |a| match a {
+        CalculatorAction::List(op) => Some(*op),
+        _ => None,
+    })
+}
+
+fn write_op(a: &[CalculatorAction]) -> Option<(OpId, Step)> {
+    find(a, |a| match a {
+        CalculatorAction::Write { op, step, .. } => Some((*op, step.clone())),
+        _ => None,
+    })
+}
+
+fn compute_op(a: &[CalculatorAction]) -> Option<(OpId, RebalanceReason, Vec<WorkerId>, bool)> {
+    find(a, |a| match a {
+        CalculatorAction::Compute {
+            op,
+            reason,
+            workers,
+            source,
+            ..
+        } => Some((*op, *reason, workers.clone(), *source)),
+        _ => None,
+    })
+}
+
+/// A calculator of a fresh fleet: loaded (no records), listed with `workers` present.
+fn started(t0: Instant, workers: &[u32]) -> (CalculatorMachine, Vec<CalculatorAction>) {
+    let mut m = CalculatorMachine::new(1, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
+    let load = load_op(&m.handle(CalculatorEvent::Tick, t0)).expect("loads first");
+    let list = list_op(&m.handle(
+        CalculatorEvent::Loaded {
+            op: load,
+            outcome: Ok(RecordsRead::default()),
+        },
+        t0,
+    ))
+    .expect("then lists");
+    let actions = m.handle(
+        CalculatorEvent::Listed {
+            op: list,
+            outcome: Ok(present(workers)),
+        },
+        t0,
+    );
+    (m, actions)
+}
+
+/// Answers every listing in `actions` with the plan's members present (reporting
+/// `version` applied) until the machine asks for something else; returns its actions.
+fn lists_answered(
+    m: &mut CalculatorMachine,
+    now: Instant,
+    actions: Vec<CalculatorAction>,
+    version: u64,
+) -> Vec<CalculatorAction> {
+    lists_answered_without(m, now, actions, version, &[])
+}
+
+/// [`lists_answered`], with the workers `absent` missing from every listing.
+fn lists_answered_without(
+    m: &mut CalculatorMachine,
+    now: Instant,
+    mut actions: Vec<CalculatorAction>,
+    version: u64,
+    absent: &[WorkerId],
+) -> Vec<CalculatorAction> {
+    while let Some(op) = list_op(&actions) {
+        let live: BTreeMap<WorkerId, u64> = m
+            .members()
+            .iter()
+            .filter(|w| !absent.contains(w))
+            .map(|w| (w.clone(), version))
+            .collect();
+        let mut next = m.handle(
+            CalculatorEvent::Listed {
+                op,
+                outcome: Ok(live),
+            },
+            now,
+        );
+        actions.retain(|a| !matches!(a, CalculatorAction::List(_)));
+        actions.append(&mut next);
+    }
+    actions
+}
+
+/// Runs the machine's ticks until `until` or until it asks for a computation or a write
+/// (listings are answered with nothing new); returns every action.
+fn run_until(
+    m: &mut CalculatorMachine,
+    now: &mut Instant,
+    until: Instant,
+) -> Vec<CalculatorAction> {
+    run_until_without(m, now, until, &[])
+}
+
+/// [`run_until`], with the workers `absent` missing from every listing.
+fn run_until_without(
+    m: &mut CalculatorMachine,
+    now: &mut Instant,
+    until: Instant,
+    absent: &[WorkerId],
+) -> Vec<CalculatorAction> {
+    let mut all = Vec::new();
+    while let Some(at) = m.next_deadline().filter(|at| *at <= until) {
+        *now = at.max(*now);
+        let actions = m.handle(CalculatorEvent::Tick, *now);
+        all.extend(lists_answered_without(m, *now, actions, 1, absent));
+        if all.iter().any(|a| {
+            matches!(
+                a,
+                CalculatorAction::Compute { .. } | CalculatorAction::Write { .. }
+            )
+        }) {
+            break;
+        }
+    }
+    all
+}
+
+#[test]
+fn a_cold_start_waits_its_window_then_computes() {
+    let t0 = Instant::now();
+    let (mut m, actions) = started(t0, &[0, 1, 2]);
+    assert!(compute_op(&actions).is_none());
+    assert_eq!(m.phase(), Lifecycle::Scaling);
+    let mut now = t0;
+    let actions = run_until(&mut m, &mut now, t0 + 10 * S);
+    let (_, reason, workers, source) = compute_op(&actions).expect("a rebalance");
+    assert_eq!(reason, RebalanceReason::ColdStart);
+    assert_eq!(workers, vec![w(0), w(1), w(2)]);
+    assert!(source, "a cold start asks the source");
+    assert_eq!(now, t0 + timings().windows.cold_start_window);
+}
+
+/// Computes at once from `actions`, answers it with a round-robin plan and writes every
+/// step; returns the machine settled.
+fn planned(m: &mut CalculatorMachine, now: Instant, actions: Vec<CalculatorAction>, n: usize) {
+    let (op, _, workers, _) = compute_op(&actions).expect("a rebalance");
+    let actions = computed(m, now, op, &workers, n);
+    let mut actions = lists_answered(m, now, actions, 1);
+    while let Some((op, step)) = write_op(&actions) {
+        let committed = step.into_iter().map(|(w, c)| (w, c, 1)).collect();
+        let next = m.handle(
+            CalculatorEvent::Written {
+                op,
+                committed,
+                failed: false,
+            },
+            now,
+        );
+        actions = lists_answered(m, now, next, 1);
+    }
+}
+
+/// Answers computation `op` with a round-robin plan of `n` partitions over `workers`.
+fn computed(
+    m: &mut CalculatorMachine,
+    now: Instant,
+    op: OpId,
+    workers: &[WorkerId],
+    n: usize,
+) -> Vec<CalculatorAction> {
+    let ps = partitions(n);
+    m.handle(
+        CalculatorEvent::Computed {
+            op,
+            outcome: Ok(Computed {
+                assignment: assign(workers, &ps),
+                partitions: ps,
+                source_failed: false,
+            }),
+        },
+        now,
+    )
+}
+
+fn settled_fleet(t0: Instant) -> (CalculatorMachine, Instant) {
+    let (mut m, _) = started(t0, &[0, 1, 2]);
+    let mut now = t0;
+    let actions = run_until(&mut m, &mut now, t0 + 10 * S);
+    planned(&mut m, now, actions, 6);
+    assert!(m.handoff().is_settled());
+    (m, now)
+}
+
+#[test]
+fn an_emergency_plans_with_the_last_good_list_without_asking_the_source() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    // Lost once the grace has passed.
+    let until = now + 5 * S;
+    let actions = run_until_without(&mut m, &mut now, until, &[w(2)]);
+    let (_, reason, workers, source) = compute_op(&actions).expect("an emergency rebalance");
+    assert_eq!(reason, RebalanceReason::Emergency);
+    assert_eq!(workers, vec![w(0), w(1)]);
+    assert!(!source, "an emergency does not wait on the source");
+}
+
+#[test]
+fn the_leader_keeps_observing_while_a_computation_hangs() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    // A refresh: the source is asked, and hangs.
+    let actions = m.handle(CalculatorEvent::Refresh, now);
+    let (hung, reason, _, _) = compute_op(&actions).expect("a refresh rebalance");
+    assert_eq!(reason, RebalanceReason::Refresh);
+    // Meanwhile a worker dies: its loss is seen while the call hangs.
+    let gone_at = now;
+    m.handle(CalculatorEvent::HeartbeatGone(w(1)), gone_at);
+    let deadline = m.next_deadline().unwrap();
+    assert!(deadline <= gone_at + 2 * timings().call_timeout);
+    // The hanging computation is abandoned at its deadline; the emergency follows at once,
+    // with the last good list.
+    let mut seen = Vec::new();
+    while compute_op(&seen).is_none_or(|(op, ..)| op == hung) {
+        now = m.next_deadline().unwrap();
+        seen = m.handle(CalculatorEvent::Tick, now);
+        if let Some(list) = list_op(&seen) {
+            seen.extend(m.handle(
+                CalculatorEvent::Listed {
+                    op: list,
+                    outcome: Ok(present(&[0, 2])),
+                },
+                now,
+            ));
+        }
+    }
+    assert!(seen.contains(&CalculatorAction::Cancel(hung)));
+    let (_, reason, workers, source) = compute_op(&seen).unwrap();
+    assert_eq!(reason, RebalanceReason::Emergency);
+    assert_eq!(workers, vec![w(0), w(2)]);
+    assert!(!source);
+    assert!(now <= gone_at + 2 * timings().call_timeout);
+}
+
+#[test]
+fn a_failed_rebalance_is_retried_as_a_refresh_with_backoff() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    let actions = m.handle(CalculatorEvent::Refresh, now);
+    let (op, ..) = compute_op(&actions).unwrap();
+    let actions = m.handle(
+        CalculatorEvent::Computed {
+            op,
+            outcome: Err(()),
+        },
+        now,
+    );
+    let Some(CalculatorNote::RebalanceFailed { retry_in }) = find(&actions, |a| match a {
+        CalculatorAction::Note(note @ CalculatorNote::RebalanceFailed { .. }) => Some(note.clone()),
+        _ => None,
+    }) else {
+        panic!("reported: {actions:?}")
+    };
+    let failed_at = now;
+    let actions = run_until(&mut m, &mut now, failed_at + 10 * S);
+    let (_, reason, ..) = compute_op(&actions).expect("retried");
+    assert_eq!(reason, RebalanceReason::Refresh);
+    assert_eq!(now, failed_at + retry_in);
+}
+
+#[test]
+fn after_a_failed_write_the_records_are_read_back_before_anything_is_written() {
+    let t0 = Instant::now();
+    let (mut m, _) = started(t0, &[0, 1]);
+    let mut now = t0;
+    let actions = run_until(&mut m, &mut now, t0 + 10 * S);
+    let (op, _, workers, _) = compute_op(&actions).unwrap();
+    let actions = computed(&mut m, now, op, &workers, 4);
+    let actions = lists_answered(&mut m, now, actions, 0);
+    let (op, _) = write_op(&actions).expect("writes the plan");
+    let actions = m.handle(
+        CalculatorEvent::Written {
+            op,
+            committed: Vec::new(),
+            failed: true,
+        },
+        now,
+    );
+    let load = load_op(&actions).expect("reads the records back");
+    assert!(write_op(&actions).is_none());
+    let actions = m.handle(
+        CalculatorEvent::Loaded {
+            op: load,
+            outcome: Ok(RecordsRead::default()),
+        },
+        now,
+    );
+    assert!(write_op(&actions).is_none(), "waits the retry delay");
+    let until = now + 5 * S;
+    let actions = run_until(&mut m, &mut now, until);
+    assert!(write_op(&actions).is_some());
+}
+
+#[test]
+fn a_write_that_hangs_is_abandoned_at_its_deadline_and_read_back() {
+    let t0 = Instant::now();
+    let (mut m, _) = started(t0, &[0]);
+    let mut now = t0;
+    let actions = run_until(&mut m, &mut now, t0 + 10 * S);
+    let (op, _, workers, _) = compute_op(&actions).unwrap();
+    let actions = computed(&mut m, now, op, &workers, 2);
+    let actions = lists_answered(&mut m, now, actions, 0);
+    let (write, _) = write_op(&actions).unwrap();
+    assert!(
+        m.next_deadline()
+            .is_some_and(|at| at <= now + timings().call_timeout)
+    );
+    let actions = m.handle(CalculatorEvent::Tick, now + timings().call_timeout);
+    assert!(actions.contains(&CalculatorAction::Cancel(write)));
+    assert!(load_op(&actions).is_some(), "{actions:?}");
+}
+
+#[test]
+fn a_new_leader_rewrites_every_record_and_checks_coverage() {
+    let t0 = Instant::now();
+    let mut m = CalculatorMachine::new(9, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
+    let load = load_op(&m.handle(CalculatorEvent::Tick, t0)).unwrap();
+    let ps = partitions(2);
+    let records = RecordsRead {
+        contents: vec![
+            (w(0), 5, [ps[0].id().clone()].into()),
+            (w(1), 5, [ps[1].id().clone()].into()),
+        ],
+        assignment: [(ps[0].id().clone(), w(0)), (ps[1].id().clone(), w(1))]
+            .into_iter()
+            .collect(),
+    };
+    let list = list_op(&m.handle(
+        CalculatorEvent::Loaded {
+            op: load,
+            outcome: Ok(records),
+        },
+        t0,
+    ))
+    .unwrap();
+    let actions = m.handle(
+        CalculatorEvent::Listed {
+            op: list,
+            outcome: Ok([(w(0), 5), (w(1), 5)].into()),
+        },
+        t0,
+    );
+    let (op, step) = write_op(&actions).expect("stamps the records with its term");
+    assert_eq!(step.len(), 2);
+    let committed = step.into_iter().map(|(w, c)| (w, c, 6)).collect();
+    let mut actions = m.handle(
+        CalculatorEvent::Written {
+            op,
+            committed,
+            failed: false,
+        },
+        t0,
+    );
+    if let Some(list) = list_op(&actions) {
+        actions = m.handle(
+            CalculatorEvent::Listed {
+                op: list,
+                outcome: Ok([(w(0), 6), (w(1), 6)].into()),
+            },
+            t0,
+        );
+    }
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, CalculatorAction::CheckCoverage(_))),
+        "{actions:?}"
+    );
+    assert!(
+        compute_op(&actions).is_none(),
+        "no cold start for a resumed fleet"
+    );
+}
+
+#[test]
+fn a_revoking_step_is_followed_by_a_listing() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    // A join: after its window, partitions move to it — revoked first.
+    m.handle(
+        CalculatorEvent::Heartbeat {
+            worker: w(3),
+            applied: 0,
+        },
+        now,
+    );
+    let until = now + 10 * S;
+    let actions = run_until(&mut m, &mut now, until);
+    let (op, _, workers, _) = compute_op(&actions).unwrap();
+    let actions = computed(&mut m, now, op, &workers, 6);
+    let actions = lists_answered(&mut m, now, actions, 0);
+    let (op, step) = write_op(&actions).unwrap();
+    let committed = step.into_iter().map(|(w, c)| (w, c, 2)).collect();
+    let actions = m.handle(
+        CalculatorEvent::Written {
+            op,
+            committed,
+            failed: false,
+        },
+        now,
+    );
+    assert!(m.handoff().waiting_for().next().is_some());
+    assert!(list_op(&actions).is_some(), "{actions:?}");
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Wait(u64),
+    Answer(u8),
+    Heartbeat(u8, bool),
+    Refresh,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        3 => (1..4_000u64).prop_map(Event::Wait),
+        6 => any::<u8>().prop_map(Event::Answer),
+        3 => (0..5u8, any::<bool>()).prop_map(|(n, up)| Event::Heartbeat(n, up)),
+        1 => Just(Event::Refresh),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn one_call_at_a_time_each_with_a_deadline_and_no_write_before_a_read_back(
+        events in prop::collection::vec(event(), 1..150)
+    ) {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut m = CalculatorMachine::new(1, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
+        let mut in_flight: Option<CalculatorAction> = None;
+        let mut must_read_back = false;
+        let mut actions = m.handle(CalculatorEvent::Tick, now);
+        for event in events {
+            for action in &actions {
+                match action {
+                    CalculatorAction::Load(_) | CalculatorAction::List(_)
+                    | CalculatorAction::Write { .. } | CalculatorAction::Compute { .. }
+                    | CalculatorAction::CheckCoverage(_) => {
+                        prop_assert!(in_flight.is_none(), "two calls: {actions:?}");
+                        if matches!(action, CalculatorAction::Write { .. }) {
+                            prop_assert!(!must_read_back, "wrote before reading back");
+                        }
+                        if matches!(action, CalculatorAction::Load(_)) {
+                            must_read_back = false;
+                        }
+                        in_flight = Some(action.clone());
+                    }
+                    CalculatorAction::Cancel(_) => {
+                        if matches!(in_flight, Some(CalculatorAction::Write { .. })) {
+                            must_read_back = true;
+                        }
+                        in_flight = None;
+                    }
+                    _ => {}
+                }
+            }
+            // Handled at `now`, nothing is due at `now` any more: the executor never spins.
+            prop_assert!(m.next_deadline().is_none_or(|at| at > now), "due again at once");
+            if in_flight.is_some() {
+                prop_assert!(m.next_deadline().is_some_and(|d| d <= now + 2 * timings().call_timeout));
+            }
+            let next = match event {
+                Event::Wait(ms) => {
+                    let wake = m.next_deadline().unwrap_or(now).max(now);
+                    now = (now + Duration::from_millis(ms)).min(wake);
+                    CalculatorEvent::Tick
+                }
+                Event::Answer(pick) => match in_flight.take() {
+                    Some(CalculatorAction::Load(op)) => CalculatorEvent::Loaded {
+                        op,
+                        outcome: if pick % 4 == 0 { Err(()) } else { Ok(RecordsRead::default()) },
+                    },
+                    Some(CalculatorAction::List(op)) => CalculatorEvent::Listed {
+                        op,
+                        outcome: Ok((0..u32::from(pick % 5)).map(|n| (w(n), 1)).collect()),
+                    },
+                    Some(CalculatorAction::Write { op, step, .. }) => {
+                        let failed = pick % 3 == 0;
+                        if failed {
+                            must_read_back = true;
+                        }
+                        CalculatorEvent::Written {
+                            op,
+                            committed: step.into_iter().map(|(w, c)| (w, c, 1)).collect(),
+                            failed,
+                        }
+                    }
+                    Some(CalculatorAction::Compute { op, workers, .. }) => CalculatorEvent::Computed {
+                        op,
+                        outcome: if pick % 3 == 0 {
+                            Err(())
+                        } else {
+                            let ps = partitions(5);
+                            Ok(Computed {
+                                assignment: assign(&workers, &ps),
+                                partitions: ps,
+                                source_failed: pick % 3 == 1,
+                            })
+                        },
+                    },
+                    Some(CalculatorAction::CheckCoverage(op)) => CalculatorEvent::Covered {
+                        op,
+                        outcome: Ok((pick % 2 == 0, partitions(5))),
+                    },
+                    _ => CalculatorEvent::Tick,
+                },
+                Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), applied: 1 },
+                Event::Heartbeat(n, false) => CalculatorEvent::HeartbeatGone(w(n.into())),
+                Event::Refresh => CalculatorEvent::Refresh,
+            };
+            actions = m.handle(next, now);
+        }
+    }
+}
