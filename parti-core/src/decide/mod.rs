@@ -1,6 +1,7 @@
-//! Pure decision logic: the follower machine (the worker side of the protocol), the
-//! manager and calculator state machines, the classifier of topology changes, the emergency
-//! detector, stabilization windows and the cooldown, the handoff planner.
+//! Pure decision logic: the three machines the runtime's one executor runs — the follower
+//! (the worker side of the protocol), the election and the leader's calculator — and what
+//! they are built from: the manager's states, the classifier of topology changes, the
+//! emergency detector, stabilization windows and the cooldown, the handoff planner, backoff.
 //!
 //! Nothing here does I/O or reads a clock: time is an argument ([`std::time::Instant`]) and
 //! decisions are return values, so every rule is tested exhaustively or by property; the
