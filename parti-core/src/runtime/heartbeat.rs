@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::PartitionSource;
-use super::context::{Session, stopped};
-use crate::store::{Bucket, Revision};
+use super::context::{Session, stopped, within};
+use crate::store::{Bucket, Operation, Revision};
 use crate::telemetry;
 use crate::wire::{Heartbeat, WireRecord};
 
@@ -37,10 +37,13 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         };
         let sent = Instant::now();
         let written = match beat.encode() {
+            // Bounded by the lease it would extend: an acknowledgement after that is worth
+            // nothing, and a put stuck on a black-holed link must not keep the next one
+            // (with a newer applied version) from being sent.
             Ok(value) => tokio::select! {
                 biased;
                 () = stopped(&mut stop) => break,
-                written = bucket.put(key, value) => written.map_err(crate::Error::from),
+                written = within(lease, Operation::Put, bucket.name(), key, bucket.put(key, value)) => written,
             },
             Err(e) => Err(crate::Error::from(e)),
         };

@@ -34,8 +34,11 @@ pub struct LeadershipChange {
 ///   the revoked ones leave [`Manager::watch_assignment`](super::Manager::watch_assignment)
 ///   first, then
 ///   `on_revoked` runs (stop work on them: it gets `drain_timeout`, and never past the
-///   heartbeat lease), then the new version is reported to the leader and published, and
-///   then `on_assigned` runs with the grants and their fencing tokens. `on_assigned` is
+///   heartbeat lease), then the new version is reported to the leader, `on_assigned` is
+///   called with the grants and their fencing tokens, and the new assignment is published
+///   (`watch_assignment`, [`Manager::owns`](super::Manager::owns)) before the future it
+///   returned first runs: nothing shows a partition as owned before the application has
+///   been told of it. `on_assigned` is
 ///   never cut short while the lease holds; if the lease lapses while it runs, the worker
 ///   fences at once and `on_revoked` follows for everything. A hook that panics is reported
 ///   through `on_error` ([`Error::HookPanicked`]) and counts as finished.
