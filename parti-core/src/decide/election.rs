@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use parti_strategy::WorkerId;
 
+use super::Machine;
 use super::op::{OpId, OpIds};
 use crate::wire::{LeaderRecord, Lifecycle};
 
@@ -265,6 +266,7 @@ impl LeadOp {
 /// use std::time::{Duration, Instant};
 /// use parti_core::decide::{
 ///     Candidate, CreateOutcome, ElectionAction, ElectionEvent, ElectionMachine, ElectionTimings,
+///     Machine,
 /// };
 /// use parti_strategy::WorkerId;
 ///
@@ -325,62 +327,6 @@ impl ElectionMachine {
     /// Whether this worker leads at `now`.
     pub fn is_leader(&self, now: Instant) -> bool {
         self.leading(now).is_some()
-    }
-
-    /// Whether the machine has finished (after [`ElectionEvent::Stop`]).
-    pub fn is_finished(&self) -> bool {
-        self.state == State::Finished
-    }
-
-    /// When the machine must next be woken with [`ElectionEvent::Tick`], if ever.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        match &self.state {
-            State::Following {
-                op: None,
-                next_read,
-            } => Some(*next_read),
-            State::Following {
-                op: Some(FollowOp::Read { deadline, .. } | FollowOp::Create { deadline, .. }),
-                ..
-            } => Some(*deadline),
-            State::Leading(leading) => Some(match leading.op {
-                Some(_) => leading.lease_end,
-                None => leading.lease_end.min(leading.next_renewal),
-            }),
-            State::Releasing { deadline, .. } => Some(*deadline),
-            State::Finished => None,
-        }
-    }
-
-    /// Feeds one event at `now`; returns what to do, in order.
-    pub fn handle(&mut self, event: ElectionEvent, now: Instant) -> Vec<ElectionAction> {
-        let mut actions = Vec::new();
-        // The lease end first: nothing that arrives after it may count.
-        self.check_lease(now, &mut actions);
-        match event {
-            ElectionEvent::Tick => {}
-            ElectionEvent::Stop => self.stop(now, &mut actions),
-            ElectionEvent::Phase(phase) => {
-                self.phase = phase;
-                if let State::Leading(leading) = &mut self.state {
-                    leading.next_renewal = now;
-                }
-            }
-            ElectionEvent::CalculatorEnded => {
-                self.depose(Deposed::CalculatorEnded, now, &mut actions);
-            }
-            ElectionEvent::Delivered(entry) => self.delivered(entry, now, &mut actions),
-            ElectionEvent::Read { op, outcome } => self.read(op, outcome, now, &mut actions),
-            ElectionEvent::Created { op, outcome } => self.created(op, outcome, now, &mut actions),
-            ElectionEvent::Renewed { op, outcome } => self.renewed(op, outcome, now, &mut actions),
-            ElectionEvent::Released { op } => {
-                if matches!(self.state, State::Releasing { op: ours, .. } if ours == op) {
-                    self.finish(&mut actions);
-                }
-            }
-        }
-        self.settle(now, &mut actions);
-        actions
     }
 
     fn check_lease(&mut self, now: Instant, actions: &mut Vec<ElectionAction>) {
@@ -695,6 +641,68 @@ fn record(me: &Candidate, phase: Lifecycle, term: u64) -> LeaderRecord {
         instance_id: me.instance_id.clone(),
         term,
         phase,
+    }
+}
+
+impl Machine for ElectionMachine {
+    type Event = ElectionEvent;
+    type Action = ElectionAction;
+
+    fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Following {
+                op: None,
+                next_read,
+            } => Some(*next_read),
+            State::Following {
+                op: Some(FollowOp::Read { deadline, .. } | FollowOp::Create { deadline, .. }),
+                ..
+            } => Some(*deadline),
+            State::Leading(leading) => Some(match leading.op {
+                Some(_) => leading.lease_end,
+                None => leading.lease_end.min(leading.next_renewal),
+            }),
+            State::Releasing { deadline, .. } => Some(*deadline),
+            State::Finished => None,
+        }
+    }
+
+    fn handle(&mut self, event: ElectionEvent, now: Instant) -> Vec<ElectionAction> {
+        let mut actions = Vec::new();
+        // The lease end first: nothing that arrives after it may count.
+        self.check_lease(now, &mut actions);
+        match event {
+            ElectionEvent::Tick => {}
+            ElectionEvent::Stop => self.stop(now, &mut actions),
+            ElectionEvent::Phase(phase) => {
+                self.phase = phase;
+                if let State::Leading(leading) = &mut self.state {
+                    leading.next_renewal = now;
+                }
+            }
+            ElectionEvent::CalculatorEnded => {
+                self.depose(Deposed::CalculatorEnded, now, &mut actions);
+            }
+            ElectionEvent::Delivered(entry) => self.delivered(entry, now, &mut actions),
+            ElectionEvent::Read { op, outcome } => self.read(op, outcome, now, &mut actions),
+            ElectionEvent::Created { op, outcome } => self.created(op, outcome, now, &mut actions),
+            ElectionEvent::Renewed { op, outcome } => self.renewed(op, outcome, now, &mut actions),
+            ElectionEvent::Released { op } => {
+                if matches!(self.state, State::Releasing { op: ours, .. } if ours == op) {
+                    self.finish(&mut actions);
+                }
+            }
+        }
+        self.settle(now, &mut actions);
+        actions
+    }
+
+    fn tick() -> ElectionEvent {
+        ElectionEvent::Tick
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use parti_strategy::PartitionId;
 
+use super::Machine;
 use super::WorkerAssignment;
 use super::op::{OpId, OpIds};
 use crate::wire::{AssignmentRecord, Grant};
@@ -234,97 +235,9 @@ impl FollowerMachine {
         &self.held
     }
 
-    /// Whether the machine has finished (after [`FollowerEvent::Stop`]).
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
     /// The operation in flight, if any.
     pub fn in_flight(&self) -> Option<OpId> {
         self.op.as_ref().map(Op::id)
-    }
-
-    /// When the machine must next be woken with [`FollowerEvent::Tick`], if ever.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        if self.finished {
-            return None;
-        }
-        let lease = self.lease_end.filter(|_| self.was_valid);
-        let op = match &self.op {
-            Some(Op::Read { deadline, .. } | Op::Term { deadline, .. }) => Some(*deadline),
-            Some(Op::Revoke {
-                started, drain_end, ..
-            }) => Some(self.revoke_deadline(*started, *drain_end)),
-            Some(Op::Grant { stop_deadline, .. }) => *stop_deadline,
-            None => None,
-        };
-        let poll = self
-            .next_poll
-            .filter(|_| self.op.is_none() && self.was_valid && !self.stopping);
-        [lease, op, poll].into_iter().flatten().min()
-    }
-
-    /// Feeds one event at `now`; returns what to do, in order.
-    pub fn handle(&mut self, event: FollowerEvent, now: Instant) -> Vec<FollowerAction> {
-        let mut actions = Vec::new();
-        if self.finished {
-            return actions;
-        }
-        if let FollowerEvent::Lease(renewal) = event {
-            let continues = renewal.is_some_and(|renewal| {
-                self.lease_end.is_some_and(|end| renewal.acknowledged < end)
-            });
-            if !continues {
-                // What was due under the old lease happens first: a renewal acknowledged
-                // after the old lease ended does not undo the lapse (or a revoke hook's cut).
-                // One acknowledged before it did not lapse, however late the machine hears.
-                self.check_lease(now, &mut actions);
-                self.settle(now, &mut actions);
-            }
-            self.lease_end = renewal.map(|renewal| renewal.until);
-        }
-        // The lease first: a completion that arrives after the lease ended must not count.
-        self.check_lease(now, &mut actions);
-        match event {
-            FollowerEvent::Lease(_) | FollowerEvent::Tick => {}
-            FollowerEvent::Stop => self.stopping = true,
-            FollowerEvent::Delivered(record) => {
-                if self.lease_valid(now) && !self.stopping {
-                    self.pending = Some(record);
-                }
-            }
-            FollowerEvent::RecordRead { op, outcome } => {
-                if self
-                    .take_op(op, |op| matches!(op, Op::Read { .. }))
-                    .is_some()
-                {
-                    match outcome {
-                        Ok(Some(record)) => self.on_record(record, true, now, &mut actions),
-                        Ok(None) => self.on_deleted(true, now, &mut actions),
-                        Err(()) => {}
-                    }
-                }
-            }
-            FollowerEvent::TermRead { op, outcome } => {
-                if let Some(Op::Term { record, .. }) =
-                    self.take_op(op, |op| matches!(op, Op::Term { .. }))
-                {
-                    if outcome == Ok(Some(record.term)) && self.lease_valid(now) {
-                        self.accept(record, now, &mut actions);
-                    }
-                }
-            }
-            FollowerEvent::HookDone { op, .. } => match self.op.clone() {
-                Some(Op::Revoke { id, then, .. }) if id == op => {
-                    self.op = None;
-                    self.after_revoke(then, now, &mut actions);
-                }
-                Some(Op::Grant { id, .. }) if id == op => self.op = None,
-                _ => {}
-            },
-        }
-        self.settle(now, &mut actions);
-        actions
     }
 
     fn lease_valid(&self, now: Instant) -> bool {
@@ -662,6 +575,100 @@ impl FollowerMachine {
             );
         }
         actions.push(FollowerAction::Publish(self.held.clone()));
+    }
+}
+
+impl Machine for FollowerMachine {
+    type Event = FollowerEvent;
+    type Action = FollowerAction;
+
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let lease = self.lease_end.filter(|_| self.was_valid);
+        let op = match &self.op {
+            Some(Op::Read { deadline, .. } | Op::Term { deadline, .. }) => Some(*deadline),
+            Some(Op::Revoke {
+                started, drain_end, ..
+            }) => Some(self.revoke_deadline(*started, *drain_end)),
+            Some(Op::Grant { stop_deadline, .. }) => *stop_deadline,
+            None => None,
+        };
+        let poll = self
+            .next_poll
+            .filter(|_| self.op.is_none() && self.was_valid && !self.stopping);
+        [lease, op, poll].into_iter().flatten().min()
+    }
+
+    fn handle(&mut self, event: FollowerEvent, now: Instant) -> Vec<FollowerAction> {
+        let mut actions = Vec::new();
+        if self.finished {
+            return actions;
+        }
+        if let FollowerEvent::Lease(renewal) = event {
+            let continues = renewal.is_some_and(|renewal| {
+                self.lease_end.is_some_and(|end| renewal.acknowledged < end)
+            });
+            if !continues {
+                // What was due under the old lease happens first: a renewal acknowledged
+                // after the old lease ended does not undo the lapse (or a revoke hook's cut).
+                // One acknowledged before it did not lapse, however late the machine hears.
+                self.check_lease(now, &mut actions);
+                self.settle(now, &mut actions);
+            }
+            self.lease_end = renewal.map(|renewal| renewal.until);
+        }
+        // The lease first: a completion that arrives after the lease ended must not count.
+        self.check_lease(now, &mut actions);
+        match event {
+            FollowerEvent::Lease(_) | FollowerEvent::Tick => {}
+            FollowerEvent::Stop => self.stopping = true,
+            FollowerEvent::Delivered(record) => {
+                if self.lease_valid(now) && !self.stopping {
+                    self.pending = Some(record);
+                }
+            }
+            FollowerEvent::RecordRead { op, outcome } => {
+                if self
+                    .take_op(op, |op| matches!(op, Op::Read { .. }))
+                    .is_some()
+                {
+                    match outcome {
+                        Ok(Some(record)) => self.on_record(record, true, now, &mut actions),
+                        Ok(None) => self.on_deleted(true, now, &mut actions),
+                        Err(()) => {}
+                    }
+                }
+            }
+            FollowerEvent::TermRead { op, outcome } => {
+                if let Some(Op::Term { record, .. }) =
+                    self.take_op(op, |op| matches!(op, Op::Term { .. }))
+                {
+                    if outcome == Ok(Some(record.term)) && self.lease_valid(now) {
+                        self.accept(record, now, &mut actions);
+                    }
+                }
+            }
+            FollowerEvent::HookDone { op, .. } => match self.op.clone() {
+                Some(Op::Revoke { id, then, .. }) if id == op => {
+                    self.op = None;
+                    self.after_revoke(then, now, &mut actions);
+                }
+                Some(Op::Grant { id, .. }) if id == op => self.op = None,
+                _ => {}
+            },
+        }
+        self.settle(now, &mut actions);
+        actions
+    }
+
+    fn tick() -> FollowerEvent {
+        FollowerEvent::Tick
     }
 }
 

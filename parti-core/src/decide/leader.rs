@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use parti_strategy::{Assignment, Partition, PartitionId, WorkerId};
 
+use super::Machine;
 use super::op::{OpId, OpIds};
 use super::{
     Backoff, ChangeKind, Decision, EmergencyDetector, Handoff, ListingTicket, RebalanceReason,
@@ -304,7 +305,7 @@ impl Op {
 /// use std::time::{Duration, Instant};
 /// use parti_core::decide::{
 ///     Backoff, CalculatorAction, CalculatorEvent, CalculatorMachine, CalculatorTimings,
-///     RecordsRead, WindowPolicy,
+///     Machine, RecordsRead, WindowPolicy,
 /// };
 ///
 /// let s = Duration::from_secs(1);
@@ -429,108 +430,6 @@ impl CalculatorMachine {
     /// The handoff planner (what the records say, whom it waits for).
     pub fn handoff(&self) -> &Handoff {
         &self.handoff
-    }
-
-    /// When the machine must next be woken with [`CalculatorEvent::Tick`].
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let op = self.op.as_ref().map(Op::deadline);
-        let poll = self.loaded.then_some(self.next_poll);
-        let load = self.want_load.filter(|_| self.op.is_none());
-        [
-            op,
-            poll,
-            load,
-            self.wake,
-            self.retry_handoff,
-            // A retry waits while a rebalance is pending anyway.
-            self.retry_refresh.filter(|_| self.want_rebalance.is_none()),
-            self.detector.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// Feeds one event at `now`; returns what to do, in order.
-    pub fn handle(&mut self, event: CalculatorEvent, now: Instant) -> Vec<CalculatorAction> {
-        let mut actions = Vec::new();
-        match event {
-            CalculatorEvent::Tick => {}
-            CalculatorEvent::Loaded { op, outcome } => {
-                if self.take_op(op).is_some() {
-                    self.loaded_records(outcome, now);
-                }
-            }
-            CalculatorEvent::Listed { op, outcome } => {
-                if let Some(Op::List { ticket, .. }) = self.take_op(op) {
-                    self.listed(ticket, outcome, now, &mut actions);
-                }
-            }
-            CalculatorEvent::Written {
-                op,
-                committed,
-                failed,
-            } => {
-                if self.take_op(op).is_some() {
-                    self.written(committed, failed, now, &mut actions);
-                }
-            }
-            CalculatorEvent::Computed { op, outcome } => {
-                if let Some(Op::Compute {
-                    reason, started, ..
-                }) = self.take_op(op)
-                {
-                    self.computed(reason, started, outcome, now, &mut actions);
-                }
-            }
-            CalculatorEvent::Covered { op, outcome } => {
-                if self.take_op(op).is_some() {
-                    let decision = match outcome {
-                        Ok((covered, partitions)) => {
-                            self.last_partitions = Some(partitions);
-                            if covered {
-                                Decision::Nothing
-                            } else {
-                                self.scheduler.on_refresh(now)
-                            }
-                        }
-                        Err(()) => self.scheduler.on_refresh(now),
-                    };
-                    self.decide(decision);
-                }
-            }
-            CalculatorEvent::Heartbeat { worker, applied } => {
-                if self.loaded {
-                    self.highest_applied = self.highest_applied.max(applied);
-                    if self.handoff.applied(&worker, applied) {
-                        self.want_advance = true;
-                    }
-                    self.live.insert(worker);
-                    self.observe(now, &mut actions);
-                }
-            }
-            CalculatorEvent::HeartbeatGone(worker) => {
-                if self.loaded {
-                    self.live.remove(&worker);
-                    self.observe(now, &mut actions);
-                }
-            }
-            CalculatorEvent::Refresh => {
-                let decision = self.scheduler.on_refresh(now);
-                self.decide(decision);
-            }
-        }
-        // Until nothing is due at `now` (what one step starts can make another due: a
-        // retry that waited for a rebalance to be started, say).
-        for _ in 0..8 {
-            self.timers(now, &mut actions);
-            self.dispatch(now, &mut actions);
-            if self.next_deadline().is_none_or(|at| at > now) {
-                break;
-            }
-        }
-        self.publish_phase(&mut actions);
-        actions
     }
 
     fn take_op(&mut self, id: OpId) -> Option<Op> {
@@ -897,6 +796,115 @@ impl CalculatorMachine {
             self.phase = phase;
             actions.push(CalculatorAction::Phase(phase));
         }
+    }
+}
+
+impl Machine for CalculatorMachine {
+    type Event = CalculatorEvent;
+    type Action = CalculatorAction;
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let op = self.op.as_ref().map(Op::deadline);
+        let poll = self.loaded.then_some(self.next_poll);
+        let load = self.want_load.filter(|_| self.op.is_none());
+        [
+            op,
+            poll,
+            load,
+            self.wake,
+            self.retry_handoff,
+            // A retry waits while a rebalance is pending anyway.
+            self.retry_refresh.filter(|_| self.want_rebalance.is_none()),
+            self.detector.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle(&mut self, event: CalculatorEvent, now: Instant) -> Vec<CalculatorAction> {
+        let mut actions = Vec::new();
+        match event {
+            CalculatorEvent::Tick => {}
+            CalculatorEvent::Loaded { op, outcome } => {
+                if self.take_op(op).is_some() {
+                    self.loaded_records(outcome, now);
+                }
+            }
+            CalculatorEvent::Listed { op, outcome } => {
+                if let Some(Op::List { ticket, .. }) = self.take_op(op) {
+                    self.listed(ticket, outcome, now, &mut actions);
+                }
+            }
+            CalculatorEvent::Written {
+                op,
+                committed,
+                failed,
+            } => {
+                if self.take_op(op).is_some() {
+                    self.written(committed, failed, now, &mut actions);
+                }
+            }
+            CalculatorEvent::Computed { op, outcome } => {
+                if let Some(Op::Compute {
+                    reason, started, ..
+                }) = self.take_op(op)
+                {
+                    self.computed(reason, started, outcome, now, &mut actions);
+                }
+            }
+            CalculatorEvent::Covered { op, outcome } => {
+                if self.take_op(op).is_some() {
+                    let decision = match outcome {
+                        Ok((covered, partitions)) => {
+                            self.last_partitions = Some(partitions);
+                            if covered {
+                                Decision::Nothing
+                            } else {
+                                self.scheduler.on_refresh(now)
+                            }
+                        }
+                        Err(()) => self.scheduler.on_refresh(now),
+                    };
+                    self.decide(decision);
+                }
+            }
+            CalculatorEvent::Heartbeat { worker, applied } => {
+                if self.loaded {
+                    self.highest_applied = self.highest_applied.max(applied);
+                    if self.handoff.applied(&worker, applied) {
+                        self.want_advance = true;
+                    }
+                    self.live.insert(worker);
+                    self.observe(now, &mut actions);
+                }
+            }
+            CalculatorEvent::HeartbeatGone(worker) => {
+                if self.loaded {
+                    self.live.remove(&worker);
+                    self.observe(now, &mut actions);
+                }
+            }
+            CalculatorEvent::Refresh => {
+                let decision = self.scheduler.on_refresh(now);
+                self.decide(decision);
+            }
+        }
+        // Until nothing is due at `now` (what one step starts can make another due: a
+        // retry that waited for a rebalance to be started, say).
+        for _ in 0..8 {
+            self.timers(now, &mut actions);
+            self.dispatch(now, &mut actions);
+            if self.next_deadline().is_none_or(|at| at > now) {
+                break;
+            }
+        }
+        self.publish_phase(&mut actions);
+        actions
+    }
+
+    fn tick() -> CalculatorEvent {
+        CalculatorEvent::Tick
     }
 }
 

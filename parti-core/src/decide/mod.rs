@@ -15,6 +15,7 @@ mod emergency;
 mod follower;
 mod handoff;
 mod leader;
+mod machine;
 mod manager_state;
 mod op;
 mod worker_assignment;
@@ -35,6 +36,7 @@ pub use leader::{
     CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
     CalculatorTimings, Committed, Computed, RecordsRead,
 };
+pub use machine::Machine;
 pub use manager_state::{InvalidTransition, ManagerState};
 pub use op::OpId;
 pub use worker_assignment::WorkerAssignment;

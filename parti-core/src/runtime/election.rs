@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::PartitionSource;
 use super::context::{OwnedTask, Session, stopped};
-use super::executor::{self, Delivery, KeyWatch, Machine, Operation, Shell};
+use super::executor::{self, Delivery, KeyWatch, Operation, Shell};
 use super::hooks::LeadershipChange;
 use super::leader;
 use super::status::LeaderInfo;
@@ -84,27 +84,6 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     executor::run(&mut machine, &mut shell, ElectionEvent::Tick).await;
     // (Deposed first, if it led: the machine asks for that before it finishes.)
     session.status.set_leader(None);
-}
-
-impl Machine for ElectionMachine {
-    type Event = ElectionEvent;
-    type Action = ElectionAction;
-
-    fn handle(&mut self, event: ElectionEvent, now: std::time::Instant) -> Vec<ElectionAction> {
-        ElectionMachine::handle(self, event, now)
-    }
-
-    fn next_deadline(&self) -> Option<std::time::Instant> {
-        ElectionMachine::next_deadline(self)
-    }
-
-    fn is_finished(&self) -> bool {
-        ElectionMachine::is_finished(self)
-    }
-
-    fn tick() -> ElectionEvent {
-        ElectionEvent::Tick
-    }
 }
 
 /// What a leader runs: its calculator, the lease it shares with it, and the calculator's

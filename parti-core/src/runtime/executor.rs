@@ -14,30 +14,17 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
-use crate::decide::OpId;
+use crate::decide::{Machine, OpId};
 use crate::store::{Bucket, Entry, StoreError, StoreResult, WatchEvent, WatchFrom, WatchStream};
 
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// A machine the executor can run: events in, actions out, time passed in.
-pub(crate) trait Machine {
-    /// What it is fed.
-    type Event: Send;
-    /// What it asks for.
-    type Action;
-    /// Feeds one event at `now`; returns what to do, in order.
-    fn handle(&mut self, event: Self::Event, now: std::time::Instant) -> Vec<Self::Action>;
-    /// When it must next be woken with [`tick`](Self::tick), if ever.
-    fn next_deadline(&self) -> Option<std::time::Instant>;
-    /// Whether it has finished (the executor then returns).
-    fn is_finished(&self) -> bool;
-    /// The event that only tells it the time.
-    fn tick() -> Self::Event;
-}
-
 /// What runs around one machine: it carries out actions and delivers outside events.
-pub(crate) trait Shell<M: Machine>: Send {
+pub(crate) trait Shell<M: Machine>: Send
+where
+    M::Event: Send,
+{
     /// Carries out one action at once; an operation is started with [`Operation::start`].
     fn carry_out(&mut self, action: M::Action, operation: &mut Operation<M::Event>);
     /// The next event from outside (`stop`, a lease, a watch). Cancel-safe: the executor
@@ -89,7 +76,12 @@ impl<E> Operation<E> {
 }
 
 /// Runs `machine`, starting with `first`, until it has finished.
-pub(crate) async fn run<M: Machine, S: Shell<M>>(machine: &mut M, shell: &mut S, first: M::Event) {
+pub(crate) async fn run<M, S>(machine: &mut M, shell: &mut S, first: M::Event)
+where
+    M: Machine,
+    M::Event: Send,
+    S: Shell<M>,
+{
     let mut operation = Operation::default();
     let mut event = first;
     loop {

@@ -14,34 +14,13 @@ use tokio::sync::watch;
 
 use super::PartitionSource;
 use super::context::{Applied, Session, stopped};
-use super::executor::{self, BoxFuture, Delivery, KeyWatch, Machine, Operation, Shell};
+use super::executor::{self, BoxFuture, Delivery, KeyWatch, Operation, Shell};
 use crate::decide::{
     FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId, WorkerAssignment,
 };
 use crate::store::{Bucket, Entry};
 use crate::wire::{AssignmentRecord, LEADER_KEY, LeaderRecord, WireRecord};
 use crate::{Error, Result};
-
-impl Machine for FollowerMachine {
-    type Event = FollowerEvent;
-    type Action = FollowerAction;
-
-    fn handle(&mut self, event: FollowerEvent, now: std::time::Instant) -> Vec<FollowerAction> {
-        FollowerMachine::handle(self, event, now)
-    }
-
-    fn next_deadline(&self) -> Option<std::time::Instant> {
-        FollowerMachine::next_deadline(self)
-    }
-
-    fn is_finished(&self) -> bool {
-        FollowerMachine::is_finished(self)
-    }
-
-    fn tick() -> FollowerEvent {
-        FollowerEvent::Tick
-    }
-}
 
 /// Follows this worker's record until `stop`, then releases every partition.
 pub(crate) async fn run<B: Bucket, P: PartitionSource>(

@@ -24,7 +24,7 @@ use tokio::time::{Instant, timeout};
 use super::PartitionSource;
 use super::context::Session;
 use super::election::Lease;
-use super::executor::{self, Delivery, KeyWatch, Machine, Operation, Shell};
+use super::executor::{self, Delivery, KeyWatch, Operation, Shell};
 use super::publish::Records;
 use crate::decide::{
     Backoff, CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
@@ -78,27 +78,6 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         call_timeout: timings.call_timeout,
     };
     executor::run(&mut machine, &mut shell, CalculatorEvent::Tick).await;
-}
-
-impl Machine for CalculatorMachine {
-    type Event = CalculatorEvent;
-    type Action = CalculatorAction;
-
-    fn handle(&mut self, event: CalculatorEvent, now: std::time::Instant) -> Vec<CalculatorAction> {
-        CalculatorMachine::handle(self, event, now)
-    }
-
-    fn next_deadline(&self) -> Option<std::time::Instant> {
-        CalculatorMachine::next_deadline(self)
-    }
-
-    fn is_finished(&self) -> bool {
-        false
-    }
-
-    fn tick() -> CalculatorEvent {
-        CalculatorEvent::Tick
-    }
 }
 
 /// The leader's copy of the assignment records, shared with the operation using it, and

@@ -8,6 +8,7 @@ use parti_strategy::PartitionId;
 use proptest::prelude::*;
 
 use super::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal, OpId};
+use crate::decide::Machine;
 use crate::wire::{AssignmentRecord, FencingToken, Grant, Lifecycle};
 
 const POLL: Duration = Duration::from_millis(1000);
