@@ -85,8 +85,13 @@ pub enum CalculatorEvent {
     Listed {
         /// The listing.
         op: OpId,
-        /// What was listed (`Err`: failed, already reported).
+        /// The readable heartbeats: each worker and the version it reported (`Err`: the
+        /// listing failed, already reported).
         outcome: Result<BTreeMap<WorkerId, u64>, ()>,
+        /// Workers whose heartbeat key holds a value that is not a heartbeat. They are not
+        /// live (garbage is no worker), but not absent either: a worker whose key is present
+        /// is never confirmed released by its absence.
+        unreadable: BTreeSet<WorkerId>,
     },
     /// A step was written, completely or (`failed`) up to a failure; `committed` are the
     /// changes that were acknowledged, in order.
@@ -114,12 +119,13 @@ pub enum CalculatorEvent {
         /// Its result.
         outcome: Result<(bool, Vec<Partition>), ()>,
     },
-    /// The watch saw a worker's heartbeat with this applied version.
+    /// The watch saw a worker's heartbeat with this applied version (`None`: the value is
+    /// not a heartbeat; it makes nobody live).
     Heartbeat {
         /// The worker.
         worker: WorkerId,
         /// The version it reports applied.
-        applied: u64,
+        applied: Option<u64>,
     },
     /// The watch saw a worker's heartbeat deleted or expire.
     HeartbeatGone(WorkerId),
@@ -464,14 +470,19 @@ impl CalculatorMachine {
         &mut self,
         ticket: ListingTicket,
         outcome: Result<BTreeMap<WorkerId, u64>, ()>,
+        unreadable: &BTreeSet<WorkerId>,
         now: Instant,
         actions: &mut Vec<CalculatorAction>,
     ) {
-        if let Ok(present) = outcome {
+        if let Ok(mut present) = outcome {
             if let Some(highest) = present.values().max() {
                 self.highest_applied = self.highest_applied.max(*highest);
             }
             self.live = present.keys().cloned().collect();
+            // Present, reporting nothing: such a key confirms no release.
+            for worker in unreadable {
+                present.entry(worker.clone()).or_insert(0);
+            }
             if self.handoff.listed(ticket, &present) {
                 self.want_advance = true;
             }
@@ -831,9 +842,13 @@ impl Machine for CalculatorMachine {
                     self.loaded_records(outcome, now);
                 }
             }
-            CalculatorEvent::Listed { op, outcome } => {
+            CalculatorEvent::Listed {
+                op,
+                outcome,
+                unreadable,
+            } => {
                 if let Some(Op::List { ticket, .. }) = self.take_op(op) {
-                    self.listed(ticket, outcome, now, &mut actions);
+                    self.listed(ticket, outcome, &unreadable, now, &mut actions);
                 }
             }
             CalculatorEvent::Written {
@@ -869,7 +884,10 @@ impl Machine for CalculatorMachine {
                     self.decide(decision);
                 }
             }
-            CalculatorEvent::Heartbeat { worker, applied } => {
+            CalculatorEvent::Heartbeat {
+                worker,
+                applied: Some(applied),
+            } => {
                 if self.loaded {
                     self.highest_applied = self.highest_applied.max(applied);
                     if self.handoff.applied(&worker, applied) {
@@ -879,6 +897,7 @@ impl Machine for CalculatorMachine {
                     self.observe(now, &mut actions);
                 }
             }
+            CalculatorEvent::Heartbeat { applied: None, .. } => {}
             CalculatorEvent::HeartbeatGone(worker) => {
                 if self.loaded {
                     self.live.remove(&worker);

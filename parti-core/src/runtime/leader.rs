@@ -32,7 +32,9 @@ use crate::decide::{
 };
 use crate::store::{Bucket, Operation as StoreOperation, StoreError};
 use crate::telemetry;
-use crate::wire::{Heartbeat, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireRecord, worker_number};
+use crate::wire::{
+    Heartbeat, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireError, WireRecord, worker_number,
+};
 use crate::{Error, Result};
 
 /// Runs the calculator of the leader of `term` until aborted (by the election, when the
@@ -73,6 +75,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         lease,
         phase,
         records: Arc::default(),
+        garbage: Arc::default(),
         heartbeats,
         refreshes,
         call_timeout: timings.call_timeout,
@@ -113,6 +116,7 @@ struct CalculatorShell<B, P> {
     lease: Arc<Lease>,
     phase: watch::Sender<Lifecycle>,
     records: Arc<SharedRecords>,
+    garbage: Arc<Garbage>,
     heartbeats: KeyWatch<B>,
     refreshes: KeyWatch<B>,
     call_timeout: Duration,
@@ -144,23 +148,39 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 });
             }
             CalculatorAction::List(op) => {
-                let session = session.clone();
+                let (session, garbage) = (session.clone(), self.garbage.clone());
                 operation.start(op, async move {
                     let listing = session.buckets.heartbeat.entries(WORKER_ID_PREFIX).await;
+                    let mut unreadable = BTreeMap::new();
                     let outcome = match listing {
-                        Ok(entries) => Ok(entries
-                            .iter()
-                            .filter_map(|entry| {
-                                let worker = heartbeat_worker(&entry.key)?;
-                                Some((worker, applied_version(&entry.value)))
-                            })
-                            .collect::<BTreeMap<WorkerId, u64>>()),
+                        Ok(entries) => {
+                            let mut present = BTreeMap::new();
+                            for entry in &entries {
+                                let Some(worker) = heartbeat_worker(&entry.key) else {
+                                    continue;
+                                };
+                                match Heartbeat::decode(&entry.value) {
+                                    Ok(beat) => {
+                                        present.insert(worker, beat.applied_version);
+                                    }
+                                    Err(e) => {
+                                        unreadable.insert(worker, e);
+                                    }
+                                }
+                            }
+                            garbage.seen(&session, &unreadable, present.keys());
+                            Ok(present)
+                        }
                         Err(e) => {
                             session.report("listing heartbeats failed", e);
                             Err(())
                         }
                     };
-                    CalculatorEvent::Listed { op, outcome }
+                    CalculatorEvent::Listed {
+                        op,
+                        outcome,
+                        unreadable: unreadable.into_keys().collect(),
+                    }
                 });
             }
             CalculatorAction::Write {
@@ -418,9 +438,45 @@ async fn partitions<B, P: PartitionSource>(
     }
 }
 
-/// The applied version a heartbeat reports (0 if unreadable: it confirms nothing).
-fn applied_version(value: &[u8]) -> u64 {
-    Heartbeat::decode(value).map_or(0, |beat| beat.applied_version)
+/// The applied version a heartbeat reports (`None`: the value is not a heartbeat).
+fn applied_version(value: &[u8]) -> Option<u64> {
+    Heartbeat::decode(value)
+        .ok()
+        .map(|beat| beat.applied_version)
+}
+
+/// The heartbeat keys seen holding values that are not heartbeats, so that each is
+/// reported once (again only after it held a heartbeat in between), not at every listing.
+#[derive(Debug, Default)]
+struct Garbage(Mutex<BTreeSet<WorkerId>>);
+
+impl Garbage {
+    fn seen<'a, B: Bucket, P>(
+        &self,
+        session: &Session<B, P>,
+        unreadable: &BTreeMap<WorkerId, WireError>,
+        readable: impl Iterator<Item = &'a WorkerId>,
+    ) {
+        let mut reported = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for worker in readable {
+            reported.remove(worker);
+        }
+        let new: Vec<(&WorkerId, &WireError)> = unreadable
+            .iter()
+            .filter(|(worker, _)| reported.insert((*worker).clone()))
+            .collect();
+        drop(reported);
+        for (worker, error) in new {
+            session.report(
+                "a heartbeat key holds a value that is not a heartbeat; it counts as no worker",
+                Error::Corrupt {
+                    bucket: session.buckets.heartbeat.name().to_owned(),
+                    key: worker.to_string(),
+                    source: error.clone(),
+                },
+            );
+        }
+    }
 }
 
 fn heartbeat_worker(key: &str) -> Option<WorkerId> {

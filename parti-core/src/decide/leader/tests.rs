@@ -2,7 +2,7 @@
 //! their timing, it never has two calls in flight, every call has a deadline, and it never
 //! writes between a failed write and the read-back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use parti_strategy::{Assignment, Partition, WorkerId};
@@ -104,6 +104,7 @@ fn started(t0: Instant, workers: &[u32]) -> (CalculatorMachine, Vec<CalculatorAc
         CalculatorEvent::Listed {
             op: list,
             outcome: Ok(present(workers)),
+            unreadable: BTreeSet::new(),
         },
         t0,
     );
@@ -140,6 +141,7 @@ fn lists_answered_without(
             CalculatorEvent::Listed {
                 op,
                 outcome: Ok(live),
+                unreadable: BTreeSet::new(),
             },
             now,
         );
@@ -287,6 +289,7 @@ fn the_leader_keeps_observing_while_a_computation_hangs() {
                 CalculatorEvent::Listed {
                     op: list,
                     outcome: Ok(present(&[0, 2])),
+                    unreadable: BTreeSet::new(),
                 },
                 now,
             ));
@@ -405,6 +408,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
         CalculatorEvent::Listed {
             op: list,
             outcome: Ok([(w(0), 5), (w(1), 5)].into()),
+            unreadable: BTreeSet::new(),
         },
         t0,
     );
@@ -424,6 +428,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
             CalculatorEvent::Listed {
                 op: list,
                 outcome: Ok([(w(0), 6), (w(1), 6)].into()),
+                unreadable: BTreeSet::new(),
             },
             t0,
         );
@@ -448,7 +453,7 @@ fn a_revoking_step_is_followed_by_a_listing() {
     m.handle(
         CalculatorEvent::Heartbeat {
             worker: w(3),
-            applied: 0,
+            applied: Some(0),
         },
         now,
     );
@@ -541,7 +546,7 @@ proptest! {
                     },
                     Some(CalculatorAction::List(op)) => CalculatorEvent::Listed {
                         op,
-                        outcome: Ok((0..u32::from(pick % 5)).map(|n| (w(n), 1)).collect()),
+                        outcome: Ok((0..u32::from(pick % 5)).map(|n| (w(n), 1)).collect()), unreadable: BTreeSet::new(),
                     },
                     Some(CalculatorAction::Write { op, step, .. }) => {
                         let failed = pick % 3 == 0;
@@ -573,11 +578,73 @@ proptest! {
                     },
                     _ => CalculatorEvent::Tick,
                 },
-                Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), applied: 1 },
+                Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), applied: Some(1) },
                 Event::Heartbeat(n, false) => CalculatorEvent::HeartbeatGone(w(n.into())),
                 Event::Refresh => CalculatorEvent::Refresh,
             };
             actions = m.handle(next, now);
         }
     }
+}
+
+#[test]
+fn garbage_under_a_heartbeat_key_is_no_worker_and_confirms_no_release() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    // A value that is not a heartbeat appears under `worker-7`: nobody joins.
+    m.handle(
+        CalculatorEvent::Heartbeat {
+            worker: w(7),
+            applied: None,
+        },
+        now,
+    );
+    let until = now + 10 * S;
+    let actions = run_until(&mut m, &mut now, until);
+    assert!(compute_op(&actions).is_none(), "{actions:?}");
+    assert!(!m.members().contains(&w(7)));
+    // A worker whose key holds garbage is not absent: it is not confirmed by a listing.
+    let actions = m.handle(CalculatorEvent::Refresh, now);
+    let (op, _, workers, _) = compute_op(&actions).unwrap();
+    // p.0 moves from worker-0 to worker-1: worker-0's record is written without it first.
+    let mut moved = assign(&workers, &partitions(6));
+    moved.assign(partitions(6)[0].id().clone(), w(1));
+    let actions = m.handle(
+        CalculatorEvent::Computed {
+            op,
+            outcome: Ok(Computed {
+                assignment: moved,
+                partitions: partitions(6),
+                source_failed: false,
+            }),
+        },
+        now,
+    );
+    let actions = lists_answered(&mut m, now, actions, 1);
+    let (op, step) = write_op(&actions).expect("the revoke");
+    let committed = step.into_iter().map(|(w, c)| (w, c, 5)).collect();
+    let actions = m.handle(
+        CalculatorEvent::Written {
+            op,
+            committed,
+            failed: false,
+        },
+        now,
+    );
+    let list = list_op(&actions).expect("a listing after the revoke");
+    let mut readable = present(&[1, 2]);
+    readable.values_mut().for_each(|v| *v = 5);
+    let actions = m.handle(
+        CalculatorEvent::Listed {
+            op: list,
+            outcome: Ok(readable),
+            unreadable: [w(0)].into(),
+        },
+        now,
+    );
+    assert!(m.handoff().waiting_for().any(|worker| *worker == w(0)));
+    assert!(
+        write_op(&actions).is_none_or(|(_, step)| !step.contains_key(&w(1))),
+        "granted while worker-0's key holds garbage: {actions:?}"
+    );
 }
