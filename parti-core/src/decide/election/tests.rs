@@ -97,6 +97,17 @@ fn elected(t0: Instant) -> (ElectionMachine, Vec<ElectionAction>) {
     (m, won)
 }
 
+/// Answers the renewal that the win at `t0` asked for with `outcome`, at `at`.
+fn first_renewal(
+    m: &mut ElectionMachine,
+    won: &[ElectionAction],
+    outcome: RenewOutcome,
+    at: Instant,
+) -> Vec<ElectionAction> {
+    let (op, _) = renew_op(won).expect("renews at once");
+    m.handle(ElectionEvent::Renewed { op, outcome }, at)
+}
+
 #[test]
 fn a_follower_campaigns_only_when_the_entry_is_absent() {
     let t0 = Instant::now();
@@ -232,14 +243,7 @@ fn an_answer_after_the_lease_end_deposes_before_it_counts() {
 fn a_conflicting_renewal_deposes() {
     let t0 = Instant::now();
     let (mut m, won) = elected(t0);
-    let (op, _) = renew_op(&won).unwrap();
-    let actions = m.handle(
-        ElectionEvent::Renewed {
-            op,
-            outcome: RenewOutcome::Conflict,
-        },
-        t0 + ms(20),
-    );
+    let actions = first_renewal(&mut m, &won, RenewOutcome::Conflict, t0 + ms(20));
     assert_eq!(deposed(&actions), Some(Deposed::Replaced));
     assert!(!m.is_leader(t0 + ms(20)));
 }
@@ -248,14 +252,7 @@ fn a_conflicting_renewal_deposes() {
 fn an_unknown_outcome_is_read_back_and_adopted_if_it_landed() {
     let t0 = Instant::now();
     let (mut m, won) = elected(t0);
-    let (op, _) = renew_op(&won).unwrap();
-    let actions = m.handle(
-        ElectionEvent::Renewed {
-            op,
-            outcome: RenewOutcome::Failed,
-        },
-        t0 + ms(20),
-    );
+    let actions = first_renewal(&mut m, &won, RenewOutcome::Failed, t0 + ms(20));
     assert!(renew_op(&actions).is_none(), "waits the retry delay");
     let actions = m.handle(ElectionEvent::Tick, t0 + ms(20) + RETRY);
     let reread = read_op(&actions).expect("reads before renewing again");
@@ -305,14 +302,7 @@ fn an_unknown_outcome_read_back_as_another_leader_deposes() {
 fn a_phase_change_is_written_at_once() {
     let t0 = Instant::now();
     let (mut m, won) = elected(t0);
-    let (op, _) = renew_op(&won).unwrap();
-    m.handle(
-        ElectionEvent::Renewed {
-            op,
-            outcome: RenewOutcome::Renewed(11),
-        },
-        t0 + ms(20),
-    );
+    first_renewal(&mut m, &won, RenewOutcome::Renewed(11), t0 + ms(20));
     let actions = m.handle(ElectionEvent::Phase(Lifecycle::Scaling), t0 + ms(30));
     let (_, record) = renew_op(&actions).expect("renews at once");
     assert_eq!(record.phase, Lifecycle::Scaling);
@@ -322,14 +312,7 @@ fn a_phase_change_is_written_at_once() {
 fn stopping_a_leader_deposes_it_first_then_releases_within_a_bound() {
     let t0 = Instant::now();
     let (mut m, won) = elected(t0);
-    let (op, _) = renew_op(&won).unwrap();
-    m.handle(
-        ElectionEvent::Renewed {
-            op,
-            outcome: RenewOutcome::Renewed(11),
-        },
-        t0 + ms(20),
-    );
+    first_renewal(&mut m, &won, RenewOutcome::Renewed(11), t0 + ms(20));
     let actions = m.handle(ElectionEvent::Stop, t0 + ms(30));
     let deposed_at = actions
         .iter()
@@ -522,14 +505,7 @@ proptest! {
 fn a_new_term_starts_with_the_stable_phase() {
     let t0 = Instant::now();
     let (mut m, won) = elected(t0);
-    let (op, _) = renew_op(&won).unwrap();
-    m.handle(
-        ElectionEvent::Renewed {
-            op,
-            outcome: RenewOutcome::Renewed(11),
-        },
-        t0 + ms(20),
-    );
+    first_renewal(&mut m, &won, RenewOutcome::Renewed(11), t0 + ms(20));
     m.handle(ElectionEvent::Phase(Lifecycle::Emergency), t0 + ms(30));
     // The lease (from the renewal sent at 10 ms) runs out; this worker wins again.
     let t1 = t0 + ms(10) + HOLD;
