@@ -352,3 +352,36 @@ async fn a_panicking_strategy_is_retried() {
     );
     manager.stop().await.expect("stops");
 }
+
+/// An outage is reported, not flooded: a worker cut off from the store for 20 s reports the
+/// first failure of each kind at once and then a count every few seconds — not the 7–9
+/// errors per second its tasks run into — and recovers by itself when the store is back.
+#[tokio::test(start_paused = true)]
+async fn an_outage_is_reported_not_flooded() {
+    let mut fleet = fleet();
+    fleet.start(3).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    let cut = fleet.follower();
+    fleet.hooks.errors.lock().unwrap().clear();
+    fleet.member(&cut).store.disconnect();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let reported = fleet.hooks.errors.lock().unwrap().clone();
+    assert!(!reported.is_empty(), "the outage was reported");
+    // Each kind: at most the first, then one every 5 s (4 more in 20 s).
+    let mut kinds: Vec<&str> = reported
+        .iter()
+        .map(|e| e.split(':').next().unwrap_or_default())
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert!(
+        reported.len() <= kinds.len() * 5,
+        "{} reports of {} kinds in 20 s: {reported:#?}",
+        reported.len(),
+        kinds.len()
+    );
+    fleet.member(&cut).store.reconnect();
+    fleet.settle(Duration::from_secs(120)).await;
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::InstanceId;
 use super::freeze::Freezer;
+use super::repeats::{Repeats, Verdict};
 use super::status::Status;
 use crate::config::Config;
 use crate::store::{Operation, StoreError};
@@ -34,6 +35,8 @@ pub(crate) struct Shared<B, P> {
     pub(crate) status: Arc<Status>,
     /// Pauses this manager's tasks (the simulation's frozen-process fault).
     pub(crate) freezer: Option<Freezer>,
+    /// Counts repeated reports, so an outage does not flood logs and `on_error`.
+    pub(crate) repeats: Repeats,
 }
 
 impl<B, P> Shared<B, P> {
@@ -54,9 +57,21 @@ impl<B, P> Shared<B, P> {
         self.report_ref(context, &error.into());
     }
 
-    /// [`report`](Self::report) for an error the caller keeps.
+    /// [`report`](Self::report) for an error the caller keeps. Repeats of one context are
+    /// rate-limited (see [`Repeats`]): the first at once, then one with a count every
+    /// [`QUIET`](super::repeats::QUIET).
     pub(crate) fn report_ref(&self, context: &str, error: &Error) {
-        tracing::warn!(worker = %self.status.worker_id(), "{context}: {error}");
+        match self.repeats.verdict(context) {
+            Verdict::Count => return,
+            Verdict::Report { suppressed: 0 } => {
+                tracing::warn!(worker = %self.status.worker_id(), "{context}: {error}");
+            }
+            Verdict::Report { suppressed } => tracing::warn!(
+                worker = %self.status.worker_id(),
+                "{context}: {error} (and {suppressed} more like it in the last {:?})",
+                super::repeats::QUIET
+            ),
+        }
         self.status.hooks().error(error);
     }
 }

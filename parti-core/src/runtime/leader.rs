@@ -468,7 +468,7 @@ impl Garbage {
         drop(reported);
         for (worker, error) in new {
             session.report(
-                "a heartbeat key holds a value that is not a heartbeat; it counts as no worker",
+                &format!("{worker}: a heartbeat key holds a value that is not a heartbeat; it counts as no worker"),
                 Error::Corrupt {
                     bucket: session.buckets.heartbeat.name().to_owned(),
                     key: worker.to_string(),

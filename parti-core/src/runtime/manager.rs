@@ -95,6 +95,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             strategy: self.strategy,
             status: status.clone(),
             freezer: self.freezer,
+            repeats: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = shared.spawn(session::drive(shared.clone(), claimed, stop_rx));
