@@ -111,9 +111,7 @@ impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, 
             ElectionAction::Read(op) => {
                 let session = session.clone();
                 operation.start(op, async move {
-                    let outcome = read_entry(&session).await.map_err(|e| {
-                        session.report("reading the leader failed", e);
-                    });
+                    let outcome = read_leader(&session, "reading the leader failed").await;
                     ElectionEvent::Read { op, outcome }
                 });
             }
@@ -285,16 +283,19 @@ fn encode(record: &LeaderRecord) -> Result<bytes::Bytes, Error> {
     record.encode().map_err(Into::into)
 }
 
-/// Reads the leader entry.
-async fn read_entry<B: Bucket, P>(session: &Session<B, P>) -> Result<Option<LeaderEntry>, Error> {
-    match session.buckets.election.get(LEADER_KEY).await? {
-        Some(entry) => decode(session, &entry).map(Some).map_err(|()| {
-            Error::Store(StoreError::unavailable(
-                crate::store::Operation::Get,
-                "the leader record is unreadable",
-            ))
-        }),
-        None => Ok(None),
+/// Reads the leader entry; a failure is reported (under `context`, or as an unreadable
+/// record) and returned as `Err(())`.
+pub(crate) async fn read_leader<B: Bucket, P>(
+    session: &Session<B, P>,
+    context: &str,
+) -> Result<Option<LeaderEntry>, ()> {
+    match session.buckets.election.get(LEADER_KEY).await {
+        Ok(Some(entry)) => decode(session, &entry).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            session.report(context, e);
+            Err(())
+        }
     }
 }
 

@@ -14,13 +14,14 @@ use tokio::sync::watch;
 
 use super::PartitionSource;
 use super::context::{Applied, Session, stopped};
+use super::election::read_leader;
 use super::executor::{self, BoxFuture, Delivery, KeyWatch, Operation, Shell};
+use crate::Error;
 use crate::decide::{
     FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId, WorkerAssignment,
 };
 use crate::store::{Bucket, Entry};
-use crate::wire::{AssignmentRecord, LEADER_KEY, LeaderRecord, WireRecord};
-use crate::{Error, Result};
+use crate::wire::{AssignmentRecord, WireRecord};
 
 /// Follows this worker's record until `stop`, then releases every partition.
 pub(crate) async fn run<B: Bucket, P: PartitionSource>(
@@ -113,9 +114,10 @@ fn carry_out<B: Bucket, P: PartitionSource>(
         FollowerAction::ReadTerm(id) => {
             let session = session.clone();
             operation.start(id, async move {
-                let outcome = current_term(&session).await.map_err(|e| {
-                    session.report("reading the leader before applying a grant failed", e);
-                });
+                let context = "reading the leader before applying a grant failed";
+                let outcome = read_leader(&session, context)
+                    .await
+                    .map(|entry| entry.map(|entry| entry.term()));
                 FollowerEvent::TermRead { op: id, outcome }
             });
         }
@@ -197,17 +199,4 @@ fn decode_record<B: Bucket, P>(
         };
         session.report("ignoring an unreadable assignment", error);
     })
-}
-
-/// The term of the current leader, from the election entry.
-async fn current_term<B: Bucket, P>(session: &Session<B, P>) -> Result<Option<u64>> {
-    let Some(entry) = session.buckets.election.get(LEADER_KEY).await? else {
-        return Ok(None);
-    };
-    let record = LeaderRecord::decode(&entry.value).map_err(|source| Error::Corrupt {
-        bucket: session.buckets.election.name().to_owned(),
-        key: entry.key.clone(),
-        source,
-    })?;
-    Ok(Some(record.term_at(entry.revision.get())))
 }

@@ -159,9 +159,9 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                                 let Some(worker) = heartbeat_worker(&entry.key) else {
                                     continue;
                                 };
-                                match Heartbeat::decode(&entry.value) {
-                                    Ok(beat) => {
-                                        present.insert(worker, beat.applied_version);
+                                match applied_version(&entry.value) {
+                                    Ok(applied) => {
+                                        present.insert(worker, applied);
                                     }
                                     Err(e) => {
                                         unreadable.insert(worker, e);
@@ -245,24 +245,28 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 let session = session.clone();
                 let limit = self.call_timeout;
                 operation.start(op, async move {
-                    let partitions = if source {
-                        partitions(&session, limit).await
+                    let asked = if source {
+                        Some(partitions(&session, limit).await)
                     } else {
-                        Err(Error::Source("not asked".into()))
+                        None
                     };
-                    let (partitions, source_failed) = match (partitions, fallback) {
-                        (Ok(partitions), _) => (partitions, false),
-                        (Err(e), Some(last)) => {
-                            if source {
-                                session.report(
-                                    "reading partitions failed; using the last good list",
-                                    e,
-                                );
-                            }
-                            (last, source)
+                    let (partitions, source_failed) = match (asked, fallback) {
+                        (Some(Ok(partitions)), _) => (partitions, false),
+                        (None, Some(last)) => (last, false),
+                        (Some(Err(e)), Some(last)) => {
+                            let context = "reading partitions failed; using the last good list";
+                            session.report(context, e);
+                            (last, true)
                         }
-                        (Err(e), None) => {
+                        (Some(Err(e)), None) => {
                             session.report("rebalance failed", e);
+                            return CalculatorEvent::Computed {
+                                op,
+                                outcome: Err(()),
+                            };
+                        }
+                        // (The machine skips the source only when it has a list.)
+                        (None, None) => {
                             return CalculatorEvent::Computed {
                                 op,
                                 outcome: Err(()),
@@ -333,7 +337,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 Delivery::Put(entry) => match heartbeat_worker(&entry.key) {
                     Some(worker) => CalculatorEvent::Heartbeat {
                         worker,
-                        applied: applied_version(&entry.value),
+                        applied: applied_version(&entry.value).ok(),
                     },
                     None => CalculatorEvent::Tick,
                 },
@@ -438,11 +442,9 @@ async fn partitions<B, P: PartitionSource>(
     }
 }
 
-/// The applied version a heartbeat reports (`None`: the value is not a heartbeat).
-fn applied_version(value: &[u8]) -> Option<u64> {
-    Heartbeat::decode(value)
-        .ok()
-        .map(|beat| beat.applied_version)
+/// The applied version a heartbeat reports (`Err`: the value is not a heartbeat).
+fn applied_version(value: &[u8]) -> std::result::Result<u64, WireError> {
+    Heartbeat::decode(value).map(|beat| beat.applied_version)
 }
 
 /// The heartbeat keys seen holding values that are not heartbeats, so that each is
