@@ -55,6 +55,16 @@ pub enum Error {
         worker_id: parti_strategy::WorkerId,
     },
 
+    /// Another process's heartbeat replaced this worker's under its id: the id is no longer
+    /// this process's (its claim lapsed and another process took it).
+    #[error("the heartbeat of worker id `{worker_id}` was taken over by process `{instance}`")]
+    HeartbeatTaken {
+        /// The worker id.
+        worker_id: parti_strategy::WorkerId,
+        /// The process whose heartbeat is there now.
+        instance: String,
+    },
+
     /// The strategy refused its input.
     #[error("assignment strategy failed: {0}")]
     Strategy(#[from] StrategyError),

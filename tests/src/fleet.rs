@@ -116,10 +116,18 @@ impl<S: Store> Fleet<S> {
             let id = member.manager.worker_id();
             self.ledger.started(member.owner, id.clone());
             ids.push(id.clone());
-            assert!(
-                self.members.insert(id.clone(), member).is_none(),
-                "two live managers claimed {id}"
-            );
+            // A member filed under this id while it claims a new one (it lost the id) is
+            // filed apart.
+            if let Some(existing) = self.members.remove(&id) {
+                assert!(
+                    existing.manager.state() == ManagerState::ClaimingId
+                        || existing.manager.worker_id() != id,
+                    "two live managers claimed {id}"
+                );
+                let apart = WorkerId::new(format!("reclaiming-{}", existing.owner));
+                self.members.insert(apart, existing);
+            }
+            self.members.insert(id.clone(), member);
         }
         ids.sort();
         ids
@@ -288,7 +296,8 @@ impl<S: Store> Fleet<S> {
         }
     }
 
-    /// Panics if the ledger shows two owners of a partition at once, or a token going down.
+    /// Panics if the ledger shows two owners of a partition at once, a token going down, or
+    /// one token held by two processes.
     pub fn check_ledger(&self) {
         let overlaps = self.ledger.overlaps();
         assert!(overlaps.is_empty(), "overlapping ownership: {overlaps:#?}");
@@ -296,6 +305,11 @@ impl<S: Store> Fleet<S> {
         assert!(
             tokens.is_empty(),
             "fencing tokens out of order: {tokens:#?}"
+        );
+        let shared = self.ledger.shared_tokens();
+        assert!(
+            shared.is_empty(),
+            "one token held by two processes: {shared:#?}"
         );
     }
 

@@ -7,7 +7,7 @@
 //! exactly when one began before the other ended, also when they share an instant of the
 //! paused clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -368,17 +368,16 @@ impl Ledger {
     }
 
     /// Token order violations (should be none): along each partition's intervals tokens
-    /// never go down, and go strictly up when the owner's worker id changes (the same id
-    /// taking a partition back after fencing itself, or after a restart, keeps its grant).
+    /// never go down, and go strictly up when the owner changes — no two processes ever
+    /// hold a grant of one partition with the same token (the same process taking a
+    /// partition back after fencing itself within one heartbeat session keeps its grant).
     pub fn token_violations(&self) -> Vec<String> {
         let inner = self.lock();
         let mut found = Vec::new();
         for (partition, intervals) in by_partition(&inner.intervals) {
             for pair in intervals.windows(2) {
                 let (a, b) = (&pair[0], &pair[1]);
-                let ids = |owner| inner.ids.get(&owner).map(Vec::as_slice).unwrap_or_default();
-                let same_id = ids(a.owner).iter().any(|id| ids(b.owner).contains(id));
-                if b.token < a.token || (!same_id && b.token == a.token) {
+                if b.token < a.token || (a.owner != b.owner && b.token == a.token) {
                     found.push(format!(
                         "{partition}: token {:?} of owner {} then {:?} of owner {}",
                         a.token, a.owner, b.token, b.owner
@@ -387,6 +386,24 @@ impl Ledger {
             }
         }
         found
+    }
+
+    /// Grants held by two processes with the same token (should be none): each as
+    /// `partition: token, owners`.
+    pub fn shared_tokens(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut holders: BTreeMap<(&PartitionId, FencingToken), BTreeSet<Owner>> = BTreeMap::new();
+        for interval in &inner.intervals {
+            holders
+                .entry((&interval.partition, interval.token))
+                .or_default()
+                .insert(interval.owner);
+        }
+        holders
+            .into_iter()
+            .filter(|(_, owners)| owners.len() > 1)
+            .map(|((partition, token), owners)| format!("{partition}: {token:?}, {owners:?}"))
+            .collect()
     }
 
     /// Every change of owner of a partition: the old owner's interval end, the new owner's

@@ -18,13 +18,14 @@
 //! Shared here: [`fleet`] (a fleet of managers with the invariant checks), [`ledger`] (who
 //! owned what when, from the hooks), [`proxy`] (a TCP proxy that severs or black-holes),
 //! [`rng`] (seeded schedules), [`source`] (a partition source that can fail or hang),
-//! [`nats_server`] (real server processes on loopback) and [`nats`] (a `Store` fixture that
-//! owns its servers).
+//! [`nats_server`] (real server processes on loopback), [`nats`] (a `Store` fixture that
+//! owns its servers) and [`outage`] (cutting a fleet off from its store, on every backend).
 
 pub mod fleet;
 pub mod ledger;
 pub mod nats;
 pub mod nats_server;
+pub mod outage;
 pub mod proxy;
 pub mod rng;
 pub mod scenarios;

@@ -14,6 +14,7 @@ use parti_strategy::{Partition, WorkerId};
 use tokio::time::Instant;
 
 use crate::fleet::Fleet;
+use crate::outage::Outage;
 
 /// Slack for the scheduling of the test itself (observing the fleet every 10 ms).
 const SLACK: Duration = Duration::from_millis(100);
@@ -200,6 +201,30 @@ pub async fn fleet_restart<S: Store>(mut fleet: Fleet<S>) {
     assert_eq!(before, after);
     assert!(fleet.max_version() >= version);
     fleet.stop_all().await;
+}
+
+/// The whole fleet cut off from the store for longer than `id_ttl` (on NATS: the server
+/// stopped and started again with its data). Every id claim lapses and the processes may
+/// come back on one another's ids, whose records still grant partitions: no process may
+/// apply a record written for another, so no grant is ever held by two processes with the
+/// same token — and the fleet settles again by itself, every partition owned once.
+pub async fn outage_longer_than_id_ttl<S: Store + Outage>(mut fleet: Fleet<S>) {
+    fleet.start(4).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let stores: Vec<S> = fleet.members().values().map(|m| m.store.clone()).collect();
+    stores.iter().for_each(Outage::cut);
+    // The outage's length, not a wait for something to happen.
+    tokio::time::sleep(fleet.config.id_ttl + fleet.config.heartbeat_ttl).await;
+    // The highest id back first: it claims the lowest free id, another process's, whose
+    // record is still there.
+    for store in stores.iter().rev() {
+        store.restore();
+        tokio::time::sleep(fleet.config.heartbeat_interval).await;
+    }
+    fleet.settle(settle_timeout(&fleet) * 2).await;
+    fleet.check_ledger();
+    fleet.stop_all().await;
+    fleet.check_ledger();
 }
 
 /// Leader crash: a new leader within election_ttl + 0.5 s, versions continue above the
@@ -391,7 +416,7 @@ macro_rules! scenario_tests {
             unmoved_partitions_are_never_paused,
             crash_one_of_three, graceful_stop, leader_stop, fleet_restart, leader_crash,
             five_leader_crashes, refresh, cooldown, joins_in_one_window,
-            ten_at_once_one_leader, transitions_in_order);
+            ten_at_once_one_leader, transitions_in_order, outage_longer_than_id_ttl);
     };
     (@each #[$attribute:meta] $fleet:expr; $($name:ident),*) => {$(
         #[$attribute]

@@ -5,17 +5,21 @@
 //! cut off from the store and healed, leader crashes and partition refreshes, in a fleet
 //! whose revoke hooks drain for a seed-chosen time (sometimes longer than the drain
 //! timeout). The ownership ledger built from the hooks must show no two owners of a
-//! partition at once and tokens that only grow; once the schedule ends and the fleet
+//! partition at once, tokens that only grow and no token held by two processes; once the
+//! schedule ends and the fleet
 //! settles, every partition is owned exactly once.
 //!
 //! Slow faults join in: a worker's link slower than the heartbeat TTL, a link that
 //! black-holes and then resumes or closes, writes that time out after taking effect, grant
 //! hooks slower than the lease, grant hooks that panic, a partition source that fails or
-//! hangs, and a frozen worker: all its tasks paused, like a process under `SIGSTOP`, for
+//! hangs, the whole fleet cut off for longer than `id_ttl` (every claim lapses; processes
+//! come back on one another's ids, whose records still grant partitions), and a frozen
+//! worker: all its tasks paused, like a process under `SIGSTOP`, for
 //! up to 8 s. While one is frozen, every member's `owns()` is looked at every 10 ms: no
 //! partition may be owned by two at once, and a frozen owner's hold ends (for the ledger)
-//! where its `owns()` turns false — after the thaw it must not own that grant again. The run prints one summary line (`cargo test -p tests --test simulation --
-//! --nocapture`): seeds, overlaps, intervals and how often each fault was injected.
+//! where its `owns()` turns false — after the thaw it must not own that grant again. The
+//! run prints one summary line (`cargo test -p tests --test simulation -- --nocapture`):
+//! seeds, overlaps, shared tokens, intervals and how often each fault was injected.
 //!
 //! The seeds run on both cores. `PARTI_SIM_SEEDS=N` runs N seeds (default 500);
 //! `PARTI_SIM_SEED=S` runs only seed S — a failure prints the command that replays it, and a
@@ -176,6 +180,8 @@ async fn simulate(seed: u64) -> Outcome {
             }
             !due
         });
+        // After an outage longer than `id_ttl`, workers may hold other ids.
+        fleet.rekey();
         let ids: Vec<WorkerId> = fleet.ids().into_iter().collect();
         // Slow faults, a quarter of the events: a link slower than the heartbeat TTL, a link
         // that black-holes (then resumes or closes), writes that time out after taking
@@ -183,7 +189,7 @@ async fn simulate(seed: u64) -> Outcome {
         // source that fails or hangs.
         if rng.below(4) == 0 {
             let heal_at = now + rng.millis(500, 8_000);
-            let kind = match rng.below(7) {
+            let kind = match rng.below(8) {
                 0 => {
                     let Some(id) = rng.pick(&ids) else { continue };
                     let store = fleet.member(id).store.clone();
@@ -217,6 +223,16 @@ async fn simulate(seed: u64) -> Outcome {
                     fleet.ledger.frozen(owner);
                     cut.push((heal_at, Heal::Thaw(freezer, owner)));
                     "freeze"
+                }
+                5 => {
+                    // The whole fleet cut off for longer than `id_ttl`: every claim lapses,
+                    // and the processes may come back on one another's ids.
+                    let back = now + fleet.config.id_ttl + rng.millis(1_000, 8_000);
+                    for member in fleet.members().values() {
+                        member.store.disconnect();
+                        cut.push((back, Heal::Reconnect(member.store.clone())));
+                    }
+                    "outage"
                 }
                 _ => {
                     if rng.below(2) == 0 {
@@ -382,13 +398,14 @@ fn run_checked(seed: u64) -> Outcome {
 }
 
 /// The fault kinds the summary line reports, in its order.
-const FAULTS: [&str; 7] = [
+const FAULTS: [&str; 8] = [
     "latency",
     "stall",
     "timeout_applied",
     "freeze",
     "slow_hook",
     "hook_panic",
+    "outage",
     "source_fail",
 ];
 
@@ -435,7 +452,7 @@ fn seeds() {
         .collect::<Vec<_>>()
         .join(",");
     println!(
-        "{{\"seeds\":{},\"overlaps\":0,\"intervals\":{intervals},\"faults\":{{{faults}}}}}",
+        "{{\"seeds\":{},\"overlaps\":0,\"shared_tokens\":0,\"intervals\":{intervals},\"faults\":{{{faults}}}}}",
         seeds.len()
     );
     if seeds.len() >= 500 {

@@ -13,6 +13,10 @@
 //!   predate a revocation);
 //! - a record that adds partitions is applied only if its term is the current leader's
 //!   (read from the election entry);
+//! - a record written for another heartbeat session (another process that held this
+//!   worker id, or this one before its heartbeat expired) grants nothing: its tokens are
+//!   that session's, so it counts as no record until the leader writes one for this
+//!   session;
 //! - revocations are drained (bounded by `drain_timeout` and the lease) before the record's
 //!   version is reported, and grants are started after;
 //! - a grant hook is never cancelled while the lease holds;
@@ -51,6 +55,9 @@ pub struct LeaseRenewal {
     /// previous lease ended continues it; one acknowledged later comes after a lapse, even
     /// if the machine hears of it late.
     pub acknowledged: Instant,
+    /// The heartbeat session it renews ([`wire::Heartbeat::session`](crate::wire::Heartbeat::session)):
+    /// only records written for it grant anything.
+    pub session: u64,
 }
 
 /// What happened, fed to [`FollowerMachine::handle`].
@@ -188,6 +195,8 @@ impl Op {
 pub struct FollowerMachine {
     timings: FollowerTimings,
     lease_end: Option<Instant>,
+    /// The heartbeat session of the lease.
+    session: u64,
     /// Whether the lease was valid when the machine last looked.
     was_valid: bool,
     /// What the worker holds (published), without partitions being revoked.
@@ -215,6 +224,7 @@ impl FollowerMachine {
         Self {
             timings,
             lease_end: None,
+            session: 0,
             was_valid: false,
             held: WorkerAssignment::default(),
             applied: 0,
@@ -466,6 +476,11 @@ impl FollowerMachine {
         if self.resync && !fresh {
             return;
         }
+        if record.holder != self.session {
+            // Written for another session of this id: nothing in it is ours.
+            self.on_deleted(fresh, now, actions);
+            return;
+        }
         // Versions grow across leaders; a record from an older term, or not newer than the
         // one applied, comes from a deposed leader or is a repeat.
         let repeat = self.has_record && record.version <= self.applied && !self.resync;
@@ -611,8 +626,15 @@ impl Machine for FollowerMachine {
             return actions;
         }
         if let FollowerEvent::Lease(renewal) = event {
+            if renewal.is_some_and(|renewal| renewal.session != self.session) {
+                // A new heartbeat session: the old one's entry is gone — expired, or deleted
+                // early by someone else, in which case the leader may already count this
+                // worker's partitions as released. What the old session held ends now.
+                self.lease_end = self.lease_end.map(|end| end.min(now));
+            }
             let continues = renewal.is_some_and(|renewal| {
-                self.lease_end.is_some_and(|end| renewal.acknowledged < end)
+                renewal.session == self.session
+                    && self.lease_end.is_some_and(|end| renewal.acknowledged < end)
             });
             if !continues {
                 // What was due under the old lease happens first: a renewal acknowledged
@@ -622,6 +644,7 @@ impl Machine for FollowerMachine {
                 self.settle(now, &mut actions);
             }
             self.lease_end = renewal.map(|renewal| renewal.until);
+            self.session = renewal.map_or(0, |renewal| renewal.session);
         }
         // The lease first: a completion that arrives after the lease ended must not count.
         self.check_lease(now, &mut actions);

@@ -16,6 +16,31 @@ pub enum RecordChange {
 /// The record writes of one step, by worker.
 pub type Step = BTreeMap<WorkerId, RecordChange>;
 
+/// A heartbeat as the leader saw it (by watch or in a listing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    /// The heartbeat session that wrote it (the revision of the session's first write,
+    /// [`wire::Heartbeat::session`](crate::wire::Heartbeat::session)). Sessions of one
+    /// worker id follow each other, each beginning only once the previous one's heartbeat
+    /// is gone, in increasing order.
+    pub holder: u64,
+    /// The assignment version it reports applied.
+    pub applied: u64,
+}
+
+/// An assignment record as read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Whose record.
+    pub worker: WorkerId,
+    /// Its version (`u64::MAX` if unreadable: no heartbeat confirms it).
+    pub version: u64,
+    /// The heartbeat session it was written for (`None` if unreadable).
+    pub holder: Option<u64>,
+    /// The partitions it grants (none if unreadable).
+    pub partitions: BTreeSet<PartitionId>,
+}
+
 /// A point in the sequence of committed writes. A heartbeat listing taken at a ticket
 /// proves absence only for records written before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +76,10 @@ struct Holder {
     /// worker may hold it as soon as it lands, so a confirmation meanwhile (of what the
     /// worker applied before) does not drop it from what it may hold.
     writing: Option<BTreeSet<PartitionId>>,
+    /// The heartbeat session the record was written for (`None`: unreadable).
+    record_for: Option<u64>,
+    /// The session the write under way is for.
+    writing_for: u64,
 }
 
 impl Holder {
@@ -61,6 +90,25 @@ impl Holder {
             awaiting: None,
             rewrite: false,
             writing: None,
+            record_for: None,
+            writing_for: 0,
+        }
+    }
+
+    /// A holder of a record read from the store, whose worker may hold anything until a
+    /// heartbeat or a listing after `after` confirms it.
+    fn unconfirmed(record: StoredRecord, after: ListingTicket) -> Self {
+        Self {
+            record: Some(record.partitions),
+            may_hold: MayHold::Unknown,
+            awaiting: Some(Awaiting {
+                version: record.version,
+                after,
+            }),
+            rewrite: false,
+            writing: None,
+            record_for: record.holder,
+            writing_for: 0,
         }
     }
 
@@ -96,7 +144,7 @@ impl Holder {
 ///
 /// ```
 /// use std::collections::{BTreeMap, BTreeSet};
-/// use parti_core::decide::{Handoff, RecordChange};
+/// use parti_core::decide::{Beat, Handoff, RecordChange};
 /// use parti_strategy::{Assignment, PartitionId, WorkerId};
 ///
 /// let (a, b) = (WorkerId::new("worker-0"), WorkerId::new("worker-1"));
@@ -123,13 +171,16 @@ impl Holder {
 /// assert!(handoff.step().is_empty()); // waiting for A
 ///
 /// // A reports version 2 applied: now p goes to B.
-/// assert!(handoff.applied(&a, 2));
+/// let beat = Beat { holder: 0, applied: 2 };
+/// assert!(handoff.heartbeat(&a, &beat));
 /// let step = handoff.step();
 /// assert_eq!(step[&b], RecordChange::Write([p.clone()].into()));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Handoff {
     holders: BTreeMap<WorkerId, Holder>,
+    /// The newest heartbeat session seen of each worker id.
+    sessions: BTreeMap<WorkerId, u64>,
     members: BTreeSet<WorkerId>,
     target: BTreeMap<WorkerId, BTreeSet<PartitionId>>,
     /// Committed writes so far.
@@ -142,29 +193,40 @@ impl Handoff {
         Self::default()
     }
 
-    /// A planner for a leader that found these records `(worker, version, partitions)`: it
-    /// does not know what each worker applied, so every worker may hold anything until a
-    /// heartbeat or a listing confirms it.
-    pub fn resume(
-        records: impl IntoIterator<Item = (WorkerId, u64, BTreeSet<PartitionId>)>,
-    ) -> Self {
+    /// A planner for a leader that found these records: it does not know what each worker
+    /// applied, so every worker may hold anything until a heartbeat or a listing confirms
+    /// it.
+    pub fn resume(records: impl IntoIterator<Item = StoredRecord>) -> Self {
         let mut handoff = Self::new();
-        for (worker, version, partitions) in records {
+        for record in records {
             handoff.holders.insert(
-                worker,
-                Holder {
-                    record: Some(partitions),
-                    may_hold: MayHold::Unknown,
-                    awaiting: Some(Awaiting {
-                        version,
-                        after: ListingTicket(0),
-                    }),
-                    rewrite: false,
-                    writing: None,
-                },
+                record.worker.clone(),
+                Holder::unconfirmed(record, ListingTicket(0)),
             );
         }
         handoff
+    }
+
+    /// The heartbeat session a record for `worker` is written for: the newest seen, else
+    /// the one its record was written for, else 0 (no session: nobody applies it).
+    pub fn holder(&self, worker: &WorkerId) -> u64 {
+        let recorded = self.holders.get(worker).and_then(|h| h.record_for);
+        self.sessions
+            .get(worker)
+            .copied()
+            .max(recorded)
+            .unwrap_or(0)
+    }
+
+    /// Whether `worker`'s record was written for an earlier session than the newest seen
+    /// (which applies none of it until it is written again).
+    fn written_for_another(&self, worker: &WorkerId, holder: &Holder) -> bool {
+        let (Some(_), Some(written_for)) = (&holder.record, holder.record_for) else {
+            return false;
+        };
+        self.sessions
+            .get(worker)
+            .is_some_and(|newest| written_for < *newest)
     }
 
     /// Sets what to aim at: `members` are the workers counted in, `target` who should own
@@ -227,7 +289,14 @@ impl Handoff {
             let wanted = self.target.get(worker).unwrap_or(&empty);
             let holder = self.holders.get(worker);
             let record = holder.and_then(|h| h.record.as_ref());
-            let current = record.unwrap_or(&empty);
+            // A record written for an earlier session grants the newest one nothing: every
+            // partition it would keep is a new grant, subject to the same check.
+            let stale = holder.is_some_and(|h| self.written_for_another(worker, h));
+            let current = if stale {
+                &empty
+            } else {
+                record.unwrap_or(&empty)
+            };
             let next: BTreeSet<PartitionId> = current
                 .intersection(wanted)
                 .chain(
@@ -237,7 +306,7 @@ impl Handoff {
                 )
                 .cloned()
                 .collect();
-            let rewrite = holder.is_some_and(|h| h.rewrite);
+            let rewrite = stale || holder.is_some_and(|h| h.rewrite);
             let change = if !member
                 && next.is_empty()
                 && current.is_empty()
@@ -255,6 +324,7 @@ impl Handoff {
         }
         for (worker, change) in &step {
             if let RecordChange::Write(partitions) = change {
+                let writing_for = self.holder(worker);
                 let holder = self
                     .holders
                     .entry(worker.clone())
@@ -263,6 +333,7 @@ impl Handoff {
                     set.extend(partitions.iter().cloned());
                 }
                 holder.writing = Some(partitions.clone());
+                holder.writing_for = writing_for;
             }
         }
         step
@@ -281,6 +352,7 @@ impl Handoff {
                     .entry(worker.clone())
                     .or_insert_with(Holder::empty);
                 holder.record = Some(partitions.clone());
+                holder.record_for = Some(holder.writing_for);
                 holder.rewrite = false;
                 holder.writing = None;
                 let beyond_record = match &holder.may_hold {
@@ -296,44 +368,46 @@ impl Handoff {
     }
 
     /// Replaces the leader's copy of the records with what was read back from the store
-    /// after a write failed or conflicted (`(worker, version, partitions)`). What each
-    /// worker may hold only grows; a record that vanished or that somebody else wrote makes
-    /// its worker unknown until confirmed.
-    pub fn reconcile(
-        &mut self,
-        records: impl IntoIterator<Item = (WorkerId, u64, BTreeSet<PartitionId>)>,
-    ) {
+    /// after a write failed or conflicted. What each worker may hold only grows; a record
+    /// that vanished or that somebody else wrote makes its worker unknown until confirmed.
+    pub fn reconcile(&mut self, records: impl IntoIterator<Item = StoredRecord>) {
         // Any write may have landed: listings must start after now.
         self.writes += 1;
         let after = ListingTicket(self.writes);
-        let mut found: BTreeMap<WorkerId, (u64, BTreeSet<PartitionId>)> = records
+        let mut found: BTreeMap<WorkerId, StoredRecord> = records
             .into_iter()
-            .map(|(worker, version, partitions)| (worker, (version, partitions)))
+            .map(|record| (record.worker.clone(), record))
             .collect();
         for (worker, holder) in &mut self.holders {
             // What a failed write would have granted is in what the worker may hold; the
             // records read back say what landed.
             holder.writing = None;
             match found.remove(worker) {
-                Some((version, partitions)) => {
+                Some(record) => {
                     if let MayHold::Known(set) = &mut holder.may_hold {
-                        set.extend(partitions.iter().cloned());
+                        set.extend(record.partitions.iter().cloned());
                     }
                     let beyond_record = match &holder.may_hold {
-                        MayHold::Known(set) => !set.is_subset(&partitions),
+                        MayHold::Known(set) => !set.is_subset(&record.partitions),
                         MayHold::Unknown => true,
                     };
-                    holder.awaiting = beyond_record.then_some(Awaiting { version, after });
-                    holder.record = Some(partitions);
+                    holder.awaiting = beyond_record.then_some(Awaiting {
+                        version: record.version,
+                        after,
+                    });
+                    holder.record = Some(record.partitions);
+                    holder.record_for = record.holder;
                 }
                 // Still no record: the create failed, and a record never written was
                 // never read.
                 None if holder.record.is_none() => holder.confirm(),
                 None => {
+                    // The session it was written for is kept: a later session's heartbeat
+                    // still proves that one holds nothing.
                     holder.record = None;
                     if holder.may_hold != MayHold::Known(BTreeSet::new()) {
                         // Deleted by someone else, with no version to report against:
-                        // only a listing can confirm it.
+                        // only a listing (or a later session) can confirm it.
                         holder.awaiting = Some(Awaiting {
                             version: u64::MAX,
                             after,
@@ -342,17 +416,9 @@ impl Handoff {
                 }
             }
         }
-        for (worker, (version, partitions)) in found {
-            self.holders.insert(
-                worker,
-                Holder {
-                    record: Some(partitions),
-                    may_hold: MayHold::Unknown,
-                    awaiting: Some(Awaiting { version, after }),
-                    rewrite: false,
-                    writing: None,
-                },
-            );
+        for (worker, record) in found {
+            self.holders
+                .insert(worker, Holder::unconfirmed(record, after));
         }
     }
 
@@ -361,11 +427,41 @@ impl Handoff {
         ListingTicket(self.writes)
     }
 
-    /// A heartbeat of `worker` reported `version` applied. Returns whether that confirmed
-    /// the worker.
-    pub fn applied(&mut self, worker: &WorkerId, version: u64) -> bool {
-        match self.holders.get_mut(worker) {
-            Some(holder) if holder.awaiting.is_some_and(|a| version >= a.version) => {
+    /// A heartbeat of `worker` was seen. Returns whether it confirmed a release.
+    ///
+    /// A heartbeat of the session the record was written for confirms the worker once it
+    /// reports the awaited version. A heartbeat of a *later* session confirms that the
+    /// record's session holds nothing: heartbeats are written by compare-and-set and a
+    /// session begins only where no heartbeat exists, so the later session's heartbeat
+    /// proves that the earlier one's expired or was deleted — and by then its process had
+    /// fenced itself or released everything. The later session holds only what a record
+    /// written for it grants, and records are written for the newest session seen, so
+    /// there is none yet. Heartbeats of sessions older than one already seen for the key
+    /// (a listing or a watch running behind) are ignored.
+    pub fn heartbeat(&mut self, worker: &WorkerId, beat: &Beat) -> bool {
+        let newest = self.sessions.entry(worker.clone()).or_insert(0);
+        if beat.holder < *newest {
+            return false;
+        }
+        *newest = beat.holder;
+        let Some(holder) = self.holders.get_mut(worker) else {
+            return false;
+        };
+        match holder.record_for {
+            Some(written_for) if written_for > beat.holder => false,
+            Some(written_for) if written_for < beat.holder => {
+                let writing = holder
+                    .writing
+                    .clone()
+                    .filter(|_| holder.writing_for == beat.holder)
+                    .unwrap_or_default();
+                let known = MayHold::Known(writing);
+                let confirmed = holder.awaiting.is_some() || holder.may_hold != known;
+                holder.may_hold = known;
+                holder.awaiting = None;
+                confirmed
+            }
+            _ if holder.awaiting.is_some_and(|a| beat.applied >= a.version) => {
                 holder.confirm();
                 true
             }
@@ -373,20 +469,27 @@ impl Handoff {
         }
     }
 
-    /// The result of a heartbeat listing taken at `ticket`: the workers with a heartbeat and
-    /// the version each reported. Workers not in it are absent. Returns whether anything was
-    /// confirmed.
-    pub fn listed(&mut self, ticket: ListingTicket, present: &BTreeMap<WorkerId, u64>) -> bool {
+    /// The result of a heartbeat listing taken at `ticket`: the readable heartbeats, and
+    /// the keys that hold something else (present, so they confirm no release). Workers in
+    /// neither are absent. Returns whether anything was confirmed.
+    pub fn listed(
+        &mut self,
+        ticket: ListingTicket,
+        beats: &BTreeMap<WorkerId, Beat>,
+        unreadable: &BTreeSet<WorkerId>,
+    ) -> bool {
         let mut confirmed = false;
+        for (worker, beat) in beats {
+            confirmed |= self.heartbeat(worker, beat);
+        }
         for (worker, holder) in &mut self.holders {
             let Some(awaiting) = holder.awaiting else {
                 continue;
             };
-            let done = match present.get(worker) {
-                Some(version) => *version >= awaiting.version,
-                None => ticket >= awaiting.after,
-            };
-            if done {
+            if !beats.contains_key(worker)
+                && !unreadable.contains(worker)
+                && ticket >= awaiting.after
+            {
                 holder.confirm();
                 confirmed = true;
             }
@@ -408,6 +511,7 @@ impl Handoff {
         self.holders.iter().all(|(worker, holder)| {
             holder.awaiting.is_none()
                 && !holder.rewrite
+                && !self.written_for_another(worker, holder)
                 && match self.target.get(worker) {
                     Some(wanted) => holder.record.as_ref() == Some(wanted),
                     None => holder.record.is_none(),

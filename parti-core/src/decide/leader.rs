@@ -20,13 +20,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use parti_strategy::{Assignment, Partition, PartitionId, WorkerId};
+use parti_strategy::{Assignment, Partition, WorkerId};
 
 use super::Machine;
 use super::op::{OpId, OpIds};
 use super::{
-    Backoff, ChangeKind, Decision, EmergencyDetector, Handoff, ListingTicket, RebalanceReason,
-    RebalanceScheduler, RecordChange, Step, WindowPolicy, classify,
+    Backoff, Beat, ChangeKind, Decision, EmergencyDetector, Handoff, ListingTicket,
+    RebalanceReason, RebalanceScheduler, RecordChange, Step, StoredRecord, WindowPolicy, classify,
 };
 use crate::wire::Lifecycle;
 
@@ -51,8 +51,8 @@ pub struct CalculatorTimings {
 /// The assignment records as read from the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordsRead {
-    /// Each record: its worker, its version (`u64::MAX` if unreadable) and its partitions.
-    pub contents: Vec<(WorkerId, u64, BTreeSet<PartitionId>)>,
+    /// Each record (an unreadable one at version `u64::MAX`, granting nothing).
+    pub contents: Vec<StoredRecord>,
     /// Who owns what by the records (the first record naming a partition wins).
     pub assignment: Assignment,
 }
@@ -85,9 +85,9 @@ pub enum CalculatorEvent {
     Listed {
         /// The listing.
         op: OpId,
-        /// The readable heartbeats: each worker and the version it reported (`Err`: the
-        /// listing failed, already reported).
-        outcome: Result<BTreeMap<WorkerId, u64>, ()>,
+        /// The readable heartbeats, by worker (`Err`: the listing failed, already
+        /// reported).
+        outcome: Result<BTreeMap<WorkerId, Beat>, ()>,
         /// Workers whose heartbeat key holds a value that is not a heartbeat. They are not
         /// live (garbage is no worker), but not absent either: a worker whose key is present
         /// is never confirmed released by its absence.
@@ -119,13 +119,13 @@ pub enum CalculatorEvent {
         /// Its result.
         outcome: Result<(bool, Vec<Partition>), ()>,
     },
-    /// The watch saw a worker's heartbeat with this applied version (`None`: the value is
-    /// not a heartbeat; it makes nobody live).
+    /// The watch saw a worker's heartbeat (`None`: the value is not a heartbeat; it makes
+    /// nobody live).
     Heartbeat {
         /// The worker.
         worker: WorkerId,
-        /// The version it reports applied.
-        applied: Option<u64>,
+        /// The heartbeat.
+        beat: Option<Beat>,
     },
     /// The watch saw a worker's heartbeat deleted or expire.
     HeartbeatGone(WorkerId),
@@ -153,6 +153,9 @@ pub enum CalculatorAction {
         lifecycle: Lifecycle,
         /// The highest version a heartbeat reported: the new version goes above it.
         min_version: u64,
+        /// The heartbeat session each written record is for (the worker's newest); a
+        /// record keeps its tokens only if written for the same session.
+        holders: BTreeMap<WorkerId, u64>,
     },
     /// Compute a rebalance with the strategy: the partitions from the source (within the
     /// call timeout), or `fallback` if it fails — or, with `source` false, `fallback`
@@ -458,7 +461,7 @@ impl CalculatorMachine {
         }
         self.loaded = true;
         self.resuming = !read.contents.is_empty();
-        self.members = read.contents.iter().map(|(w, _, _)| w.clone()).collect();
+        self.members = read.contents.iter().map(|r| r.worker.clone()).collect();
         self.target = read.assignment;
         self.handoff = Handoff::resume(read.contents);
         self.highest_applied = 0;
@@ -469,21 +472,18 @@ impl CalculatorMachine {
     fn listed(
         &mut self,
         ticket: ListingTicket,
-        outcome: Result<BTreeMap<WorkerId, u64>, ()>,
+        outcome: Result<BTreeMap<WorkerId, Beat>, ()>,
         unreadable: &BTreeSet<WorkerId>,
         now: Instant,
         actions: &mut Vec<CalculatorAction>,
     ) {
-        if let Ok(mut present) = outcome {
-            if let Some(highest) = present.values().max() {
-                self.highest_applied = self.highest_applied.max(*highest);
+        if let Ok(beats) = outcome {
+            if let Some(highest) = beats.values().map(|beat| beat.applied).max() {
+                self.highest_applied = self.highest_applied.max(highest);
             }
-            self.live = present.keys().cloned().collect();
-            // Present, reporting nothing: such a key confirms no release.
-            for worker in unreadable {
-                present.entry(worker.clone()).or_insert(0);
-            }
-            if self.handoff.listed(ticket, &present) {
+            self.live = beats.keys().cloned().collect();
+            // An unreadable key is present, reporting nothing: it confirms no release.
+            if self.handoff.listed(ticket, &beats, unreadable) {
                 self.want_advance = true;
             }
         }
@@ -764,6 +764,10 @@ impl CalculatorMachine {
             self.want_advance = false;
             let step = self.handoff.step();
             if !step.is_empty() {
+                let holders = step
+                    .keys()
+                    .map(|worker| (worker.clone(), self.handoff.holder(worker)))
+                    .collect();
                 let id = self.ops.next();
                 self.op = Some(Op::Write {
                     id,
@@ -774,6 +778,7 @@ impl CalculatorMachine {
                     step,
                     lifecycle: self.handing_off.map_or(Lifecycle::Stable, |(l, _)| l),
                     min_version: self.highest_applied,
+                    holders,
                 });
                 return;
             }
@@ -886,18 +891,18 @@ impl Machine for CalculatorMachine {
             }
             CalculatorEvent::Heartbeat {
                 worker,
-                applied: Some(applied),
+                beat: Some(beat),
             } => {
                 if self.loaded {
-                    self.highest_applied = self.highest_applied.max(applied);
-                    if self.handoff.applied(&worker, applied) {
+                    self.highest_applied = self.highest_applied.max(beat.applied);
+                    if self.handoff.heartbeat(&worker, &beat) {
                         self.want_advance = true;
                     }
                     self.live.insert(worker);
                     self.observe(now, &mut actions);
                 }
             }
-            CalculatorEvent::Heartbeat { applied: None, .. } => {}
+            CalculatorEvent::Heartbeat { beat: None, .. } => {}
             CalculatorEvent::HeartbeatGone(worker) => {
                 if self.loaded {
                     self.live.remove(&worker);

@@ -31,7 +31,7 @@ pub use election::{
 };
 pub use emergency::EmergencyDetector;
 pub use follower::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal};
-pub use handoff::{Handoff, ListingTicket, RecordChange, Step};
+pub use handoff::{Beat, Handoff, ListingTicket, RecordChange, Step, StoredRecord};
 pub use leader::{
     CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
     CalculatorTimings, Committed, Computed, RecordsRead,

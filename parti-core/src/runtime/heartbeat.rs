@@ -1,7 +1,15 @@
-//! The heartbeat: this worker's liveness and what it has applied, `put` every
+//! The heartbeat: this worker's liveness and what it has applied, written every
 //! `heartbeat_interval` (and at once when the applied assignment changes), deleted on stop.
-//! Each acknowledged put extends the worker's lease on its partitions to the put's *send*
-//! time + `heartbeat_ttl` − margin; the follower fences the worker when it runs out.
+//! Each acknowledged write extends the worker's lease on its partitions to the write's
+//! *send* time + `heartbeat_ttl` − margin; the follower fences the worker when it runs out.
+//!
+//! Heartbeats are written by compare-and-set: the first one of a session is a `create`,
+//! which waits while another process's heartbeat is under the key, and each later one an
+//! update at the revision of the last. So a process's heartbeat exists only after every
+//! earlier process's heartbeat under its worker id expired or was deleted — by then that
+//! process had fenced itself or released everything — and a late write of an earlier
+//! process can never overwrite it. The leader relies on this: a heartbeat of a new process
+//! tells it that the previous one holds nothing.
 
 use std::sync::Arc;
 
@@ -10,12 +18,27 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::PartitionSource;
 use super::context::{Session, stopped, within};
-use crate::store::{Bucket, Operation, Revision};
+use crate::store::{Bucket, Operation, Revision, StoreError};
 use crate::telemetry;
 use crate::wire::{Heartbeat, WireRecord};
+use crate::{Error, Result};
+
+/// What a read of the heartbeat key after a refused or unanswered write found.
+enum Found {
+    /// Nothing: the next write creates the heartbeat (a new heartbeat session).
+    Nothing,
+    /// A heartbeat this process wrote, at `revision`, in heartbeat session `session` (0:
+    /// the first write of a session, which is then named by `revision`).
+    Own { revision: Revision, session: u64 },
+    /// A value that is no heartbeat: it is overwritten (a new heartbeat session).
+    Garbage(Revision),
+    /// Another process's heartbeat.
+    Other(String),
+}
 
 /// Beats until `stop`, then deletes the heartbeat (at its last revision, so a heartbeat that
-/// another process writes under the same id after this one lost it is left alone).
+/// another process writes under the same id after this one lost it is left alone). Returns
+/// early if another process's heartbeat replaced this one's (the id is no longer ours).
 pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     session: Arc<Session<B, P>>,
     mut stop: watch::Receiver<bool>,
@@ -26,35 +49,104 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let interval = session.config.heartbeat_interval;
     let config = &session.config;
     let lease = config.heartbeat_ttl - config.margin_for(config.heartbeat_ttl);
+    let instance = session.instance.to_string();
+    // The heartbeat session (the revision of its first write), once one is acknowledged.
+    let mut beating: Option<u64> = None;
+    // Where the next write goes: `None` creates the key.
     let mut last_revision: Option<Revision> = None;
     let mut last_ack = Instant::now();
     loop {
         let current = *applied.borrow_and_update();
         let beat = Heartbeat {
-            instance_id: session.instance.to_string(),
+            instance_id: instance.clone(),
+            session: beating.unwrap_or(0),
             applied_version: current.version,
             term_seen: current.term_seen,
         };
         let sent = Instant::now();
         let written = match beat.encode() {
             // Bounded by the lease it would extend: an acknowledgement after that is worth
-            // nothing, and a put stuck on a black-holed link must not keep the next one
+            // nothing, and a write stuck on a black-holed link must not keep the next one
             // (with a newer applied version) from being sent.
-            Ok(value) => tokio::select! {
-                biased;
-                () = stopped(&mut stop) => break,
-                written = within(lease, Operation::Put, bucket.name(), key, bucket.put(key, value)) => written,
-            },
-            Err(e) => Err(crate::Error::from(e)),
+            Ok(value) => {
+                let operation = match last_revision {
+                    None => Operation::Create,
+                    Some(_) => Operation::Update,
+                };
+                let write = async {
+                    match last_revision {
+                        None => bucket.create(key, value).await,
+                        Some(revision) => bucket.update(key, value, revision).await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut stop) => break,
+                    written = within(lease, operation, bucket.name(), key, write) => written,
+                }
+            }
+            Err(e) => Err(Error::from(e)),
         };
         match written {
             Ok(revision) => {
+                let heartbeat_session = *beating.get_or_insert(revision.get());
                 last_revision = Some(revision);
                 last_ack = sent;
                 // The store stamps the write after `sent`, so the entry outlives this
                 // lease by at least the margin: the worker fences itself first.
-                session.status.extend_lease(sent + lease);
+                session.status.extend_lease(sent + lease, heartbeat_session);
             }
+            Err(Error::Store(
+                e @ (StoreError::AlreadyExists { .. }
+                | StoreError::Conflict { .. }
+                | StoreError::OutcomeUnknown { .. }),
+            )) => match read_back(&session, &instance, interval).await {
+                Ok(Found::Own { revision, session }) => {
+                    // A write of ours landed unacknowledged. A first write names its session.
+                    let named = if session == 0 {
+                        revision.get()
+                    } else {
+                        session
+                    };
+                    if beating.is_some_and(|current| current != named) {
+                        beating = None;
+                    } else if beating.is_none() && session == 0 {
+                        beating = Some(named);
+                    }
+                    last_revision = Some(revision);
+                }
+                // The session's entry is gone (or was overwritten): the next write begins a
+                // new session, and the follower fences what the old one held.
+                Ok(Found::Nothing) => {
+                    beating = None;
+                    last_revision = None;
+                }
+                Ok(Found::Garbage(revision)) => {
+                    beating = None;
+                    last_revision = Some(revision);
+                }
+                Ok(Found::Other(other)) if beating.is_none() => {
+                    session.report_ref(
+                        "waiting for the heartbeat of the previous process of this worker id to end",
+                        &Error::Store(e),
+                    );
+                    tracing::debug!(worker = %session.worker_id, other, "heartbeat key taken");
+                }
+                Ok(Found::Other(other)) => {
+                    session.report(
+                        "another process took over this worker id's heartbeat",
+                        Error::HeartbeatTaken {
+                            worker_id: session.worker_id.clone(),
+                            instance: other,
+                        },
+                    );
+                    return;
+                }
+                Err(read) => {
+                    session.report("heartbeat failed", Error::Store(e));
+                    session.report("reading the heartbeat back failed", read);
+                }
+            },
             Err(e) => session.report("heartbeat failed", e),
         }
         telemetry::heartbeat_age(&session.worker_id, Instant::now() - last_ack);
@@ -68,7 +160,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     if let Some(revision) = last_revision {
         // Bounded: a delete that cannot get through only means the entry expires by its TTL.
         match timeout(interval, bucket.delete(key, Some(revision))).await {
-            Ok(Ok(())) | Ok(Err(crate::store::StoreError::Conflict { .. })) => {}
+            Ok(Ok(())) | Ok(Err(StoreError::Conflict { .. })) => {}
             Ok(Err(e)) => session.report("deleting the heartbeat failed", e),
             Err(_) => tracing::warn!(
                 worker = %session.worker_id,
@@ -76,4 +168,26 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
             ),
         }
     }
+}
+
+/// Reads the heartbeat key after a write was refused or not answered (bounded by `limit`).
+async fn read_back<B: Bucket, P>(
+    session: &Session<B, P>,
+    instance: &str,
+    limit: std::time::Duration,
+) -> Result<Found> {
+    let bucket = &session.buckets.heartbeat;
+    let key = session.worker_id.as_str();
+    let entry = within(limit, Operation::Get, bucket.name(), key, bucket.get(key)).await?;
+    Ok(match entry {
+        None => Found::Nothing,
+        Some(entry) => match Heartbeat::decode(&entry.value) {
+            Ok(beat) if beat.instance_id == instance => Found::Own {
+                revision: entry.revision,
+                session: beat.session,
+            },
+            Ok(beat) => Found::Other(beat.instance_id),
+            Err(_) => Found::Garbage(entry.revision),
+        },
+    })
 }

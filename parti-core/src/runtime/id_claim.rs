@@ -81,6 +81,7 @@ impl<B: Bucket> IdClaimer<B> {
                 instance_id: instance.to_string(),
                 host: std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned()),
                 since_unix_ms,
+                identity: None,
             },
         }
     }

@@ -27,10 +27,10 @@ use super::election::Lease;
 use super::executor::{self, Delivery, KeyWatch, Operation, Shell};
 use super::publish::Records;
 use crate::decide::{
-    Backoff, CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
-    CalculatorTimings, Computed, RecordsRead, WindowPolicy,
+    Backoff, Beat, CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine,
+    CalculatorNote, CalculatorTimings, Computed, RecordsRead, WindowPolicy,
 };
-use crate::store::{Bucket, Operation as StoreOperation, StoreError};
+use crate::store::{Bucket, Entry, Operation as StoreOperation, StoreError};
 use crate::telemetry;
 use crate::wire::{
     Heartbeat, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireError, WireRecord, worker_number,
@@ -159,9 +159,9 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                                 let Some(worker) = heartbeat_worker(&entry.key) else {
                                     continue;
                                 };
-                                match applied_version(&entry.value) {
-                                    Ok(applied) => {
-                                        present.insert(worker, applied);
+                                match beat(entry) {
+                                    Ok(beat) => {
+                                        present.insert(worker, beat);
                                     }
                                     Err(e) => {
                                         unreadable.insert(worker, e);
@@ -188,6 +188,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 step,
                 lifecycle,
                 min_version,
+                holders,
             } => {
                 let (session, shared, lease) =
                     (session.clone(), self.records.clone(), self.lease.clone());
@@ -206,9 +207,14 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     records.raise_version(min_version);
                     let bucket = &session.buckets.assignment;
                     let written = records
-                        .write(bucket, &step, &mut committed, term, lifecycle, || {
-                            lease.is_valid()
-                        })
+                        .write(
+                            bucket,
+                            &step,
+                            &holders,
+                            &mut committed,
+                            (term, lifecycle),
+                            || lease.is_valid(),
+                        )
                         .await;
                     shared.put(records);
                     let failed = match written {
@@ -337,7 +343,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 Delivery::Put(entry) => match heartbeat_worker(&entry.key) {
                     Some(worker) => CalculatorEvent::Heartbeat {
                         worker,
-                        applied: applied_version(&entry.value).ok(),
+                        beat: beat(&entry).ok(),
                     },
                     None => CalculatorEvent::Tick,
                 },
@@ -442,9 +448,16 @@ async fn partitions<B, P: PartitionSource>(
     }
 }
 
-/// The applied version a heartbeat reports (`Err`: the value is not a heartbeat).
-fn applied_version(value: &[u8]) -> std::result::Result<u64, WireError> {
-    Heartbeat::decode(value).map(|beat| beat.applied_version)
+/// A heartbeat entry as the calculator sees it (`Err`: the value is not a heartbeat).
+fn beat(entry: &Entry) -> std::result::Result<Beat, WireError> {
+    Heartbeat::decode(&entry.value).map(|heartbeat| Beat {
+        // The first write of a session names it by its own revision.
+        holder: match heartbeat.session {
+            0 => entry.revision.get(),
+            session => session,
+        },
+        applied: heartbeat.applied_version,
+    })
 }
 
 /// The heartbeat keys seen holding values that are not heartbeats, so that each is

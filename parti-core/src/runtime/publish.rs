@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use parti_strategy::{Assignment, PartitionId, WorkerId};
 
-use crate::decide::{Committed, RecordChange, Step};
+use crate::decide::{Committed, RecordChange, Step, StoredRecord};
 use crate::store::{Bucket, Revision, StoreError};
 use crate::wire::{
     AssignmentRecord, FencingToken, Grant, Lifecycle, WORKER_ID_PREFIX, WireRecord, worker_number,
@@ -108,23 +108,29 @@ impl Records {
         seen == partitions.len()
     }
 
-    /// Each record as `(worker, version, partitions)`, for the handoff planner. An
-    /// unreadable record counts as granting nothing at a version no heartbeat can reach, so
-    /// only its worker's absence (or a rewrite) settles it.
-    pub(crate) fn contents(&self) -> Vec<(WorkerId, u64, BTreeSet<PartitionId>)> {
+    /// Each record, for the handoff planner. An unreadable record counts as granting
+    /// nothing at a version no heartbeat can reach, for no known process, so only its
+    /// worker's absence (or a rewrite) settles it.
+    pub(crate) fn contents(&self) -> Vec<StoredRecord> {
         self.slots
             .iter()
             .map(|(worker, slot)| match &slot.record {
-                Some(record) => (
-                    worker.clone(),
-                    record.version,
-                    record
+                Some(record) => StoredRecord {
+                    worker: worker.clone(),
+                    version: record.version,
+                    holder: Some(record.holder),
+                    partitions: record
                         .partitions
                         .iter()
                         .map(|g| g.partition.clone())
                         .collect(),
-                ),
-                None => (worker.clone(), u64::MAX, BTreeSet::new()),
+                },
+                None => StoredRecord {
+                    worker: worker.clone(),
+                    version: u64::MAX,
+                    holder: None,
+                    partitions: BTreeSet::new(),
+                },
             })
             .collect()
     }
@@ -140,11 +146,14 @@ impl Records {
         self.version = self.version.max(version);
     }
 
-    /// The tokens of the partitions `worker`'s record grants.
-    fn tokens(&self, worker: &WorkerId) -> BTreeMap<&PartitionId, FencingToken> {
+    /// The tokens of the partitions `worker`'s record grants to heartbeat session `holder`
+    /// (none if it was written for another session: a grant's token is never handed to a
+    /// second one).
+    fn tokens(&self, worker: &WorkerId, holder: u64) -> BTreeMap<&PartitionId, FencingToken> {
         self.slots
             .get(worker)
             .and_then(|slot| slot.record.as_ref())
+            .filter(|record| record.holder == holder)
             .into_iter()
             .flat_map(|record| &record.partitions)
             .map(|grant| (&grant.partition, grant.token))
@@ -152,17 +161,18 @@ impl Records {
     }
 
     /// Writes one handoff step, all at one new version, recording in `committed` every write
-    /// as it lands (for the planner). A worker keeps the token of every partition its record
-    /// already had; new grants get `(term, version)`. Every write is a compare-and-set,
+    /// as it lands (for the planner). Each record is written for the heartbeat session
+    /// `holders` names; it keeps the token of every partition its record already granted to
+    /// that session, and new grants get `(term, version)`. Every write is a compare-and-set,
     /// checked against the lease (`may_write`) first. On an error the caller re-reads the
     /// records and reconciles the planner.
     pub(crate) async fn write<B: Bucket>(
         &mut self,
         bucket: &B,
         step: &Step,
+        holders: &BTreeMap<WorkerId, u64>,
         committed: &mut Vec<Committed>,
-        term: u64,
-        lifecycle: Lifecycle,
+        (term, lifecycle): (u64, Lifecycle),
         may_write: impl Fn() -> bool,
     ) -> Result<Published> {
         let version = self.version + 1;
@@ -176,10 +186,12 @@ impl Records {
             }
             match change {
                 RecordChange::Write(partitions) => {
-                    let tokens = self.tokens(worker);
+                    let holder = holders.get(worker).copied().unwrap_or(0);
+                    let tokens = self.tokens(worker, holder);
                     let record = AssignmentRecord {
                         version,
                         term,
+                        holder,
                         lifecycle,
                         partitions: partitions
                             .iter()

@@ -144,11 +144,13 @@ impl Status {
         self.lease.send_replace(None);
     }
 
-    /// Extends the heartbeat lease to `until` (never shortens it), acknowledged now.
-    pub(crate) fn extend_lease(&self, until: Instant) {
+    /// Extends the heartbeat lease of heartbeat session `session` to `until` (never
+    /// shortens it), acknowledged now.
+    pub(crate) fn extend_lease(&self, until: Instant, session: u64) {
         let renewal = LeaseRenewal {
             until: until.into_std(),
             acknowledged: Instant::now().into_std(),
+            session,
         };
         self.lease.send_if_modified(|lease| {
             let extended = lease.is_none_or(|current| renewal.until > current.until);
@@ -234,7 +236,8 @@ impl Status {
     pub(crate) fn set_assignment(&self, assignment: Option<WorkerAssignment>) {
         let mut inputs = self.lock();
         inputs.has_assignment = assignment.is_some() && inputs.stage == ManagerState::Election;
-        let assignment = assignment.unwrap_or_default();
+        // Holding nothing keeps the version last applied: versions a manager shows only grow.
+        let assignment = assignment.unwrap_or_else(|| self.assignment.borrow().retain(|_| false));
         telemetry::applied(&inputs.worker_id, assignment.version(), assignment.len());
         self.assignment.send_replace(Arc::new(assignment));
         self.update(&mut inputs);

@@ -14,6 +14,9 @@ pub struct IdClaim {
     pub host: String,
     /// When the claim was first made, in milliseconds since the Unix epoch.
     pub since_unix_ms: u64,
+    /// The worker's static identity (a pod name, say), if it has one: a process with the
+    /// same identity takes this id back at once.
+    pub identity: Option<String>,
 }
 
 impl WireRecord for IdClaim {
@@ -67,6 +70,11 @@ impl WireRecord for LeaderRecord {
 pub struct Heartbeat {
     /// The process instance publishing it.
     pub instance_id: String,
+    /// Which heartbeat session of the worker this is: the revision of the session's first
+    /// write, or 0 in that first write itself (its revision is not known before it is
+    /// written). A session lasts while the heartbeat entry does; assignment records are
+    /// written for one session ([`AssignmentRecord::holder`]).
+    pub session: u64,
     /// The version of the last assignment record the worker applied (0: none yet).
     pub applied_version: u64,
     /// The highest leader term the worker has seen.
@@ -119,6 +127,12 @@ pub struct AssignmentRecord {
     pub version: u64,
     /// The term of the leader that wrote it.
     pub term: u64,
+    /// The heartbeat session it was written for ([`Heartbeat::session`]; 0: none). Another
+    /// session — another process that claimed this worker id, or this one after its
+    /// heartbeat expired — applies none of it: it waits for a record written for itself,
+    /// whose grants carry new tokens, so no two processes ever hold a grant with the same
+    /// token.
+    pub holder: u64,
     /// What the calculator was doing.
     pub lifecycle: Lifecycle,
     /// The partitions granted to the worker.

@@ -7,6 +7,7 @@ fn assignment() -> AssignmentRecord {
     AssignmentRecord {
         version: 42,
         term: 7,
+        holder: 3,
         lifecycle: Lifecycle::Rebalancing,
         partitions: vec![
             Grant {
@@ -33,6 +34,7 @@ fn every_record_round_trips() {
         instance_id: "i-1".into(),
         host: "box".into(),
         since_unix_ms: 1_700_000_000_000,
+        identity: Some("pod-3".into()),
     };
     assert_eq!(IdClaim::decode(&claim.encode().unwrap()).unwrap(), claim);
     let leader = LeaderRecord {
@@ -47,6 +49,7 @@ fn every_record_round_trips() {
     );
     let beat = Heartbeat {
         instance_id: "i-3".into(),
+        session: 12,
         applied_version: 9,
         term_seen: 2,
     };
@@ -101,6 +104,7 @@ fn truncated_values_are_malformed() {
 fn trailing_bytes_are_rejected() {
     let mut bytes = Heartbeat {
         instance_id: "i".into(),
+        session: 0,
         applied_version: 1,
         term_seen: 1,
     }
@@ -183,7 +187,7 @@ proptest! {
 
     #[test]
     fn heartbeats_round_trip(instance in "[a-z0-9-]{0,40}", applied in any::<u64>(), term in any::<u64>()) {
-        let beat = Heartbeat { instance_id: instance, applied_version: applied, term_seen: term };
+        let beat = Heartbeat { instance_id: instance, session: applied / 2, applied_version: applied, term_seen: term };
         prop_assert_eq!(Heartbeat::decode(&beat.encode().unwrap()).unwrap(), beat);
     }
 }

@@ -27,10 +27,14 @@ fn p(n: usize) -> PartitionId {
     PartitionId::new(format!("p{n}")).unwrap()
 }
 
+/// This worker's heartbeat session.
+const ME: u64 = 1;
+
 fn record(version: u64, term: u64, partitions: &[usize]) -> AssignmentRecord {
     AssignmentRecord {
         version,
         term,
+        holder: ME,
         lifecycle: Lifecycle::Stable,
         partitions: partitions
             .iter()
@@ -78,6 +82,7 @@ impl Harness {
         self.feed(FollowerEvent::Lease(Some(LeaseRenewal {
             until: end,
             acknowledged: now,
+            session: ME,
         })))
     }
 
@@ -192,6 +197,29 @@ fn a_grant_needs_the_current_term() {
 }
 
 #[test]
+fn a_record_written_for_another_process_grants_nothing() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(2000)));
+    let mut theirs = record(1, 1, &[0, 1]);
+    theirs.holder = ME - 1;
+    // Not even a term check: the record is not this process's.
+    let actions = h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(theirs.clone())),
+    });
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(h.held().is_empty());
+
+    // Holding partitions of its own record, a record for another process revokes them.
+    let mut h = holding(&[0, 1], 2000);
+    theirs.version = 2;
+    let actions = h.at(ms(10)).feed(FollowerEvent::Delivered(Some(theirs)));
+    let (_, revoked) = revoke_op(&actions);
+    assert_eq!(revoked, [p(0), p(1)]);
+    assert!(h.held().is_empty());
+}
+
+#[test]
 fn a_grant_hook_is_not_cancelled_while_the_lease_holds() {
     let (mut h, grant) = granting(&[0, 1], 2000);
     // The hook takes 10 s; the lease is renewed all along.
@@ -301,6 +329,7 @@ fn a_renewal_acknowledged_in_time_but_heard_late_does_not_fence() {
     let actions = h.feed(FollowerEvent::Lease(Some(LeaseRenewal {
         until: h.start + ms(3000),
         acknowledged: h.start + ms(900),
+        session: ME,
     })));
     assert!(
         !actions
@@ -318,6 +347,7 @@ fn a_renewal_acknowledged_after_the_lease_end_comes_after_a_lapse() {
     let actions = h.feed(FollowerEvent::Lease(Some(LeaseRenewal {
         until: h.start + ms(3000),
         acknowledged: h.start + ms(1050),
+        session: ME,
     })));
     assert!(
         actions.contains(&FollowerAction::Fenced { partitions: 1 }),
@@ -582,7 +612,7 @@ proptest! {
                 Step::Renew(n) => {
                     let end = h.now + ms(n);
                     checker.lease_end = Some(end);
-                    FollowerEvent::Lease(Some(LeaseRenewal { until: end, acknowledged: h.now }))
+                    FollowerEvent::Lease(Some(LeaseRenewal { until: end, acknowledged: h.now, session: ME }))
                 }
                 Step::Deliver(v, ps) => FollowerEvent::Delivered(Some(record(v, 1, &ps))),
                 Step::ReadDone(found) => match h.machine.in_flight() {

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use parti_strategy::{Assignment, PartitionId, WorkerId};
 use proptest::prelude::*;
 
-use super::{Handoff, ListingTicket, RecordChange};
+use super::{Beat, Handoff, ListingTicket, RecordChange, StoredRecord};
 
 fn w(n: usize) -> WorkerId {
     WorkerId::new(format!("worker-{n}"))
@@ -15,6 +15,52 @@ fn p(n: usize) -> PartitionId {
 
 fn set(ns: &[usize]) -> BTreeSet<PartitionId> {
     ns.iter().map(|&n| p(n)).collect()
+}
+
+/// Worker `n`'s heartbeat session.
+fn session(n: usize) -> u64 {
+    n as u64 + 1
+}
+
+/// A planner that has seen a heartbeat (reporting nothing applied) of workers 0 to 7, as a
+/// leader has before it plans.
+fn fleet() -> Handoff {
+    let mut handoff = Handoff::new();
+    for n in 0..8 {
+        handoff.heartbeat(&w(n), &beat_of(n, 0));
+    }
+    handoff
+}
+
+/// A record read from the store, written for worker `n`'s session.
+fn rec(worker: usize, version: u64, partitions: BTreeSet<PartitionId>) -> StoredRecord {
+    StoredRecord {
+        worker: w(worker),
+        version,
+        holder: Some(session(worker)),
+        partitions,
+    }
+}
+
+/// A heartbeat of worker `n`'s session, reporting `applied`.
+fn beat_of(n: usize, applied: u64) -> Beat {
+    Beat {
+        holder: session(n),
+        applied,
+    }
+}
+
+/// The leader sees worker `n`'s heartbeat reporting `applied`.
+fn beat(handoff: &mut Handoff, n: usize, applied: u64) -> bool {
+    handoff.heartbeat(&w(n), &beat_of(n, applied))
+}
+
+/// A listing's heartbeats: each worker and the version it reports.
+fn beats(reports: &[(usize, u64)]) -> BTreeMap<WorkerId, Beat> {
+    reports
+        .iter()
+        .map(|&(n, applied)| (w(n), beat_of(n, applied)))
+        .collect()
 }
 
 fn target(pairs: &[(usize, usize)]) -> Assignment {
@@ -33,7 +79,7 @@ fn commit_all(handoff: &mut Handoff, step: &super::Step, version: u64) {
 
 #[test]
 fn cold_start_grants_everything_at_once() {
-    let mut handoff = Handoff::new();
+    let mut handoff = fleet();
     handoff.plan([w(0), w(1)].into(), &target(&[(0, 0), (1, 1), (2, 0)]));
     let step = handoff.step();
     assert_eq!(step[&w(0)], RecordChange::Write(set(&[0, 2])));
@@ -45,7 +91,7 @@ fn cold_start_grants_everything_at_once() {
 
 #[test]
 fn unmoved_partitions_are_never_revoked() {
-    let mut handoff = Handoff::new();
+    let mut handoff = fleet();
     handoff.plan([w(0)].into(), &target(&[(0, 0), (1, 0)]));
     let step = handoff.step();
     commit_all(&mut handoff, &step, 1);
@@ -58,8 +104,8 @@ fn unmoved_partitions_are_never_revoked() {
     assert_eq!(handoff.waiting_for().collect::<Vec<_>>(), [&w(0)]);
     assert!(handoff.step().is_empty());
     // A stale report (version 1) confirms nothing.
-    assert!(!handoff.applied(&w(0), 1));
-    assert!(handoff.applied(&w(0), 2));
+    assert!(!beat(&mut handoff, 0, 1));
+    assert!(beat(&mut handoff, 0, 2));
     let step = handoff.step();
     assert_eq!(step.len(), 1);
     assert_eq!(step[&w(1)], RecordChange::Write(set(&[1])));
@@ -69,7 +115,7 @@ fn unmoved_partitions_are_never_revoked() {
 
 #[test]
 fn absence_counts_only_in_a_listing_started_after_the_revoke() {
-    let mut handoff = Handoff::new();
+    let mut handoff = fleet();
     handoff.plan([w(0)].into(), &target(&[(0, 0)]));
     let step = handoff.step();
     commit_all(&mut handoff, &step, 1);
@@ -78,14 +124,14 @@ fn absence_counts_only_in_a_listing_started_after_the_revoke() {
     let step = handoff.step();
     assert_eq!(step[&w(0)], RecordChange::Write(set(&[])));
     commit_all(&mut handoff, &step, 2);
-    let present = BTreeMap::from([(w(1), 2)]);
+    let present = beats(&[(1, 2)]);
     assert!(
-        !handoff.listed(early, &present),
+        !handoff.listed(early, &present, &BTreeSet::new()),
         "listing began before the revoke"
     );
     assert!(handoff.step().is_empty());
     let late = handoff.listing_ticket();
-    assert!(handoff.listed(late, &present));
+    assert!(handoff.listed(late, &present, &BTreeSet::new()));
     let step = handoff.step();
     assert_eq!(step[&w(1)], RecordChange::Write(set(&[0])));
     // The departed worker's emptied, confirmed record is deleted in the same step.
@@ -97,21 +143,25 @@ fn absence_counts_only_in_a_listing_started_after_the_revoke() {
 #[test]
 fn a_new_leader_grants_nothing_until_every_holder_is_confirmed() {
     // w0's record was emptied by the previous leader; w0 may not have applied it yet.
-    let mut handoff = Handoff::resume([(w(0), 5, set(&[])), (w(1), 4, set(&[1]))]);
+    let mut handoff = Handoff::resume([rec(0, 5, set(&[])), rec(1, 4, set(&[1]))]);
     handoff.plan([w(0), w(1)].into(), &target(&[(0, 1), (1, 1)]));
     assert!(handoff.step().is_empty());
     // w1 confirmed; w0 still unknown: p0 must wait.
-    assert!(handoff.applied(&w(1), 4));
+    assert!(beat(&mut handoff, 1, 4));
     assert!(handoff.step().is_empty());
-    assert!(handoff.applied(&w(0), 5));
+    assert!(beat(&mut handoff, 0, 5));
     let step = handoff.step();
     assert_eq!(step[&w(1)], RecordChange::Write(set(&[0, 1])));
 }
 
 #[test]
 fn rewrite_all_writes_unchanged_records_once() {
-    let mut handoff = Handoff::resume([(w(0), 3, set(&[0]))]);
-    handoff.listed(handoff.listing_ticket(), &BTreeMap::from([(w(0), 3)]));
+    let mut handoff = Handoff::resume([rec(0, 3, set(&[0]))]);
+    handoff.listed(
+        handoff.listing_ticket(),
+        &beats(&[(0, 3)]),
+        &BTreeSet::new(),
+    );
     handoff.plan([w(0)].into(), &target(&[(0, 0)]));
     handoff.rewrite_all();
     let step = handoff.step();
@@ -123,12 +173,12 @@ fn rewrite_all_writes_unchanged_records_once() {
 
 #[test]
 fn a_failed_write_keeps_the_grant_counted_as_held() {
-    let mut handoff = Handoff::new();
+    let mut handoff = fleet();
     handoff.plan([w(0)].into(), &target(&[(0, 0)]));
     let step = handoff.step();
     assert_eq!(step[&w(0)], RecordChange::Write(set(&[0])));
     // The write timed out; it may have landed. The store shows it did.
-    handoff.reconcile([(w(0), 1, set(&[0]))]);
+    handoff.reconcile([rec(0, 1, set(&[0]))]);
     // Now p0 should move to w1: it may only once w0 let go.
     handoff.plan([w(1)].into(), &target(&[(0, 1)]));
     let step = handoff.step();
@@ -138,15 +188,19 @@ fn a_failed_write_keeps_the_grant_counted_as_held() {
 
 #[test]
 fn a_record_written_by_someone_else_makes_its_worker_unknown() {
-    let mut handoff = Handoff::new();
+    let mut handoff = fleet();
     handoff.plan([w(0)].into(), &target(&[(0, 0)]));
     let step = handoff.step();
     commit_all(&mut handoff, &step, 1);
-    handoff.reconcile([(w(0), 1, set(&[0])), (w(7), 9, set(&[3]))]);
+    handoff.reconcile([rec(0, 1, set(&[0])), rec(7, 9, set(&[3]))]);
     handoff.plan([w(0)].into(), &target(&[(0, 0), (4, 0)]));
     // w7 may hold anything: p4 waits.
     assert!(!handoff.step().contains_key(&w(0)));
-    assert!(handoff.listed(handoff.listing_ticket(), &BTreeMap::from([(w(0), 1)])));
+    assert!(handoff.listed(
+        handoff.listing_ticket(),
+        &beats(&[(0, 1)]),
+        &BTreeSet::new()
+    ));
     let step = handoff.step();
     assert_eq!(step[&w(0)], RecordChange::Write(set(&[0, 4])));
     assert_eq!(step[&w(7)], RecordChange::Write(set(&[])));
@@ -154,7 +208,7 @@ fn a_record_written_by_someone_else_makes_its_worker_unknown() {
 
 #[test]
 fn listing_tickets_order_with_writes() {
-    let mut handoff = Handoff::new();
+    let mut handoff = fleet();
     let before = handoff.listing_ticket();
     handoff.plan([w(0)].into(), &target(&[(0, 0)]));
     let step = handoff.step();
@@ -193,6 +247,10 @@ enum Action {
     Fence(usize),
     /// Worker comes back.
     Revive(usize),
+    /// Worker's process is replaced by a new one on the same id (its lease lapsed and its
+    /// heartbeat expired first: it holds nothing; the new process must not apply records
+    /// written for the old one).
+    Replace(usize),
     /// The leader changes.
     NewLeader,
 }
@@ -217,6 +275,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => Just(Action::EndListing),
         1 => (0..WORKERS).prop_map(Action::Fence),
         1 => (0..WORKERS).prop_map(Action::Revive),
+        1 => (0..WORKERS).prop_map(Action::Replace),
         1 => Just(Action::NewLeader),
     ]
 }
@@ -224,14 +283,16 @@ fn action() -> impl Strategy<Value = Action> {
 #[derive(Debug, Default, Clone)]
 struct ModelWorker {
     alive: bool,
+    /// Its heartbeat session (a replacement begins a new one).
+    session: u64,
     /// Must re-read the latest record before holding anything (after fencing).
     resync: bool,
     applied: u64,
     held: BTreeSet<PartitionId>,
 }
 
-/// One version of a record: `None` content is a deletion.
-type RecordVersion = (u64, Option<BTreeSet<PartitionId>>);
+/// One version of a record: its holder and grants; `None` content is a deletion.
+type RecordVersion = (u64, Option<(Option<u64>, BTreeSet<PartitionId>)>);
 
 struct World {
     handoff: Handoff,
@@ -239,46 +300,63 @@ struct World {
     history: BTreeMap<WorkerId, Vec<RecordVersion>>,
     workers: Vec<ModelWorker>,
     version: u64,
-    listing: Option<(ListingTicket, BTreeMap<WorkerId, u64>)>,
+    /// The heartbeat bucket's revision: a new session is named by it.
+    revision: u64,
+    listing: Option<(ListingTicket, BTreeMap<WorkerId, Beat>)>,
 }
 
 impl World {
     fn new() -> Self {
         Self {
-            handoff: Handoff::new(),
+            handoff: fleet(),
             history: BTreeMap::new(),
-            workers: vec![
-                ModelWorker {
+            workers: (0..WORKERS)
+                .map(|i| ModelWorker {
                     alive: true,
+                    session: session(i),
                     ..ModelWorker::default()
-                };
-                WORKERS
-            ],
+                })
+                .collect(),
             version: 0,
+            revision: WORKERS as u64,
             listing: None,
         }
     }
 
-    fn records(&self) -> Vec<(WorkerId, u64, BTreeSet<PartitionId>)> {
+    /// Worker `i`'s heartbeat.
+    fn heartbeat(&self, i: usize) -> Beat {
+        Beat {
+            holder: self.workers[i].session,
+            applied: self.workers[i].applied,
+        }
+    }
+
+    fn records(&self) -> Vec<StoredRecord> {
         self.history
             .iter()
             .filter_map(|(worker, versions)| {
                 let (version, content) = versions.last()?;
-                Some((worker.clone(), *version, content.clone()?))
+                let (holder, partitions) = content.clone()?;
+                Some(StoredRecord {
+                    worker: worker.clone(),
+                    version: *version,
+                    holder,
+                    partitions,
+                })
             })
             .collect()
     }
 
-    fn present(&self) -> BTreeMap<WorkerId, u64> {
+    fn present(&self) -> BTreeMap<WorkerId, Beat> {
         (0..WORKERS)
             .filter(|&i| self.workers[i].alive)
-            .map(|i| (w(i), self.workers[i].applied))
+            .map(|i| (w(i), self.heartbeat(i)))
             .collect()
     }
 
-    fn write(&mut self, worker: &WorkerId, change: &RecordChange, version: u64) {
+    fn write(&mut self, worker: &WorkerId, change: &RecordChange, version: u64, holder: u64) {
         let content = match change {
-            RecordChange::Write(set) => Some(set.clone()),
+            RecordChange::Write(set) => Some((Some(holder), set.clone())),
             RecordChange::Delete => None,
         };
         self.history
@@ -310,16 +388,21 @@ impl World {
                 self.version = self.version.max(reported) + 1;
                 let version = self.version;
                 let step = self.handoff.step();
+                // Like the shell: each record is written for the process the planner names.
+                let holders: Vec<u64> = step
+                    .keys()
+                    .map(|worker| self.handoff.holder(worker))
+                    .collect();
                 // The writes land in the store first ...
                 let mut landed = 0;
                 for (i, (worker, change)) in step.iter().enumerate() {
                     if fail_at == Some(i) {
                         if applied {
-                            self.write(worker, change, version);
+                            self.write(worker, change, version, holders[i]);
                         }
                         break;
                     }
-                    self.write(worker, change, version);
+                    self.write(worker, change, version, holders[i]);
                     landed += 1;
                 }
                 // ... workers may read them and heartbeats reach the leader ...
@@ -340,6 +423,7 @@ impl World {
             }
             Action::Apply(i, lag) => {
                 let worker = &mut self.workers[i];
+                let me = worker.session;
                 if !worker.alive {
                     return;
                 }
@@ -356,13 +440,14 @@ impl World {
                 if let Some((version, content)) = pick {
                     worker.resync = false;
                     match content {
-                        Some(content) => {
+                        Some((holder, content)) if *holder == Some(me) => {
                             worker.held = content.clone();
                             worker.applied = *version;
                         }
-                        // A deleted record: nothing held, no version to report, and
-                        // only fresh (latest) reads from now on.
-                        None => {
+                        // A deleted record, or one written for another process: nothing
+                        // held, no version to report, and only fresh (latest) reads from
+                        // now on.
+                        _ => {
                             worker.held.clear();
                             worker.resync = true;
                         }
@@ -371,15 +456,17 @@ impl World {
             }
             Action::Beat(i) => {
                 if self.workers[i].alive {
-                    self.handoff.applied(&w(i), self.workers[i].applied);
+                    let beat = self.heartbeat(i);
+                    self.handoff.heartbeat(&w(i), &beat);
                 }
             }
             Action::BeginListing => {
-                self.listing = Some((self.handoff.listing_ticket(), self.present()));
+                let ticket = self.handoff.listing_ticket();
+                self.listing = Some((ticket, self.present()));
             }
             Action::EndListing => {
                 if let Some((ticket, present)) = self.listing.take() {
-                    self.handoff.listed(ticket, &present);
+                    self.handoff.listed(ticket, &present, &BTreeSet::new());
                 }
             }
             Action::Fence(i) => {
@@ -393,6 +480,15 @@ impl World {
                     worker.alive = true;
                     worker.resync = true;
                 }
+            }
+            Action::Replace(i) => {
+                self.revision += 1;
+                let worker = &mut self.workers[i];
+                worker.session = self.revision;
+                worker.alive = true;
+                worker.resync = true;
+                worker.applied = 0;
+                worker.held.clear();
             }
             Action::NewLeader => {
                 self.handoff = Handoff::resume(self.records());

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use parti_strategy::{Assignment, Partition, WorkerId};
+use parti_strategy::{Assignment, Partition, PartitionId, WorkerId};
 use proptest::prelude::*;
 
 use super::*;
@@ -37,8 +37,41 @@ fn partitions(n: usize) -> Vec<Partition> {
         .collect()
 }
 
-fn present(workers: &[u32]) -> BTreeMap<WorkerId, u64> {
-    workers.iter().map(|n| (w(*n), 0)).collect()
+/// Worker `n`'s heartbeat session.
+fn session(n: u32) -> u64 {
+    u64::from(n) + 1
+}
+
+/// A heartbeat of worker `n`'s session reporting `applied`.
+fn beat(n: u32, applied: u64) -> Beat {
+    Beat {
+        holder: session(n),
+        applied,
+    }
+}
+
+/// A listing with `workers` present, each reporting `applied`.
+fn reporting(workers: &[u32], applied: u64) -> BTreeMap<WorkerId, Beat> {
+    workers.iter().map(|&n| (w(n), beat(n, applied))).collect()
+}
+
+fn present(workers: &[u32]) -> BTreeMap<WorkerId, Beat> {
+    reporting(workers, 0)
+}
+
+/// The number in a worker id.
+fn number(worker: &WorkerId) -> u32 {
+    crate::wire::worker_number(worker.as_str()).unwrap()
+}
+
+/// A record read from the store, written for worker `n`'s process.
+fn stored(n: u32, version: u64, partitions: BTreeSet<PartitionId>) -> StoredRecord {
+    StoredRecord {
+        worker: w(n),
+        version,
+        holder: Some(session(n)),
+        partitions,
+    }
 }
 
 /// Round-robin: enough of a strategy to plan with.
@@ -131,11 +164,11 @@ fn lists_answered_without(
     absent: &[WorkerId],
 ) -> Vec<CalculatorAction> {
     while let Some(op) = list_op(&actions) {
-        let live: BTreeMap<WorkerId, u64> = m
+        let live: BTreeMap<WorkerId, Beat> = m
             .members()
             .iter()
             .filter(|w| !absent.contains(w))
-            .map(|w| (w.clone(), version))
+            .map(|w| (w.clone(), beat(number(w), version)))
             .collect();
         let mut next = m.handle(
             CalculatorEvent::Listed {
@@ -389,8 +422,8 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
     let ps = partitions(2);
     let records = RecordsRead {
         contents: vec![
-            (w(0), 5, [ps[0].id().clone()].into()),
-            (w(1), 5, [ps[1].id().clone()].into()),
+            stored(0, 5, [ps[0].id().clone()].into()),
+            stored(1, 5, [ps[1].id().clone()].into()),
         ],
         assignment: [(ps[0].id().clone(), w(0)), (ps[1].id().clone(), w(1))]
             .into_iter()
@@ -407,7 +440,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
     let actions = m.handle(
         CalculatorEvent::Listed {
             op: list,
-            outcome: Ok([(w(0), 5), (w(1), 5)].into()),
+            outcome: Ok(reporting(&[0, 1], 5)),
             unreadable: BTreeSet::new(),
         },
         t0,
@@ -427,7 +460,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
         actions = m.handle(
             CalculatorEvent::Listed {
                 op: list,
-                outcome: Ok([(w(0), 6), (w(1), 6)].into()),
+                outcome: Ok(reporting(&[0, 1], 6)),
                 unreadable: BTreeSet::new(),
             },
             t0,
@@ -453,7 +486,7 @@ fn a_revoking_step_is_followed_by_a_listing() {
     m.handle(
         CalculatorEvent::Heartbeat {
             worker: w(3),
-            applied: Some(0),
+            beat: Some(beat(3, 0)),
         },
         now,
     );
@@ -546,7 +579,7 @@ proptest! {
                     },
                     Some(CalculatorAction::List(op)) => CalculatorEvent::Listed {
                         op,
-                        outcome: Ok((0..u32::from(pick % 5)).map(|n| (w(n), 1)).collect()), unreadable: BTreeSet::new(),
+                        outcome: Ok((0..u32::from(pick % 5)).map(|n| (w(n), beat(n, 1))).collect()), unreadable: BTreeSet::new(),
                     },
                     Some(CalculatorAction::Write { op, step, .. }) => {
                         let failed = pick % 3 == 0;
@@ -578,7 +611,7 @@ proptest! {
                     },
                     _ => CalculatorEvent::Tick,
                 },
-                Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), applied: Some(1) },
+                Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), beat: Some(beat(n.into(), 1)) },
                 Event::Heartbeat(n, false) => CalculatorEvent::HeartbeatGone(w(n.into())),
                 Event::Refresh => CalculatorEvent::Refresh,
             };
@@ -595,7 +628,7 @@ fn garbage_under_a_heartbeat_key_is_no_worker_and_confirms_no_release() {
     m.handle(
         CalculatorEvent::Heartbeat {
             worker: w(7),
-            applied: None,
+            beat: None,
         },
         now,
     );
@@ -632,8 +665,7 @@ fn garbage_under_a_heartbeat_key_is_no_worker_and_confirms_no_release() {
         now,
     );
     let list = list_op(&actions).expect("a listing after the revoke");
-    let mut readable = present(&[1, 2]);
-    readable.values_mut().for_each(|v| *v = 5);
+    let readable = reporting(&[1, 2], 5);
     let actions = m.handle(
         CalculatorEvent::Listed {
             op: list,
