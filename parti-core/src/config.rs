@@ -72,9 +72,25 @@ pub struct Config {
     pub min_worker_id: u32,
     /// Highest worker id number a worker may claim. Default 999.
     pub max_worker_id: u32,
-    /// How long a worker id stays claimed after its last renewal; a worker restarting within
-    /// it gets its id (and partitions) back. Renewed every third of it. Default 30 s.
+    /// How long a worker id stays claimed after its last renewal. Renewed every third of it.
+    /// Default 30 s.
+    ///
+    /// A worker with a static identity ([`ManagerBuilder::identity`]) that restarts gets
+    /// its id back at once, whatever is left of its claim. Without an identity, a restarted
+    /// process is a new worker: after a graceful stop it claims the lowest free id (often
+    /// the same one, released at the stop), but after a crash its old claim lives on for up
+    /// to this long, so it claims another id and its old partitions move after
+    /// `heartbeat_ttl` + `emergency_grace`.
+    ///
+    /// [`ManagerBuilder::identity`]: crate::runtime::ManagerBuilder::identity
     pub id_ttl: Duration,
+    /// How long the partitions of a worker with a static identity wait for a process with
+    /// that identity after a graceful stop, before the leader gives them to others. A rolling
+    /// update that replaces each worker within it moves no partition (the revoke hooks still
+    /// run on stop; the partitions are unowned meanwhile). At most `id_ttl` (the stopped
+    /// worker's claim, which marks it as expected back, lives that long). `None` (the
+    /// default): `id_ttl`.
+    pub restart_grace: Option<Duration>,
     /// How long the leader lease lives after its last renewal; bounds failover time. Renewed
     /// every third of it. Default 6 s.
     pub election_ttl: Duration,
@@ -118,6 +134,7 @@ impl Default for Config {
             min_worker_id: 0,
             max_worker_id: 999,
             id_ttl: Duration::from_secs(30),
+            restart_grace: None,
             election_ttl: Duration::from_secs(6),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_ttl: Duration::from_secs(3),
@@ -168,7 +185,8 @@ impl Config {
     /// Checks every rule and reports all the fields that break one.
     ///
     /// The rules: `heartbeat_interval` > 0; `heartbeat_ttl` ≥ 2 × `heartbeat_interval`;
-    /// `id_ttl` ≥ 3 × `heartbeat_interval` and ≥ `heartbeat_ttl`; `election_ttl` > 0;
+    /// `id_ttl` ≥ 3 × `heartbeat_interval` and ≥ `heartbeat_ttl`; `restart_grace` ≤
+    /// `id_ttl`; `election_ttl` > 0;
     /// `drain_timeout` > 0;
     /// `cooldown` ≤ `planned_scale_window` ≤ `cold_start_window`; `emergency_grace` ≤
     /// `heartbeat_ttl`; `restart_ratio` in (0, 1]; `min_worker_id` ≤ `max_worker_id`;
@@ -204,6 +222,17 @@ impl Config {
                 self.heartbeat_ttl, self.id_ttl
             )
         });
+        check.rule(
+            self.effective_restart_grace() <= self.id_ttl,
+            "restart_grace",
+            || {
+                format!(
+                    "must be at most id_ttl ({:?}), got {:?}",
+                    self.id_ttl,
+                    self.effective_restart_grace()
+                )
+            },
+        );
         check.rule(!self.election_ttl.is_zero(), "election_ttl", || {
             "must be greater than zero".to_owned()
         });
@@ -322,6 +351,12 @@ impl Config {
     pub fn margin_for(&self, ttl: Duration) -> Duration {
         self.safety_margin
             .unwrap_or_else(|| (ttl / 10).max(Duration::from_millis(100)))
+    }
+
+    /// How long the partitions of a parked worker wait for it: [`Config::restart_grace`],
+    /// or `id_ttl` when that is `None`.
+    pub fn effective_restart_grace(&self) -> Duration {
+        self.restart_grace.unwrap_or(self.id_ttl)
     }
 
     /// How often a worker renews its id claim: a third of [`Config::id_ttl`].
@@ -536,6 +571,17 @@ mod tests {
         assert_rejects(config.clone(), "id_ttl");
         config.id_ttl = ms(300);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn restart_grace_at_most_id_ttl() {
+        let mut config = Config::default();
+        config.restart_grace = Some(config.id_ttl + ms(1));
+        assert_rejects(config.clone(), "restart_grace");
+        config.restart_grace = Some(config.id_ttl);
+        config.validate().unwrap();
+        config.restart_grace = None;
+        assert_eq!(config.effective_restart_grace(), config.id_ttl);
     }
 
     #[test]

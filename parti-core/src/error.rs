@@ -35,6 +35,15 @@ pub enum Error {
     #[error(transparent)]
     Wire(#[from] WireError),
 
+    /// A static identity that cannot be used: empty, or longer than 256 bytes.
+    #[error("invalid identity {identity:?}: {reason}")]
+    InvalidIdentity {
+        /// The identity given.
+        identity: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// Every stable worker id of the configured range is claimed by a live worker.
     #[error(
         "no free worker id: worker-{min} to worker-{max} are all claimed; widen \
@@ -53,6 +62,21 @@ pub enum Error {
     IdLost {
         /// The id that was lost.
         worker_id: parti_strategy::WorkerId,
+    },
+
+    /// Another running process holds the claim of this worker's static identity: two
+    /// processes were given one identity. The one that started last keeps it; this one
+    /// stops.
+    #[error(
+        "identity `{identity}` is in use by process `{instance}` (as `{worker_id}`): two processes were given one identity"
+    )]
+    IdentityInUse {
+        /// The identity.
+        identity: String,
+        /// The worker id its claim is on.
+        worker_id: parti_strategy::WorkerId,
+        /// The process holding it.
+        instance: String,
     },
 
     /// Another process's heartbeat replaced this worker's under its id: the id is no longer

@@ -77,9 +77,21 @@ impl<S: Store> Fleet<S> {
 
     /// Starts `n` managers at once; returns their ids.
     pub async fn start(&mut self, n: usize) -> Vec<WorkerId> {
+        self.start_with(vec![None; n]).await
+    }
+
+    /// Starts a manager with the static `identity`; returns its id.
+    pub async fn start_as(&mut self, identity: &str) -> WorkerId {
+        let ids = self.start_with(vec![Some(identity.to_owned())]).await;
+        ids.into_iter().next().expect("one started")
+    }
+
+    /// Starts a manager per entry at once, each with that identity (if any); returns their
+    /// ids, sorted.
+    pub async fn start_with(&mut self, identities: Vec<Option<String>>) -> Vec<WorkerId> {
         self.rekey();
         let mut starting = JoinSet::new();
-        for _ in 0..n {
+        for identity in identities {
             let store = (self.connect)();
             let source = self.source.clone();
             let config = self.config.clone();
@@ -94,13 +106,14 @@ impl<S: Store> Fleet<S> {
                     let log = log.clone();
                     move |from, to| log.lock().unwrap().push(Transition { from, to })
                 });
-                let manager = Manager::builder(store, source, Sticky::default())
+                let mut builder = Manager::builder(store, source, Sticky::default())
                     .config(config)
                     .hooks(hooks)
-                    .freezer(freezer.clone())
-                    .start()
-                    .await
-                    .expect("manager starts");
+                    .freezer(freezer.clone());
+                if let Some(identity) = identity {
+                    builder = builder.identity(identity);
+                }
+                let manager = builder.start().await.expect("manager starts");
                 Member {
                     manager,
                     log,

@@ -227,6 +227,74 @@ pub async fn outage_longer_than_id_ttl<S: Store + Outage>(mut fleet: Fleet<S>) {
     fleet.check_ledger();
 }
 
+/// A rolling update with static identities: ten workers, each stopped gracefully and
+/// replaced half a heartbeat TTL later by a new process with the same identity, once the
+/// fleet has settled again. Each identity gets its id back, its partitions wait for it (they
+/// do not move to the others), and in the end not one partition has moved — with new
+/// tokens for the new processes.
+pub async fn rolling_update_with_identities<S: Store>(mut fleet: Fleet<S>) {
+    let identities: Vec<String> = (0..10).map(|n| format!("pod-{n}")).collect();
+    let ids = fleet
+        .start_with(identities.iter().cloned().map(Some).collect())
+        .await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let before = fleet.assignment().unwrap();
+    let mut ids_by_identity = BTreeMap::new();
+    for id in &ids {
+        let identity = fleet
+            .member(id)
+            .manager
+            .identity()
+            .expect("an identity")
+            .to_owned();
+        ids_by_identity.insert(identity, id.clone());
+    }
+    for identity in &identities {
+        let id = ids_by_identity[identity].clone();
+        let mine = before.partitions_of(&id);
+        fleet.stop(&id).await;
+        tokio::time::sleep(fleet.config.heartbeat_ttl / 2).await;
+        // Meanwhile nobody else took its partitions.
+        let owners = fleet.ownership().unwrap();
+        assert!(
+            mine.iter().all(|p| !owners.contains_key(p)),
+            "{identity}'s partitions moved while it restarted"
+        );
+        let back = fleet.start_as(identity).await;
+        assert_eq!(back, id, "{identity} gets its id back");
+        fleet.settle(settle_timeout(&fleet)).await;
+    }
+    let after = fleet.assignment().unwrap();
+    assert_eq!(
+        after.moved_from(&before),
+        0,
+        "a rolling update moves nothing"
+    );
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
+
+/// A worker with a static identity crashes and is restarted at once: it gets its own id
+/// back (not a new one, as a worker without an identity would while its old claim lives),
+/// and its partitions are owned again within the crash bound T5.
+pub async fn crash_restart_with_identity<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(2).await;
+    let id = fleet.start_as("pod-a").await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let crashed = Instant::now();
+    fleet.crash(&id).await;
+    let back = fleet.start_as("pod-a").await;
+    assert_eq!(back, id, "the identity gets its id back at once");
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - crashed <= reown_bound(&fleet) + SLACK,
+        "re-owned after {:?}",
+        settled - crashed
+    );
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
+
 /// Leader crash: a new leader within election_ttl + 0.5 s, versions continue above the
 /// old maximum, nothing orphaned or doubled.
 pub async fn leader_crash<S: Store>(mut fleet: Fleet<S>) {
@@ -416,7 +484,8 @@ macro_rules! scenario_tests {
             unmoved_partitions_are_never_paused,
             crash_one_of_three, graceful_stop, leader_stop, fleet_restart, leader_crash,
             five_leader_crashes, refresh, cooldown, joins_in_one_window,
-            ten_at_once_one_leader, transitions_in_order, outage_longer_than_id_ttl);
+            ten_at_once_one_leader, transitions_in_order, outage_longer_than_id_ttl,
+            rolling_update_with_identities, crash_restart_with_identity);
     };
     (@each #[$attribute:meta] $fleet:expr; $($name:ident),*) => {$(
         #[$attribute]

@@ -44,6 +44,8 @@ pub struct CalculatorTimings {
     pub emergency_grace: Duration,
     /// The share of the fleet that, gone together, counts as a restart.
     pub restart_ratio: f64,
+    /// How long a parked worker (stopped gracefully, expected back) stays in the plan.
+    pub restart_grace: Duration,
     /// The windows and the cooldown.
     pub windows: WindowPolicy,
 }
@@ -129,6 +131,12 @@ pub enum CalculatorEvent {
     },
     /// The watch saw a worker's heartbeat deleted or expire.
     HeartbeatGone(WorkerId),
+    /// A worker with a static identity stopped gracefully and is expected back: its id
+    /// claim is parked. It stays in the plan, its partitions waiting for it, for
+    /// `restart_grace` (or until its claim goes).
+    Parked(WorkerId),
+    /// A worker's id claim is no longer parked (taken back, or gone).
+    Unparked(WorkerId),
     /// A partition refresh was requested.
     Refresh,
     /// The deadline passed (or the executor wants the machine to look at the time).
@@ -324,6 +332,7 @@ impl Op {
 ///     retry: s / 2,
 ///     emergency_grace: s,
 ///     restart_ratio: 0.5,
+///     restart_grace: 30 * s,
 ///     windows: WindowPolicy { cold_start_window: 30 * s, planned_scale_window: 10 * s, cooldown: 10 * s },
 /// };
 /// let t0 = Instant::now();
@@ -346,6 +355,8 @@ pub struct CalculatorMachine {
     members: BTreeSet<WorkerId>,
     /// The workers with a live heartbeat.
     live: BTreeSet<WorkerId>,
+    /// Parked workers (stopped, expected back) and until when they stay in the plan.
+    parked: BTreeMap<WorkerId, Instant>,
     detector: EmergencyDetector,
     scheduler: RebalanceScheduler,
     handoff: Handoff,
@@ -391,6 +402,7 @@ impl CalculatorMachine {
             loaded: false,
             members: BTreeSet::new(),
             live: BTreeSet::new(),
+            parked: BTreeMap::new(),
             detector: EmergencyDetector::new(timings.emergency_grace),
             scheduler: RebalanceScheduler::new(timings.windows),
             handoff: Handoff::new(),
@@ -602,10 +614,18 @@ impl CalculatorMachine {
         delay
     }
 
-    /// Feeds the live set to the detector and the scheduler.
+    /// Feeds the live set — with the parked members, whose partitions wait for them — to
+    /// the detector and the scheduler.
     fn observe(&mut self, now: Instant, actions: &mut Vec<CalculatorAction>) {
-        let lost = self.detector.observe(&self.members, &self.live, now);
-        let joined: Vec<WorkerId> = self.live.difference(&self.members).cloned().collect();
+        self.parked.retain(|_, until| now < *until);
+        let present: BTreeSet<WorkerId> = self
+            .live
+            .iter()
+            .chain(self.parked.keys().filter(|w| self.members.contains(*w)))
+            .cloned()
+            .collect();
+        let lost = self.detector.observe(&self.members, &present, now);
+        let joined: Vec<WorkerId> = present.difference(&self.members).cloned().collect();
         if lost.is_empty() && joined.is_empty() {
             return;
         }
@@ -624,7 +644,7 @@ impl CalculatorMachine {
         }));
         self.members = next;
         // Lost workers are out of the plan; forget them so a return counts as a join.
-        self.detector.observe(&self.members, &self.live, now);
+        self.detector.observe(&self.members, &present, now);
         let decision = self.scheduler.on_change(change.kind, now);
         self.decide(decision);
     }
@@ -672,7 +692,8 @@ impl CalculatorMachine {
             self.retry_handoff = None;
             self.want_advance = true;
         }
-        if self.detector.next_deadline().is_some_and(|at| now >= at) {
+        let parking_ends = self.parked.values().min().is_some_and(|at| now >= *at);
+        if parking_ends || self.detector.next_deadline().is_some_and(|at| now >= at) {
             self.observe(now, actions);
         }
         if self.retry_refresh.is_some_and(|at| now >= at) && self.want_rebalance.is_none() {
@@ -832,6 +853,7 @@ impl Machine for CalculatorMachine {
             // A retry waits while a rebalance is pending anyway.
             self.retry_refresh.filter(|_| self.want_rebalance.is_none()),
             self.detector.next_deadline(),
+            self.parked.values().min().copied().filter(|_| self.loaded),
         ]
         .into_iter()
         .flatten()
@@ -906,6 +928,15 @@ impl Machine for CalculatorMachine {
             CalculatorEvent::HeartbeatGone(worker) => {
                 if self.loaded {
                     self.live.remove(&worker);
+                    self.observe(now, &mut actions);
+                }
+            }
+            CalculatorEvent::Parked(worker) => {
+                let until = now + self.timings.restart_grace;
+                self.parked.entry(worker).or_insert(until);
+            }
+            CalculatorEvent::Unparked(worker) => {
+                if self.parked.remove(&worker).is_some() && self.loaded {
                     self.observe(now, &mut actions);
                 }
             }

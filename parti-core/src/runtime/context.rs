@@ -29,6 +29,8 @@ pub(crate) struct Buckets<B> {
 pub(crate) struct Shared<B, P> {
     pub(crate) config: Config,
     pub(crate) instance: InstanceId,
+    /// The worker's static identity, if it has one.
+    pub(crate) identity: Option<String>,
     pub(crate) buckets: Buckets<B>,
     pub(crate) source: P,
     pub(crate) strategy: Arc<dyn Strategy>,

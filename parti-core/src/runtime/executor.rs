@@ -125,6 +125,8 @@ pub(crate) struct KeyWatch<B> {
     key: String,
     /// Whether every key starting with `key` counts (else only `key` itself).
     prefix: bool,
+    /// Where each (re)started watch begins.
+    from: WatchFrom,
     stream: Option<WatchStream>,
     setup: Option<BoxFuture<StoreResult<WatchStream>>>,
     retry_at: Instant,
@@ -139,6 +141,7 @@ impl<B: Bucket> KeyWatch<B> {
             bucket,
             key: key.into(),
             prefix: false,
+            from: WatchFrom::Now,
             stream: None,
             setup: None,
             retry_at: Instant::now(),
@@ -151,6 +154,15 @@ impl<B: Bucket> KeyWatch<B> {
         Self {
             prefix: true,
             ..Self::new(bucket, prefix, retry)
+        }
+    }
+
+    /// Delivers the current value of every matching key first, each time the watch is
+    /// (re)started, then the changes.
+    pub(crate) fn with_current(self) -> Self {
+        Self {
+            from: WatchFrom::Current,
+            ..self
         }
     }
 
@@ -196,10 +208,8 @@ impl<B: Bucket> KeyWatch<B> {
                 }
             } else {
                 sleep_until(self.retry_at).await;
-                let (bucket, key) = (self.bucket.clone(), self.key.clone());
-                self.setup = Some(Box::pin(
-                    async move { bucket.watch(&key, WatchFrom::Now).await },
-                ));
+                let (bucket, key, from) = (self.bucket.clone(), self.key.clone(), self.from);
+                self.setup = Some(Box::pin(async move { bucket.watch(&key, from).await }));
             }
         }
     }

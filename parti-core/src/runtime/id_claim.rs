@@ -1,5 +1,6 @@
-//! Stable worker ids: claim the lowest free `worker-<n>`, renew by compare-and-set, release
-//! by delete-at-revision.
+//! Stable worker ids: claim the lowest free `worker-<n>` (or, with a static identity, the
+//! id whose claim carries it), renew by compare-and-set, release by delete-at-revision or,
+//! with an identity, park.
 //!
 //! Renewing with compare-and-set is what keeps an id exclusive: a worker whose claim expired
 //! while it was paused cannot overwrite the claim of the worker that took the id since (the
@@ -47,8 +48,8 @@ impl ClaimedId {
 /// let config = Config::default();
 /// let store = MemoryStore::new();
 /// let ids = store.bucket(&config.ids_bucket()?).await?;
-/// let first = IdClaimer::new(ids.clone(), &config, InstanceId::generate());
-/// let second = IdClaimer::new(ids, &config, InstanceId::generate());
+/// let first = IdClaimer::new(ids.clone(), &config, InstanceId::generate(), None);
+/// let second = IdClaimer::new(ids, &config, InstanceId::generate(), None);
 ///
 /// let mut a = first.claim().await?;
 /// let b = second.claim().await?;
@@ -68,8 +69,9 @@ pub struct IdClaimer<B> {
 }
 
 impl<B: Bucket> IdClaimer<B> {
-    /// A claimer for the id range of `config`, writing claims for `instance`.
-    pub fn new(bucket: B, config: &Config, instance: InstanceId) -> Self {
+    /// A claimer for the id range of `config`, writing claims for `instance` with its
+    /// static `identity`, if it has one.
+    pub fn new(bucket: B, config: &Config, instance: InstanceId, identity: Option<String>) -> Self {
         let since_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -81,26 +83,81 @@ impl<B: Bucket> IdClaimer<B> {
                 instance_id: instance.to_string(),
                 host: std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned()),
                 since_unix_ms,
-                identity: None,
+                identity,
+                parked: false,
             },
         }
     }
 
-    /// Claims the lowest free id of the range. Ids taken by another worker between the
-    /// listing and the claim are skipped.
+    /// The static identity claims are made for, if any.
+    pub fn identity(&self) -> Option<&str> {
+        self.record.identity.as_deref()
+    }
+
+    /// Claims an id at the start of a process: with a static identity, the id whose claim
+    /// carries it — taken over whoever holds it (the newest process of an identity wins, as
+    /// a restarted one replaces its predecessor) — else the lowest free id of the range.
+    /// Ids taken by another worker between the listing and the claim are skipped.
     ///
     /// # Errors
     /// [`Error::NoFreeWorkerId`] when every id is claimed; store errors (transient ones are
     /// worth retrying).
     pub async fn claim(&self) -> Result<ClaimedId> {
+        self.claim_as(true).await
+    }
+
+    /// Claims an id again after this process lost its own: like [`claim`](Self::claim), but
+    /// an identity's claim held by another running process is not taken over (that process
+    /// replaced this one).
+    ///
+    /// # Errors
+    /// [`Error::IdentityInUse`] when another running process holds this identity's claim;
+    /// otherwise as [`claim`](Self::claim).
+    pub async fn reclaim(&self) -> Result<ClaimedId> {
+        self.claim_as(false).await
+    }
+
+    async fn claim_as(&self, take_over: bool) -> Result<ClaimedId> {
         let value = self.record.encode()?;
-        let taken: BTreeSet<u32> = self
-            .bucket
-            .keys(WORKER_ID_PREFIX)
-            .await?
-            .iter()
-            .filter_map(|key| worker_number(key))
-            .collect();
+        let taken: BTreeSet<u32> = match self.identity() {
+            None => self
+                .bucket
+                .keys(WORKER_ID_PREFIX)
+                .await?
+                .iter()
+                .filter_map(|key| worker_number(key))
+                .collect(),
+            Some(identity) => {
+                let entries = self.bucket.entries(WORKER_ID_PREFIX).await?;
+                let own = entries.iter().find_map(|entry| {
+                    let claim = IdClaim::decode(&entry.value).ok()?;
+                    (claim.identity.as_deref() == Some(identity)).then_some((entry, claim))
+                });
+                if let Some((entry, claim)) = own {
+                    let worker_id = WorkerId::new(&entry.key);
+                    let ours = claim.instance_id == self.record.instance_id;
+                    if !(take_over || ours || claim.parked) {
+                        return Err(Error::IdentityInUse {
+                            identity: identity.to_owned(),
+                            worker_id,
+                            instance: claim.instance_id,
+                        });
+                    }
+                    let revision = self
+                        .bucket
+                        .update(&entry.key, value, entry.revision)
+                        .await?;
+                    return Ok(ClaimedId {
+                        worker_id,
+                        revision,
+                    });
+                }
+                entries
+                    .iter()
+                    .filter_map(|entry| worker_number(&entry.key))
+                    .collect()
+            }
+        };
         for n in (self.min..=self.max).filter(|n| !taken.contains(n)) {
             let id = worker_id(n);
             match self.bucket.create(id.as_str(), value.clone()).await {
@@ -159,6 +216,32 @@ impl<B: Bucket> IdClaimer<B> {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Parks the claim of a worker with a static identity that stops gracefully: the claim
+    /// is marked as expected back and left to expire by its TTL instead of released, so the
+    /// leader keeps the worker's partitions for it (for `restart_grace`) and a process with
+    /// the same identity takes the id back. A claim already lost is left alone.
+    ///
+    /// # Errors
+    /// Store errors other than the claim having changed.
+    pub async fn park(&self, claimed: &ClaimedId) -> Result<()> {
+        let parked = IdClaim {
+            parked: true,
+            ..self.record.clone()
+        };
+        match self
+            .bucket
+            .update(
+                claimed.worker_id.as_str(),
+                parked.encode()?,
+                claimed.revision,
+            )
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -177,7 +260,7 @@ mod tests {
     }
 
     fn claimer(bucket: &MemoryBucket, config: &Config) -> IdClaimer<MemoryBucket> {
-        IdClaimer::new(bucket.clone(), config, InstanceId::generate())
+        IdClaimer::new(bucket.clone(), config, InstanceId::generate(), None)
     }
 
     /// The id a new worker claims.
@@ -241,6 +324,83 @@ mod tests {
         assert_eq!(entry.revision, thief.revision());
     }
 
+    fn with_identity(
+        bucket: &MemoryBucket,
+        config: &Config,
+        identity: &str,
+    ) -> IdClaimer<MemoryBucket> {
+        IdClaimer::new(
+            bucket.clone(),
+            config,
+            InstanceId::generate(),
+            Some(identity.to_owned()),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_identity_gets_its_id_back_at_once_after_a_crash() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        claim_next(&bucket, &config).await; // worker-0, someone else
+        let crashed = with_identity(&bucket, &config, "pod-a")
+            .claim()
+            .await
+            .unwrap();
+        assert_eq!(crashed.worker_id().as_str(), "worker-1");
+        // The process crashed: its claim lives on. A restart with the same identity takes
+        // it over at once; one without an identity would have got another id.
+        let restarted = with_identity(&bucket, &config, "pod-a")
+            .claim()
+            .await
+            .unwrap();
+        assert_eq!(restarted.worker_id(), crashed.worker_id());
+        assert_eq!(claim_next(&bucket, &config).await, "worker-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_lost_its_identity_to_a_newer_one_does_not_take_it_back() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        let old = with_identity(&bucket, &config, "pod-a");
+        let mut old_claim = old.claim().await.unwrap();
+        let new = with_identity(&bucket, &config, "pod-a");
+        new.claim().await.unwrap();
+        assert!(matches!(
+            old.renew(&mut old_claim).await.unwrap_err(),
+            Error::IdLost { .. }
+        ));
+        let err = old.reclaim().await.unwrap_err();
+        assert!(
+            matches!(&err, Error::IdentityInUse { identity, worker_id, .. }
+                if identity == "pod-a" && worker_id.as_str() == "worker-0"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_claim_stays_until_its_identity_takes_it_back() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        let stopping = with_identity(&bucket, &config, "pod-a");
+        let claimed = stopping.claim().await.unwrap();
+        stopping.park(&claimed).await.unwrap();
+        let entry = bucket
+            .get("worker-0")
+            .await
+            .unwrap()
+            .expect("still claimed");
+        assert!(IdClaim::decode(&entry.value).unwrap().parked);
+        // Nobody else gets the id meanwhile; the identity does, also as a reclaim.
+        assert_eq!(claim_next(&bucket, &config).await, "worker-1");
+        let back = with_identity(&bucket, &config, "pod-a")
+            .reclaim()
+            .await
+            .unwrap();
+        assert_eq!(back.worker_id().as_str(), "worker-0");
+        let entry = bucket.get("worker-0").await.unwrap().unwrap();
+        assert!(!IdClaim::decode(&entry.value).unwrap().parked);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_exhausted_range_is_a_clear_error() {
         let config = Config {
@@ -275,7 +435,7 @@ mod tests {
                     .bucket(&config.ids_bucket().unwrap())
                     .await
                     .unwrap();
-                IdClaimer::new(bucket, &config, InstanceId::generate())
+                IdClaimer::new(bucket, &config, InstanceId::generate(), None)
                     .claim()
                     .await
                     .unwrap()

@@ -33,7 +33,8 @@ use crate::decide::{
 use crate::store::{Bucket, Entry, Operation as StoreOperation, StoreError};
 use crate::telemetry;
 use crate::wire::{
-    Heartbeat, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireError, WireRecord, worker_number,
+    Heartbeat, IdClaim, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireError, WireRecord,
+    worker_number,
 };
 use crate::{Error, Result};
 
@@ -53,6 +54,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         retry,
         emergency_grace: config.emergency_grace,
         restart_ratio: config.restart_ratio,
+        restart_grace: config.effective_restart_grace(),
         windows: WindowPolicy {
             cold_start_window: config.cold_start_window,
             planned_scale_window: config.planned_scale_window,
@@ -69,6 +71,9 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let mut machine = CalculatorMachine::new(term, timings, backoff, Instant::now().into_std());
     let heartbeats = KeyWatch::prefix(session.buckets.heartbeat.clone(), WORKER_ID_PREFIX, retry);
     let refreshes = KeyWatch::new(session.buckets.election.clone(), REFRESH_KEY, retry);
+    // From the current claims: a new leader learns of workers parked before it led.
+    let claims =
+        KeyWatch::prefix(session.buckets.ids.clone(), WORKER_ID_PREFIX, retry).with_current();
     let mut shell = CalculatorShell {
         session,
         term,
@@ -78,6 +83,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         garbage: Arc::default(),
         heartbeats,
         refreshes,
+        claims,
         call_timeout: timings.call_timeout,
     };
     executor::run(&mut machine, &mut shell, CalculatorEvent::Tick).await;
@@ -119,6 +125,8 @@ struct CalculatorShell<B, P> {
     garbage: Arc<Garbage>,
     heartbeats: KeyWatch<B>,
     refreshes: KeyWatch<B>,
+    /// The id claims, for workers that parked (stopped, expected back).
+    claims: KeyWatch<B>,
     call_timeout: Duration,
 }
 
@@ -156,7 +164,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                         Ok(entries) => {
                             let mut present = BTreeMap::new();
                             for entry in &entries {
-                                let Some(worker) = heartbeat_worker(&entry.key) else {
+                                let Some(worker) = worker_of(&entry.key) else {
                                     continue;
                                 };
                                 match beat(entry) {
@@ -340,19 +348,36 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
         tokio::select! {
             biased;
             delivered = self.heartbeats.next() => match delivered {
-                Delivery::Put(entry) => match heartbeat_worker(&entry.key) {
+                Delivery::Put(entry) => match worker_of(&entry.key) {
                     Some(worker) => CalculatorEvent::Heartbeat {
                         worker,
                         beat: beat(&entry).ok(),
                     },
                     None => CalculatorEvent::Tick,
                 },
-                Delivery::Deleted(key) => match heartbeat_worker(&key) {
+                Delivery::Deleted(key) => match worker_of(&key) {
                     Some(worker) => CalculatorEvent::HeartbeatGone(worker),
                     None => CalculatorEvent::Tick,
                 },
                 Delivery::Failed(e) => {
                     self.session.report("heartbeat watch failed", e);
+                    CalculatorEvent::Tick
+                }
+            },
+            delivered = self.claims.next() => match delivered {
+                Delivery::Put(entry) => match worker_of(&entry.key) {
+                    Some(worker) => match IdClaim::decode(&entry.value) {
+                        Ok(claim) if claim.parked => CalculatorEvent::Parked(worker),
+                        _ => CalculatorEvent::Unparked(worker),
+                    },
+                    None => CalculatorEvent::Tick,
+                },
+                Delivery::Deleted(key) => match worker_of(&key) {
+                    Some(worker) => CalculatorEvent::Unparked(worker),
+                    None => CalculatorEvent::Tick,
+                },
+                Delivery::Failed(e) => {
+                    self.session.report("id claim watch failed", e);
                     CalculatorEvent::Tick
                 }
             },
@@ -494,7 +519,8 @@ impl Garbage {
     }
 }
 
-fn heartbeat_worker(key: &str) -> Option<WorkerId> {
+/// The worker a key of the heartbeat or ids bucket belongs to (`None`: not a worker key).
+fn worker_of(key: &str) -> Option<WorkerId> {
     worker_number(key).map(|_| WorkerId::new(key))
 }
 

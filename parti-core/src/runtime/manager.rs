@@ -27,12 +27,41 @@ pub struct ManagerBuilder<S, P> {
     config: Config,
     hooks: Hooks,
     freezer: Option<Freezer>,
+    identity: Option<String>,
 }
 
 impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
     /// The protocol configuration (default: [`Config::default`]).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// A static identity for this worker (Kafka's `group.instance.id`): a name that stays
+    /// the same across restarts of the process, such as a Kubernetes pod name. Default:
+    /// none.
+    ///
+    /// A worker with an identity gets its own worker id back at once after a crash or a
+    /// restart (the claim carrying its identity is taken over by the newest process with
+    /// it), and after a graceful [`Manager::stop`] its partitions wait for it for
+    /// [`Config::restart_grace`] instead of moving to other workers: a rolling update that
+    /// replaces each worker within that time moves no partition. Its revoke hooks still run
+    /// on stop, and its successor's grants carry new fencing tokens. Give each process of a
+    /// fleet its own identity: if two run with one, the one started last keeps it and the
+    /// other stops with [`Error::IdentityInUse`] once it notices.
+    ///
+    /// ```
+    /// use parti_core::runtime::{Manager, StaticSource};
+    /// use parti_core::store::MemoryStore;
+    /// use parti_strategy::Sticky;
+    ///
+    /// let source = StaticSource::numbered("p", 4).expect("valid ids");
+    /// let builder = Manager::builder(MemoryStore::new(), source, Sticky::default())
+    ///     .identity("orders-worker-0");
+    /// # drop(builder);
+    /// ```
+    pub fn identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
         self
     }
 
@@ -56,11 +85,26 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
     /// [`ManagerState::Election`] or later.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid configuration; store errors when the store is
-    /// unreachable or a bucket cannot be opened; [`Error::NoFreeWorkerId`] when every id
-    /// of the range is taken.
+    /// [`Error::Config`] for an invalid configuration, [`Error::InvalidIdentity`] for an
+    /// unusable identity; store errors when the store is unreachable or a bucket cannot be
+    /// opened; [`Error::NoFreeWorkerId`] when every id of the range is taken.
     pub async fn start(self) -> Result<Manager<S>> {
         self.config.validate()?;
+        if let Some(identity) = &self.identity {
+            let reason = if identity.is_empty() {
+                Some("it is empty")
+            } else if identity.len() > 256 {
+                Some("it is longer than 256 bytes")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::InvalidIdentity {
+                    identity: identity.clone(),
+                    reason,
+                });
+            }
+        }
         let config = self.config;
         let open = |spec| {
             let store = self.store.clone();
@@ -75,7 +119,12 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
         let status = Arc::new(Status::new(self.hooks));
         let instance = InstanceId::generate();
         status.set_stage(ManagerState::ClaimingId);
-        let claimer = IdClaimer::new(buckets.ids.clone(), &config, instance.clone());
+        let claimer = IdClaimer::new(
+            buckets.ids.clone(),
+            &config,
+            instance.clone(),
+            self.identity.clone(),
+        );
         let claimed = match claimer.claim().await {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -90,6 +139,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
         let shared = Arc::new(Shared {
             config,
             instance: instance.clone(),
+            identity: self.identity.clone(),
             buckets,
             source: self.source,
             strategy: self.strategy,
@@ -103,6 +153,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             status,
             election,
             instance,
+            identity: self.identity,
             request_timeout,
             stop,
             task: Mutex::new(Some(task)),
@@ -147,6 +198,7 @@ pub struct Manager<S: Store> {
     status: Arc<Status>,
     election: Instrumented<S::Bucket>,
     instance: InstanceId,
+    identity: Option<String>,
     /// How long a request through the store (`refresh_partitions`) may take.
     request_timeout: Duration,
     stop: watch::Sender<bool>,
@@ -168,6 +220,7 @@ impl<S: Store> Manager<S> {
             config: Config::default(),
             hooks: Hooks::default(),
             freezer: None,
+            identity: None,
         }
     }
 
@@ -179,6 +232,11 @@ impl<S: Store> Manager<S> {
     /// This process's instance id (random per start).
     pub fn instance_id(&self) -> &InstanceId {
         &self.instance
+    }
+
+    /// This worker's static identity, if it has one ([`ManagerBuilder::identity`]).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// Whether this worker is the leader.

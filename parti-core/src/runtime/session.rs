@@ -35,6 +35,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
         shared.buckets.ids.clone(),
         &shared.config,
         shared.instance.clone(),
+        shared.identity.clone(),
     );
     loop {
         let (end, cleanup) = run_session(&shared, &claimer, claimed, &mut stop).await;
@@ -49,8 +50,15 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
                             shared.status.set_stage(ManagerState::Shutdown);
                             return Ok(());
                         }
-                        result = claimer.claim() => match result {
+                        result = claimer.reclaim() => match result {
                             Ok(claimed) => break claimed,
+                            Err(e @ Error::IdentityInUse { .. }) => {
+                                // Another process runs with this identity and replaced this
+                                // one: it must not take the identity back.
+                                shared.report("this worker's identity is in use; stopping", e);
+                                shared.status.set_stage(ManagerState::Shutdown);
+                                return Ok(());
+                            }
                             Err(e) => shared.report("claiming a worker id failed", e),
                         },
                     }
@@ -179,11 +187,29 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         }
     }
     shared.status.set_assignment(None::<WorkerAssignment>);
+    let park = matches!(end, End::Stopped) && shared.identity.is_some();
+    if park {
+        // Expected back: the claim, marked parked, tells the leader to keep this worker's
+        // partitions for it (`restart_grace`) — before the heartbeat goes, so that the
+        // leader never counts the worker as lost meanwhile. Bounded: if it cannot get
+        // through, the partitions move as after any stop.
+        let parked = within(
+            config.id_renew_interval(),
+            Operation::Update,
+            shared.buckets.ids.name(),
+            claimed.worker_id().as_str(),
+            claimer.park(&claimed),
+        )
+        .await;
+        if let Err(e) = parked {
+            shared.report_ref("parking the worker id failed", &e);
+        }
+    }
     let _ = stop_beats.send(true);
     if beats.join().await.is_none() && cleanup.is_ok() && matches!(end, End::Stopped) {
         cleanup = Err(Error::TaskEnded { task: "heartbeat" });
     }
-    if matches!(end, End::Stopped | End::TaskEnded(_)) {
+    if matches!(end, End::Stopped | End::TaskEnded(_)) && !park {
         // Everything is released and the heartbeat is gone: free the id at once (after a
         // task ended, the next session usually claims it back). Bounded: a release that
         // cannot get through only means the claim expires by its TTL.

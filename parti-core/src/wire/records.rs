@@ -17,6 +17,10 @@ pub struct IdClaim {
     /// The worker's static identity (a pod name, say), if it has one: a process with the
     /// same identity takes this id back at once.
     pub identity: Option<String>,
+    /// Whether the worker stopped gracefully and is expected back (a worker with an
+    /// identity): its claim is left to expire instead of released, and the leader keeps its
+    /// partitions for it for `restart_grace`.
+    pub parked: bool,
 }
 
 impl WireRecord for IdClaim {

@@ -35,6 +35,7 @@ fn every_record_round_trips() {
         host: "box".into(),
         since_unix_ms: 1_700_000_000_000,
         identity: Some("pod-3".into()),
+        parked: true,
     };
     assert_eq!(IdClaim::decode(&claim.encode().unwrap()).unwrap(), claim);
     let leader = LeaderRecord {

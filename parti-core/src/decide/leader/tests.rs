@@ -19,6 +19,7 @@ fn timings() -> CalculatorTimings {
         retry: S / 2,
         emergency_grace: S,
         restart_ratio: 0.5,
+        restart_grace: 4 * S,
         windows: WindowPolicy {
             cold_start_window: 5 * S,
             planned_scale_window: 2 * S,
@@ -299,6 +300,41 @@ fn an_emergency_plans_with_the_last_good_list_without_asking_the_source() {
 }
 
 #[test]
+fn a_parked_worker_keeps_its_partitions_for_the_restart_grace() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    // worker-2 stopped gracefully with an identity: its claim is parked, then its
+    // heartbeat goes.
+    let parked_at = now;
+    m.handle(CalculatorEvent::Parked(w(2)), now);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    let grace = timings().restart_grace;
+    let actions = run_until_without(&mut m, &mut now, parked_at + grace - S / 10, &[w(2)]);
+    assert!(compute_op(&actions).is_none(), "{actions:?}");
+    assert!(m.members().contains(&w(2)), "still in the plan");
+    // Nobody came back within the grace: its partitions go to the others at once.
+    let actions = run_until_without(&mut m, &mut now, parked_at + grace + 2 * S, &[w(2)]);
+    let (_, reason, workers, _) = compute_op(&actions).expect("a rebalance after the grace");
+    assert_eq!(reason, RebalanceReason::Emergency);
+    assert_eq!(workers, vec![w(0), w(1)]);
+}
+
+#[test]
+fn an_unparked_worker_without_a_heartbeat_is_lost() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    m.handle(CalculatorEvent::Parked(w(2)), now);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    // Its claim expired (or was released): no reason to wait any more.
+    now += S;
+    m.handle(CalculatorEvent::Unparked(w(2)), now);
+    let actions = run_until_without(&mut m, &mut now, t0 + 10 * S + 3 * S, &[w(2)]);
+    let (_, reason, workers, _) = compute_op(&actions).expect("an emergency");
+    assert_eq!(reason, RebalanceReason::Emergency);
+    assert_eq!(workers, vec![w(0), w(1)]);
+}
+
+#[test]
 fn the_leader_keeps_observing_while_a_computation_hangs() {
     let t0 = Instant::now();
     let (mut m, mut now) = settled_fleet(t0);
@@ -514,6 +550,7 @@ enum Event {
     Wait(u64),
     Answer(u8),
     Heartbeat(u8, bool),
+    Parked(u8, bool),
     Refresh,
 }
 
@@ -522,6 +559,7 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (1..4_000u64).prop_map(Event::Wait),
         6 => any::<u8>().prop_map(Event::Answer),
         3 => (0..5u8, any::<bool>()).prop_map(|(n, up)| Event::Heartbeat(n, up)),
+        1 => (0..5u8, any::<bool>()).prop_map(|(n, parked)| Event::Parked(n, parked)),
         1 => Just(Event::Refresh),
     ]
 }
@@ -613,6 +651,8 @@ proptest! {
                 },
                 Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), beat: Some(beat(n.into(), 1)) },
                 Event::Heartbeat(n, false) => CalculatorEvent::HeartbeatGone(w(n.into())),
+                Event::Parked(n, true) => CalculatorEvent::Parked(w(n.into())),
+                Event::Parked(n, false) => CalculatorEvent::Unparked(w(n.into())),
                 Event::Refresh => CalculatorEvent::Refresh,
             };
             actions = m.handle(next, now);
