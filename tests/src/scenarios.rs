@@ -295,6 +295,58 @@ pub async fn crash_restart_with_identity<S: Store>(mut fleet: Fleet<S>) {
     fleet.stop_all().await;
 }
 
+/// A worker crashes at the moment another joins: the crashed worker's partitions are
+/// owned again within the crash bound T5 — the join's window does not hold them up.
+pub async fn crash_during_a_join<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(3).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let victim = fleet.follower();
+    let orphans = fleet.assignment().unwrap().partitions_of(&victim);
+    let crashed = Instant::now();
+    fleet.crash(&victim).await;
+    fleet.start(1).await;
+    let owned = fleet
+        .wait_for(
+            "the crashed worker's partitions owned",
+            settle_timeout(&fleet),
+            |f| {
+                let owners = f.ownership()?;
+                match orphans.iter().find(|p| !owners.contains_key(*p)) {
+                    Some(p) => Err(format!("{p} unowned")),
+                    None => Ok(()),
+                }
+            },
+        )
+        .await;
+    assert!(
+        owned - crashed <= reown_bound(&fleet) + SLACK,
+        "re-owned after {:?}",
+        owned - crashed
+    );
+    fleet.settle(settle_timeout(&fleet)).await;
+    fleet.stop_all().await;
+}
+
+/// Eight of ten workers crash together: the two survivors own everything within the crash
+/// bound T5. Only a fleet that restarted as a whole (nobody left holding its partitions)
+/// waits the cold-start window for its workers to come back.
+pub async fn most_of_the_fleet_crashes<S: Store>(mut fleet: Fleet<S>) {
+    fleet.start(10).await;
+    fleet.settle(settle_timeout(&fleet)).await;
+    let ids: Vec<WorkerId> = fleet.ids().into_iter().collect();
+    let crashed = Instant::now();
+    for id in &ids[..8] {
+        fleet.crash(id).await;
+    }
+    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    assert!(
+        settled - crashed <= reown_bound(&fleet) + fleet.config.election_ttl + SLACK,
+        "re-owned after {:?}",
+        settled - crashed
+    );
+    fleet.stop_all().await;
+}
+
 /// Leader crash: a new leader within election_ttl + 0.5 s, versions continue above the
 /// old maximum, nothing orphaned or doubled.
 pub async fn leader_crash<S: Store>(mut fleet: Fleet<S>) {
@@ -485,7 +537,8 @@ macro_rules! scenario_tests {
             crash_one_of_three, graceful_stop, leader_stop, fleet_restart, leader_crash,
             five_leader_crashes, refresh, cooldown, joins_in_one_window,
             ten_at_once_one_leader, transitions_in_order, outage_longer_than_id_ttl,
-            rolling_update_with_identities, crash_restart_with_identity);
+            rolling_update_with_identities, crash_restart_with_identity, crash_during_a_join,
+            most_of_the_fleet_crashes);
     };
     (@each #[$attribute:meta] $fleet:expr; $($name:ident),*) => {$(
         #[$attribute]

@@ -41,11 +41,15 @@ pub struct TopologyChange {
 }
 
 /// Classifies the move from the `known` workers to the `live` ones; `None` when the sets
-/// are equal.
+/// are equal. `running` are the live workers that still follow the assignment they were
+/// given (they did not restart).
 ///
 /// Leaves take precedence over joins (a worker replaced by another is still a loss to
-/// re-own now). A departure counts as a restart only when more than one worker and at
-/// least `restart_ratio` of the known ones left together; otherwise it is an emergency.
+/// re-own now). A departure counts as a restart — a whole fleet restarting, its workers
+/// expected back within the cold-start window — only when more than one worker and at least
+/// `restart_ratio` of the known ones left together *and* no live known worker is running:
+/// while any worker still holds its partitions, the others' partitions are orphans, and
+/// orphans never wait on a window (an emergency).
 ///
 /// ```
 /// use std::collections::BTreeSet;
@@ -54,15 +58,23 @@ pub struct TopologyChange {
 ///
 /// let set = |ids: &[&str]| ids.iter().map(|id| WorkerId::new(id)).collect::<BTreeSet<_>>();
 /// let known = set(&["w0", "w1", "w2"]);
-/// assert_eq!(classify(&set(&[]), &known, 0.5).unwrap().kind, ChangeKind::ColdStart);
-/// assert_eq!(classify(&known, &set(&["w0", "w1", "w2", "w3"]), 0.5).unwrap().kind, ChangeKind::PlannedScale);
-/// assert_eq!(classify(&known, &set(&["w0", "w1"]), 0.5).unwrap().kind, ChangeKind::Emergency);
-/// assert_eq!(classify(&known, &set(&["w0"]), 0.5).unwrap().kind, ChangeKind::Restart);
-/// assert!(classify(&known, &known, 0.5).is_none());
+/// let none = set(&[]);
+/// assert_eq!(classify(&none, &known, &none, 0.5).unwrap().kind, ChangeKind::ColdStart);
+/// let four = set(&["w0", "w1", "w2", "w3"]);
+/// assert_eq!(classify(&known, &four, &known, 0.5).unwrap().kind, ChangeKind::PlannedScale);
+/// let two = set(&["w0", "w1"]);
+/// assert_eq!(classify(&known, &two, &two, 0.5).unwrap().kind, ChangeKind::Emergency);
+/// // Two of three gone: w0 restarted too, so the fleet is restarting ...
+/// assert_eq!(classify(&known, &set(&["w0"]), &none, 0.5).unwrap().kind, ChangeKind::Restart);
+/// // ... but while w0 still holds its partitions, theirs are orphans.
+/// let w0 = set(&["w0"]);
+/// assert_eq!(classify(&known, &w0, &w0, 0.5).unwrap().kind, ChangeKind::Emergency);
+/// assert!(classify(&known, &known, &known, 0.5).is_none());
 /// ```
 pub fn classify(
     known: &BTreeSet<WorkerId>,
     live: &BTreeSet<WorkerId>,
+    running: &BTreeSet<WorkerId>,
     restart_ratio: f64,
 ) -> Option<TopologyChange> {
     let joined: BTreeSet<WorkerId> = live.difference(known).cloned().collect();
@@ -73,7 +85,10 @@ pub fn classify(
         ChangeKind::ColdStart
     } else if left.is_empty() {
         ChangeKind::PlannedScale
-    } else if left.len() > 1 && left.len() as f64 >= restart_ratio * known.len() as f64 {
+    } else if left.len() > 1
+        && left.len() as f64 >= restart_ratio * known.len() as f64
+        && known.intersection(live).all(|w| !running.contains(w))
+    {
         ChangeKind::Restart
     } else {
         ChangeKind::Emergency
@@ -95,14 +110,14 @@ mod tests {
 
     #[test]
     fn one_of_two_leaving_is_an_emergency_not_a_restart() {
-        let change = classify(&set([0, 1]), &set([0]), 0.5).unwrap();
+        let change = classify(&set([0, 1]), &set([0]), &set([]), 0.5).unwrap();
         assert_eq!(change.kind, ChangeKind::Emergency);
         assert_eq!(change.left, set([1]));
     }
 
     #[test]
     fn the_whole_fleet_vanishing_is_a_restart() {
-        let change = classify(&set(0..10), &set([]), 0.5).unwrap();
+        let change = classify(&set(0..10), &set([]), &set([]), 0.5).unwrap();
         assert_eq!(change.kind, ChangeKind::Restart);
         assert_eq!(change.left.len(), 10);
     }
@@ -110,18 +125,29 @@ mod tests {
     #[test]
     fn the_restart_ratio_is_inclusive() {
         assert_eq!(
-            classify(&set(0..10), &set(5..10), 0.5).unwrap().kind,
+            classify(&set(0..10), &set(5..10), &set([]), 0.5)
+                .unwrap()
+                .kind,
             ChangeKind::Restart
         );
         assert_eq!(
-            classify(&set(0..10), &set(4..10), 0.5).unwrap().kind,
+            classify(&set(0..10), &set(4..10), &set([]), 0.5)
+                .unwrap()
+                .kind,
             ChangeKind::Emergency
         );
     }
 
     #[test]
+    fn most_of_the_fleet_gone_while_one_still_runs_is_an_emergency() {
+        let change = classify(&set(0..10), &set([8, 9]), &set([9]), 0.5).unwrap();
+        assert_eq!(change.kind, ChangeKind::Emergency);
+        assert_eq!(change.left, set(0..8));
+    }
+
+    #[test]
     fn a_replaced_worker_is_an_emergency() {
-        let change = classify(&set([0, 1, 2]), &set([0, 1, 3]), 0.5).unwrap();
+        let change = classify(&set([0, 1, 2]), &set([0, 1, 3]), &set([]), 0.5).unwrap();
         assert_eq!(change.kind, ChangeKind::Emergency);
         assert_eq!((change.joined, change.left), (set([3]), set([2])));
     }
@@ -133,10 +159,11 @@ mod tests {
         fn classification_follows_the_rules(
             known in proptest::collection::btree_set(0u32..20, 0..12),
             live in proptest::collection::btree_set(0u32..20, 0..12),
+            running in proptest::collection::btree_set(0u32..20, 0..12),
             ratio in 0.05f64..=1.0,
         ) {
-            let (known, live) = (set(known), set(live));
-            let Some(change) = classify(&known, &live, ratio) else {
+            let (known, live, running) = (set(known), set(live), set(running));
+            let Some(change) = classify(&known, &live, &running, ratio) else {
                 prop_assert_eq!(known, live);
                 return Ok(());
             };
@@ -146,7 +173,10 @@ mod tests {
                 ChangeKind::ColdStart
             } else if change.left.is_empty() {
                 ChangeKind::PlannedScale
-            } else if change.left.len() >= 2 && change.left.len() as f64 >= ratio * known.len() as f64 {
+            } else if change.left.len() >= 2
+                && change.left.len() as f64 >= ratio * known.len() as f64
+                && !live.iter().any(|w| known.contains(w) && running.contains(w))
+            {
                 ChangeKind::Restart
             } else {
                 ChangeKind::Emergency

@@ -218,6 +218,13 @@ impl Handoff {
             .unwrap_or(0)
     }
 
+    /// Whether `worker` follows its record: a heartbeat of the session the record was
+    /// written for has been seen (it has not restarted since).
+    pub fn follows_its_record(&self, worker: &WorkerId) -> bool {
+        let recorded = self.holders.get(worker).and_then(|h| h.record_for);
+        recorded.is_some() && recorded == self.sessions.get(worker).copied()
+    }
+
     /// Whether `worker`'s record was written for an earlier session than the newest seen
     /// (which applies none of it until it is written again).
     fn written_for_another(&self, worker: &WorkerId, holder: &Holder) -> bool {

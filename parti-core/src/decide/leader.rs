@@ -634,7 +634,15 @@ impl CalculatorMachine {
             next.remove(worker);
         }
         next.extend(joined);
-        let Some(change) = classify(&self.members, &next, self.timings.restart_ratio) else {
+        // Live workers that did not restart: their heartbeats come from the session their
+        // record was written for.
+        let running: BTreeSet<WorkerId> = next
+            .iter()
+            .filter(|w| self.handoff.follows_its_record(w))
+            .cloned()
+            .collect();
+        let Some(change) = classify(&self.members, &next, &running, self.timings.restart_ratio)
+        else {
             return;
         };
         actions.push(CalculatorAction::Note(CalculatorNote::TopologyChange {
