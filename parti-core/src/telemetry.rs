@@ -19,6 +19,8 @@ use crate::store::{Operation, StoreError};
 pub const STATE_TRANSITIONS: &str = "parti_state_transitions_total";
 /// Gauge, 1 while the worker is the leader.
 pub const IS_LEADER: &str = "parti_is_leader";
+/// Gauge: 1 while this worker is degraded (its heartbeat lease lapsed: it owns nothing).
+pub const DEGRADED: &str = "parti_degraded";
 /// Counter of rebalances published by the leader, labelled `reason`.
 pub const REBALANCES: &str = "parti_rebalances_total";
 /// Histogram of the time from a rebalance decision to its last write, labelled `reason`.
@@ -47,6 +49,10 @@ pub const HANDOFF_DURATION: &str = "parti_handoff_duration_seconds";
 pub fn describe() {
     describe_counter!(STATE_TRANSITIONS, "Manager state transitions.");
     describe_gauge!(IS_LEADER, "1 while this worker is the leader.");
+    describe_gauge!(
+        DEGRADED,
+        "1 while this worker is degraded: its heartbeat lease lapsed and it owns nothing."
+    );
     describe_counter!(REBALANCES, "Rebalances published by the leader, by reason.");
     describe_histogram!(
         REBALANCE_DURATION,
@@ -88,6 +94,10 @@ pub(crate) fn handoff(leader: &WorkerId, took: Duration) {
 pub(crate) fn state_transition(worker: &WorkerId, from: ManagerState, to: ManagerState) {
     counter!(STATE_TRANSITIONS, "worker" => worker.to_string(), "from" => from.as_str(), "to" => to.as_str())
         .increment(1);
+}
+
+pub(crate) fn degraded(worker: &WorkerId, degraded: bool) {
+    gauge!(DEGRADED, "worker" => worker.to_string()).set(if degraded { 1.0 } else { 0.0 });
 }
 
 pub(crate) fn leadership(worker: &WorkerId, is_leader: bool) {

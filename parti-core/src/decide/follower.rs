@@ -119,6 +119,10 @@ pub enum FollowerAction {
         /// The highest leader term seen.
         term_seen: u64,
     },
+    /// The lease, valid before, lapsed: the worker is degraded until it is valid again.
+    LeaseLapsed,
+    /// The lease is valid again after a lapse.
+    LeaseRestored,
     /// The lease lapsed while holding partitions: everything is being released.
     Fenced {
         /// How many partitions were held.
@@ -199,6 +203,8 @@ pub struct FollowerMachine {
     session: u64,
     /// Whether the lease was valid when the machine last looked.
     was_valid: bool,
+    /// Whether the lease lapsed after being valid, and is not valid again yet.
+    lapsed: bool,
     /// What the worker holds (published), without partitions being revoked.
     held: WorkerAssignment,
     /// The version of the record applied last (what the heartbeat reports).
@@ -226,6 +232,7 @@ impl FollowerMachine {
             lease_end: None,
             session: 0,
             was_valid: false,
+            lapsed: false,
             held: WorkerAssignment::default(),
             applied: 0,
             has_record: false,
@@ -295,9 +302,17 @@ impl FollowerMachine {
             if !self.was_valid {
                 // (Again) valid: read the record afresh now.
                 self.next_poll = Some(now);
+                if self.lapsed {
+                    self.lapsed = false;
+                    actions.push(FollowerAction::LeaseRestored);
+                }
             }
             self.was_valid = true;
             return;
+        }
+        if self.was_valid {
+            self.lapsed = true;
+            actions.push(FollowerAction::LeaseLapsed);
         }
         self.was_valid = false;
         self.resync = true;

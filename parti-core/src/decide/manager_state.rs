@@ -9,9 +9,11 @@ use crate::wire::Lifecycle;
 /// ```text
 /// Init → ClaimingId → Election → WaitingAssignment → Stable ⇄ {Scaling → Rebalancing, Emergency}
 ///                 ↑________________ id lost ____________________|
+/// WaitingAssignment and the running states ⇄ Degraded (the heartbeat lease lapsed)
 /// any state but Shutdown → Shutdown (terminal)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum ManagerState {
     /// Created, not started.
     Init,
@@ -29,13 +31,41 @@ pub enum ManagerState {
     Rebalancing,
     /// A worker was lost; its partitions are being re-owned without a window.
     Emergency,
+    /// The worker's heartbeat lease lapsed: it released everything and owns nothing
+    /// (`assignment()` is empty, `owns` is false) until its heartbeats get through again,
+    /// which it keeps trying; then it takes its partitions back by itself.
+    Degraded {
+        /// Why.
+        reason: DegradedReason,
+    },
     /// Stopped; terminal.
     Shutdown,
 }
 
+/// Why a manager is [`ManagerState::Degraded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DegradedReason {
+    /// Its heartbeat writes fail: the store is unreachable, or refuses them.
+    StoreUnreachable,
+    /// Its heartbeat lease ran out with no write failing: the store answered too late, or
+    /// the process was paused.
+    LeaseLapsed,
+}
+
+impl DegradedReason {
+    /// The reason's name, as used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StoreUnreachable => "store_unreachable",
+            Self::LeaseLapsed => "lease_lapsed",
+        }
+    }
+}
+
 impl ManagerState {
-    /// Every state, in declaration order.
-    pub const ALL: [ManagerState; 9] = [
+    /// Every state, in declaration order (each reason of `Degraded` once).
+    pub const ALL: [ManagerState; 11] = [
         Self::Init,
         Self::ClaimingId,
         Self::Election,
@@ -44,6 +74,12 @@ impl ManagerState {
         Self::Scaling,
         Self::Rebalancing,
         Self::Emergency,
+        Self::Degraded {
+            reason: DegradedReason::StoreUnreachable,
+        },
+        Self::Degraded {
+            reason: DegradedReason::LeaseLapsed,
+        },
         Self::Shutdown,
     ];
 
@@ -67,9 +103,24 @@ impl ManagerState {
             (Election, WaitingAssignment) => true,
             // Losing the id (a failed renewal) sends any later state back to claiming one.
             (
-                Election | WaitingAssignment | Stable | Scaling | Rebalancing | Emergency,
+                Election
+                | WaitingAssignment
+                | Stable
+                | Scaling
+                | Rebalancing
+                | Emergency
+                | Degraded { .. },
                 ClaimingId,
             ) => true,
+            // A lapsed lease degrades a worker that has started following assignments; it
+            // comes back to whatever the leader's phase says (or to waiting for a record).
+            (WaitingAssignment | Stable | Scaling | Rebalancing | Emergency, Degraded { .. }) => {
+                true
+            }
+            (Degraded { .. }, Degraded { .. }) => true,
+            (Degraded { .. }, WaitingAssignment | Stable | Scaling | Rebalancing | Emergency) => {
+                true
+            }
             // The first assignment may arrive in any phase of the leader's calculator.
             (WaitingAssignment, Stable | Scaling | Rebalancing | Emergency) => true,
             // Between the running states every move is valid: the leader's phase drives them.
@@ -104,6 +155,7 @@ impl ManagerState {
             Self::Scaling => "scaling",
             Self::Rebalancing => "rebalancing",
             Self::Emergency => "emergency",
+            Self::Degraded { .. } => "degraded",
             Self::Shutdown => "shutdown",
         }
     }
@@ -111,7 +163,10 @@ impl ManagerState {
 
 impl fmt::Display for ManagerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Self::Degraded { reason } => write!(f, "degraded ({})", reason.as_str()),
+            state => f.write_str(state.as_str()),
+        }
     }
 }
 
@@ -139,6 +194,7 @@ impl From<Lifecycle> for ManagerState {
 
 #[cfg(test)]
 mod tests {
+    use super::DegradedReason::{LeaseLapsed, StoreUnreachable};
     use super::ManagerState::{self, *};
 
     /// The full table, written out: every pair not listed is invalid.
@@ -176,7 +232,40 @@ mod tests {
         (Emergency, Scaling),
         (Emergency, Rebalancing),
         (Emergency, Shutdown),
+        (WaitingAssignment, STORE),
+        (WaitingAssignment, LAPSED),
+        (Stable, STORE),
+        (Stable, LAPSED),
+        (Scaling, STORE),
+        (Scaling, LAPSED),
+        (Rebalancing, STORE),
+        (Rebalancing, LAPSED),
+        (Emergency, STORE),
+        (Emergency, LAPSED),
+        (STORE, LAPSED),
+        (LAPSED, STORE),
+        (STORE, ClaimingId),
+        (STORE, WaitingAssignment),
+        (STORE, Stable),
+        (STORE, Scaling),
+        (STORE, Rebalancing),
+        (STORE, Emergency),
+        (STORE, Shutdown),
+        (LAPSED, ClaimingId),
+        (LAPSED, WaitingAssignment),
+        (LAPSED, Stable),
+        (LAPSED, Scaling),
+        (LAPSED, Rebalancing),
+        (LAPSED, Emergency),
+        (LAPSED, Shutdown),
     ];
+
+    const STORE: ManagerState = Degraded {
+        reason: StoreUnreachable,
+    };
+    const LAPSED: ManagerState = Degraded {
+        reason: LeaseLapsed,
+    };
 
     #[test]
     fn every_pair_of_states_matches_the_table() {

@@ -37,6 +37,6 @@ pub use leader::{
     CalculatorTimings, Committed, Computed, RecordsRead,
 };
 pub use machine::Machine;
-pub use manager_state::{InvalidTransition, ManagerState};
+pub use manager_state::{DegradedReason, InvalidTransition, ManagerState};
 pub use op::OpId;
 pub use worker_assignment::WorkerAssignment;

@@ -18,7 +18,8 @@ use super::election::read_leader;
 use super::executor::{self, BoxFuture, Delivery, KeyWatch, Operation, Shell};
 use crate::Error;
 use crate::decide::{
-    FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId, WorkerAssignment,
+    DegradedReason, FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId,
+    WorkerAssignment,
 };
 use crate::store::{Bucket, Entry};
 use crate::wire::{AssignmentRecord, WireRecord};
@@ -144,6 +145,15 @@ fn carry_out<B: Bucket, P: PartitionSource>(
         FollowerAction::ReportApplied { version, term_seen } => {
             session.applied.send_replace(Applied { version, term_seen });
         }
+        FollowerAction::LeaseLapsed => {
+            let reason = if session.status.heartbeat_unanswered() {
+                DegradedReason::StoreUnreachable
+            } else {
+                DegradedReason::LeaseLapsed
+            };
+            session.status.set_degraded(Some(reason));
+        }
+        FollowerAction::LeaseRestored => session.status.set_degraded(None),
         FollowerAction::Fenced { partitions } => {
             tracing::warn!(
                 worker = %session.worker_id,

@@ -64,6 +64,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
             term_seen: current.term_seen,
         };
         let sent = Instant::now();
+        session.status.set_heartbeat_unanswered(true);
         let written = match beat.encode() {
             // Bounded by the lease it would extend: an acknowledgement after that is worth
             // nothing, and a write stuck on a black-holed link must not keep the next one
@@ -87,6 +88,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
             }
             Err(e) => Err(Error::from(e)),
         };
+        session.status.set_heartbeat_unanswered(written.is_err());
         match written {
             Ok(revision) => {
                 let heartbeat_session = *beating.get_or_insert(revision.get());

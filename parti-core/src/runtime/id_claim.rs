@@ -103,21 +103,23 @@ impl<B: Bucket> IdClaimer<B> {
     /// [`Error::NoFreeWorkerId`] when every id is claimed; store errors (transient ones are
     /// worth retrying).
     pub async fn claim(&self) -> Result<ClaimedId> {
-        self.claim_as(true).await
+        self.claim_as(true, None).await
     }
 
-    /// Claims an id again after this process lost its own: like [`claim`](Self::claim), but
+    /// Claims an id again after this process lost `previous` (an outage longer than
+    /// `id_ttl`, say): `previous` again if it is free, so the worker keeps its id (and its
+    /// partitions) when nobody took it meanwhile; otherwise like [`claim`](Self::claim) — but
     /// an identity's claim held by another running process is not taken over (that process
     /// replaced this one).
     ///
     /// # Errors
     /// [`Error::IdentityInUse`] when another running process holds this identity's claim;
     /// otherwise as [`claim`](Self::claim).
-    pub async fn reclaim(&self) -> Result<ClaimedId> {
-        self.claim_as(false).await
+    pub async fn reclaim(&self, previous: &WorkerId) -> Result<ClaimedId> {
+        self.claim_as(false, Some(previous)).await
     }
 
-    async fn claim_as(&self, take_over: bool) -> Result<ClaimedId> {
+    async fn claim_as(&self, take_over: bool, previous: Option<&WorkerId>) -> Result<ClaimedId> {
         let value = self.record.encode()?;
         let taken: BTreeSet<u32> = match self.identity() {
             None => self
@@ -158,7 +160,11 @@ impl<B: Bucket> IdClaimer<B> {
                     .collect()
             }
         };
-        for n in (self.min..=self.max).filter(|n| !taken.contains(n)) {
+        let previous = previous
+            .and_then(|id| worker_number(id.as_str()))
+            .filter(|n| (self.min..=self.max).contains(n));
+        let candidates = previous.into_iter().chain(self.min..=self.max);
+        for n in candidates.filter(|n| !taken.contains(n)) {
             let id = worker_id(n);
             match self.bucket.create(id.as_str(), value.clone()).await {
                 Ok(revision) => {
@@ -369,7 +375,7 @@ mod tests {
             old.renew(&mut old_claim).await.unwrap_err(),
             Error::IdLost { .. }
         ));
-        let err = old.reclaim().await.unwrap_err();
+        let err = old.reclaim(old_claim.worker_id()).await.unwrap_err();
         assert!(
             matches!(&err, Error::IdentityInUse { identity, worker_id, .. }
                 if identity == "pod-a" && worker_id.as_str() == "worker-0"),
@@ -393,12 +399,31 @@ mod tests {
         // Nobody else gets the id meanwhile; the identity does, also as a reclaim.
         assert_eq!(claim_next(&bucket, &config).await, "worker-1");
         let back = with_identity(&bucket, &config, "pod-a")
-            .reclaim()
+            .reclaim(&worker_id(5))
             .await
             .unwrap();
         assert_eq!(back.worker_id().as_str(), "worker-0");
         let entry = bucket.get("worker-0").await.unwrap().unwrap();
         assert!(!IdClaim::decode(&entry.value).unwrap().parked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_id_is_claimed_again_if_still_free() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        let claims: Vec<_> = (0..3).map(|_| claimer(&bucket, &config)).collect();
+        let mut ids = Vec::new();
+        for c in &claims {
+            ids.push(c.claim().await.unwrap());
+        }
+        // An outage longer than id_ttl: every claim expires. worker-2 comes back first and
+        // gets worker-2 again, not the lowest free id.
+        tokio::time::sleep(config.id_ttl).await;
+        let back = claims[2].reclaim(ids[2].worker_id()).await.unwrap();
+        assert_eq!(back.worker_id().as_str(), "worker-2");
+        // Taken meanwhile: the lowest free one.
+        let other = claims[0].reclaim(&worker_id(2)).await.unwrap();
+        assert_eq!(other.worker_id().as_str(), "worker-0");
     }
 
     #[tokio::test(start_paused = true)]

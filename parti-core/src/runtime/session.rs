@@ -43,6 +43,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
             End::Stopped => return cleanup,
             End::IdLost | End::TaskEnded(_) => {
                 let retry = shared.config.heartbeat_interval;
+                let previous = shared.status.worker_id();
                 claimed = loop {
                     tokio::select! {
                         biased;
@@ -50,7 +51,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
                             shared.status.set_stage(ManagerState::Shutdown);
                             return Ok(());
                         }
-                        result = claimer.reclaim() => match result {
+                        result = claimer.reclaim(&previous) => match result {
                             Ok(claimed) => break claimed,
                             Err(e @ Error::IdentityInUse { .. }) => {
                                 // Another process runs with this identity and replaced this

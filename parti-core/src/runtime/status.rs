@@ -4,6 +4,7 @@
 //! after the lock is released, so a hook may call any `Manager` method).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use parti_strategy::WorkerId;
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 use super::Hooks;
 use super::hooks::LeadershipChange;
 pub use crate::decide::WorkerAssignment;
-use crate::decide::{LeaseRenewal, ManagerState};
+use crate::decide::{DegradedReason, LeaseRenewal, ManagerState};
 use crate::telemetry;
 use crate::wire::Lifecycle;
 
@@ -46,6 +47,8 @@ struct Inputs {
     worker_id: WorkerId,
     leader: Option<LeaderInfo>,
     has_assignment: bool,
+    /// Why the heartbeat lease lapsed, while it is lapsed.
+    degraded: Option<DegradedReason>,
     transitions: Vec<mpsc::UnboundedSender<Transition>>,
     /// Hook calls waiting to be made, in order, outside the lock.
     hook_calls: VecDeque<HookCall>,
@@ -72,6 +75,9 @@ pub(crate) struct Status {
     /// acknowledged heartbeat plus `heartbeat_ttl` minus the margin, and when that
     /// acknowledgement came (`None`: no heartbeat acknowledged in this session yet).
     lease: watch::Sender<Option<LeaseRenewal>>,
+    /// Whether the last heartbeat write is unanswered — in flight or failed (a lapse is
+    /// then blamed on the store, else on the process).
+    heartbeat_unanswered: AtomicBool,
     hooks: Hooks,
 }
 
@@ -83,6 +89,7 @@ impl Status {
                 worker_id: WorkerId::new("unclaimed"),
                 leader: None,
                 has_assignment: false,
+                degraded: None,
                 transitions: Vec::new(),
                 hook_calls: VecDeque::new(),
                 delivering: false,
@@ -92,6 +99,7 @@ impl Status {
             leader: watch::Sender::new(None),
             is_leader: watch::Sender::new(false),
             lease: watch::Sender::new(None),
+            heartbeat_unanswered: AtomicBool::new(false),
             hooks,
         }
     }
@@ -142,6 +150,7 @@ impl Status {
     /// Resets the heartbeat lease (a new session has not had a heartbeat acknowledged).
     pub(crate) fn reset_lease(&self) {
         self.lease.send_replace(None);
+        self.set_degraded(None);
     }
 
     /// Extends the heartbeat lease of heartbeat session `session` to `until` (never
@@ -159,6 +168,30 @@ impl Status {
             }
             extended
         });
+    }
+
+    /// Records whether the last heartbeat write is unanswered (in flight or failed).
+    pub(crate) fn set_heartbeat_unanswered(&self, unanswered: bool) {
+        self.heartbeat_unanswered
+            .store(unanswered, Ordering::Relaxed);
+    }
+
+    /// Whether the last heartbeat write is unanswered (in flight or failed).
+    pub(crate) fn heartbeat_unanswered(&self) -> bool {
+        self.heartbeat_unanswered.load(Ordering::Relaxed)
+    }
+
+    /// The heartbeat lease lapsed (`Some`: the manager is degraded, for this reason) or is
+    /// valid again (`None`).
+    pub(crate) fn set_degraded(&self, reason: Option<DegradedReason>) {
+        let mut inputs = self.lock();
+        if inputs.degraded == reason {
+            return;
+        }
+        inputs.degraded = reason;
+        telemetry::degraded(&inputs.worker_id, reason.is_some());
+        self.update(&mut inputs);
+        self.deliver(inputs);
     }
 
     pub(crate) fn watch_lease(&self) -> watch::Receiver<Option<LeaseRenewal>> {
@@ -286,6 +319,9 @@ impl Status {
 /// assignment keeps running while the leader changes).
 fn target_state(inputs: &Inputs, current: ManagerState) -> ManagerState {
     match inputs.stage {
+        ManagerState::Election if inputs.degraded.is_some() => ManagerState::Degraded {
+            reason: inputs.degraded.unwrap_or(DegradedReason::LeaseLapsed),
+        },
         ManagerState::Election if !inputs.has_assignment => {
             if inputs.leader.is_some() || current == ManagerState::WaitingAssignment {
                 ManagerState::WaitingAssignment

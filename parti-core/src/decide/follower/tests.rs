@@ -243,11 +243,41 @@ fn a_grant_hook_is_not_cancelled_while_the_lease_holds() {
 }
 
 #[test]
+fn a_lapse_and_its_end_are_reported_once_each_and_the_first_lease_is_no_recovery() {
+    let mut h = Harness::new();
+    let actions = h.lease_until(ms(1000));
+    assert!(
+        !actions.contains(&FollowerAction::LeaseRestored),
+        "{actions:?}"
+    );
+    let lapsed = h.at(ms(1000)).feed(FollowerEvent::Tick);
+    assert_eq!(
+        lapsed
+            .iter()
+            .filter(|a| **a == FollowerAction::LeaseLapsed)
+            .count(),
+        1,
+        "{lapsed:?}"
+    );
+    assert!(
+        !h.at(ms(1500))
+            .feed(FollowerEvent::Tick)
+            .contains(&FollowerAction::LeaseLapsed)
+    );
+    let restored = h.at(ms(2000)).lease_until(ms(3000));
+    assert!(
+        restored.contains(&FollowerAction::LeaseRestored),
+        "{restored:?}"
+    );
+}
+
+#[test]
 fn a_lease_that_ends_during_a_grant_hook_fences_at_the_lease_end() {
     let (mut h, grant) = granting(&[0], 700);
     assert_eq!(h.machine.next_deadline(), Some(h.start + ms(700)));
     let actions = h.at(ms(700)).feed(FollowerEvent::Tick);
-    assert_eq!(actions[0], FollowerAction::Cancel(grant), "{actions:?}");
+    assert_eq!(actions[0], FollowerAction::LeaseLapsed, "{actions:?}");
+    assert_eq!(actions[1], FollowerAction::Cancel(grant), "{actions:?}");
     assert!(actions.contains(&FollowerAction::Fenced { partitions: 1 }));
     assert!(h.held().is_empty());
     let (revoke, partitions) = revoke_op(&actions);
