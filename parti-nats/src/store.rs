@@ -70,18 +70,16 @@ impl NatsStore {
     /// lost; operations meanwhile fail with transient errors.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when no server answers at `url`.
+    /// [`StoreError::Unavailable`] when no server answers at `url` (worth retrying: it may
+    /// be starting); [`StoreError::Backend`], which is permanent, when `url` is not a NATS
+    /// URL or the server refuses the client (authentication, authorization, TLS).
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let servers: Vec<&str> = url.split(',').map(str::trim).collect();
         let client = async_nats::ConnectOptions::new()
             .name("parti")
             .connect(servers)
             .await
-            .map_err(|e| StoreError::Unavailable {
-                operation: Operation::OpenBucket,
-                message: format!("cannot connect to NATS at {url}: {e}"),
-                source: Some(Box::new(e)),
-            })?;
+            .map_err(|e| connect_error(url, e))?;
         Ok(Self::new(client))
     }
 
@@ -116,7 +114,17 @@ impl NatsStore {
     }
 
     fn check_server_version(&self, target: Target<'_>) -> StoreResult<()> {
-        let version = self.client.server_info().version;
+        let info = self.client.server_info();
+        if !info.jetstream {
+            return Err(target.backend(
+                format!(
+                    "nats-server {} at {}:{} has JetStream disabled: parti keeps its state in                      JetStream KV buckets — start the server with `-js` (or a `jetstream {{}}`                      block in its configuration)",
+                    info.server_name, info.host, info.port
+                ),
+                None,
+            ));
+        }
+        let version = info.version;
         let parsed = parse_version(&version);
         match parsed {
             Some(found) if found >= MIN_SERVER_VERSION => Ok(()),
@@ -257,6 +265,36 @@ impl NatsStore {
                     }
                 }
             })
+    }
+}
+
+/// What a failed connect means: nobody answering is transient (the server may be starting);
+/// a malformed URL or a refused client is not.
+fn connect_error(url: &str, error: async_nats::ConnectError) -> StoreError {
+    use async_nats::ConnectErrorKind as Kind;
+    let (permanent, what) = match error.kind() {
+        Kind::ServerParse => (true, "it is not a valid NATS server URL (list)"),
+        Kind::Authentication | Kind::AuthorizationViolation => {
+            (true, "the server refused the client's credentials")
+        }
+        Kind::Tls => (true, "the TLS setup failed"),
+        Kind::Dns => (false, "its host name does not resolve"),
+        Kind::TimedOut | Kind::Io | Kind::MaxReconnects => (false, "no server answers there"),
+    };
+    let message = format!("cannot connect to NATS at `{url}`: {what} ({error})");
+    let source = Some(Box::new(error) as _);
+    if permanent {
+        StoreError::Backend {
+            operation: Operation::Connect,
+            message,
+            source,
+        }
+    } else {
+        StoreError::Unavailable {
+            operation: Operation::Connect,
+            message,
+            source,
+        }
     }
 }
 

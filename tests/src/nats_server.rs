@@ -80,6 +80,8 @@ pub struct NatsServer {
     name: String,
     port: u16,
     dir: PathBuf,
+    /// Whether JetStream is on (it is, but for the test of a server without it).
+    jetstream: bool,
     cluster: Option<ClusterArgs>,
     child: Option<Child>,
 }
@@ -94,12 +96,23 @@ impl NatsServer {
     /// Starts a single server on a free loopback port, waiting until it accepts
     /// connections.
     pub fn start() -> Self {
+        Self::start_single(true)
+    }
+
+    /// Starts a single server with JetStream off (what a user may point parti at by
+    /// mistake).
+    pub fn start_without_jetstream() -> Self {
+        Self::start_single(false)
+    }
+
+    fn start_single(jetstream: bool) -> Self {
         let mut attempt = 1;
         loop {
             let mut server = Self {
                 name: "single".to_owned(),
                 port: free_port(),
                 dir: temp_dir("single"),
+                jetstream,
                 cluster: None,
                 child: None,
             };
@@ -134,20 +147,17 @@ impl NatsServer {
     fn try_spawn(&mut self) -> Result<(), String> {
         let mut command = Command::new(server_binary());
         command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.join("jetstream"))
-            .args(["-n", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.join("server.log")).expect("creating the log"),
-            ));
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-n", &self.name]);
+        if self.jetstream {
+            command
+                .arg("-js")
+                .arg("-sd")
+                .arg(self.dir.join("jetstream"));
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::from(
+            std::fs::File::create(self.dir.join("server.log")).expect("creating the log"),
+        ));
         if let Some(cluster) = &self.cluster {
             command
                 .args(["--cluster_name", "parti-test", "--cluster"])
@@ -281,6 +291,7 @@ impl NatsCluster {
                 name: format!("node-{i}"),
                 port: client_ports[i],
                 dir: temp_dir(&format!("node{i}")),
+                jetstream: true,
                 cluster: Some(ClusterArgs {
                     port,
                     routes: routes.clone(),

@@ -1,15 +1,20 @@
 //! `NatsStore` under faults, on real servers: a server restart under an open watch, an
-//! outage, and a killed node of a 3-node cluster.
+//! outage, a killed node of a 3-node cluster, and the errors of a malformed URL, of nobody
+//! listening and of a server without JetStream.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
+use parti_core::runtime::{Manager, StaticSource};
 use parti_core::store::{
     Bucket, BucketSpec, DeleteReason, Revision, Store, StoreError, WatchEvent, WatchFrom,
     WatchStream,
 };
+use parti_nats::NatsStore;
+use parti_strategy::Sticky;
 use tests::nats::{NatsFixture, Servers};
+use tests::nats_server::NatsServer;
 
 /// How long an outage's aftermath may take to clear (reconnect, stream recovery, leader
 /// election).
@@ -190,4 +195,56 @@ async fn a_cluster_keeps_working_when_one_node_is_killed() {
         [second, third],
         "the watch carries on across the failover"
     );
+}
+
+/// A URL that is no NATS URL is a permanent error that says so, not a transient one to
+/// retry forever.
+#[tokio::test]
+async fn a_malformed_url_is_a_permanent_error_that_says_so() {
+    let err = NatsStore::connect("nats://127.0.0.1:4222:4223")
+        .await
+        .expect_err("not a URL");
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(
+        err.to_string().contains("not a valid NATS server URL"),
+        "{err}"
+    );
+}
+
+/// Nobody listening at the URL is transient (a server may be starting there), and says
+/// where it tried.
+#[tokio::test]
+async fn nobody_listening_is_transient_and_says_where() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let err = NatsStore::connect(&url).await.expect_err("nothing there");
+    assert!(err.is_transient(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&url) && text.contains("no server answers"),
+        "{text}"
+    );
+}
+
+/// A server without JetStream is a permanent error that names the fix, from opening a
+/// bucket and from starting a manager.
+#[tokio::test]
+async fn a_server_without_jetstream_is_a_permanent_error_that_says_so() {
+    let server = NatsServer::start_without_jetstream();
+    let store = NatsStore::connect(&server.url()).await.expect("connects");
+    let spec = BucketSpec::new("parti-heartbeat").unwrap();
+    let err = store.bucket(&spec).await.expect_err("no JetStream");
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("JetStream disabled"), "{err}");
+    let source = StaticSource::numbered("p", 4).unwrap();
+    let err = Manager::builder(store, source, Sticky::default())
+        .start()
+        .await
+        .expect_err("the manager does not start");
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("-js"), "{err}");
 }

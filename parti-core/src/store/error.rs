@@ -11,6 +11,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Operation {
+    /// Connecting to the store.
+    Connect,
     /// Opening (creating or binding) a bucket.
     OpenBucket,
     /// Deleting a bucket.
@@ -43,6 +45,7 @@ impl Operation {
     /// The operation's name, as used in logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Connect => "connect",
             Self::OpenBucket => "open_bucket",
             Self::DeleteBucket => "delete_bucket",
             Self::Get => "get",
