@@ -31,7 +31,7 @@
 //! config.validate()?;
 //! let store = MemoryStore::new();
 //! let heartbeats = store.bucket(&config.heartbeat_bucket()?).await?;
-//! let beat = Heartbeat { instance_id: "i-1".into(), session: 0, applied_version: 0, term_seen: 0 };
+//! let beat = Heartbeat { instance_id: "i-1".into(), session: 0, floor: 0, applied_version: 0, term_seen: 0 };
 //! heartbeats.put("worker-0", beat.encode()?).await?;
 //! let stored = heartbeats.get("worker-0").await?.expect("just written");
 //! assert_eq!(Heartbeat::decode(&stored.value)?, beat);

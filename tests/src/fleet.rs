@@ -46,9 +46,9 @@ pub struct Fleet<S: Store> {
     /// The partition source every manager shares.
     pub source: TestSource,
     members: BTreeMap<WorkerId, Member<S>>,
-    /// The highest assignment version seen per manager instance (a restarted worker starts
-    /// again from 0 until it reads its record).
-    versions: BTreeMap<String, u64>,
+    /// The highest (term, version) of an assignment seen per manager instance: it only
+    /// grows (a version may be lower under a newer term, after the records were lost).
+    versions: BTreeMap<String, (u64, u64)>,
     /// Every ownership interval of every manager the fleet started.
     pub ledger: Ledger,
     /// How the managers' hooks behave (drain time, slow or panicking grants).
@@ -129,12 +129,15 @@ impl<S: Store> Fleet<S> {
             let id = member.manager.worker_id();
             self.ledger.started(member.owner, id.clone());
             ids.push(id.clone());
-            // A member filed under this id while it claims a new one (it lost the id) is
-            // filed apart.
+            // A member filed under this id while it claims a new one (it lost the id), or
+            // cut off while its claim was lost with the ids bucket (its next renewal tells
+            // it), is filed apart.
             if let Some(existing) = self.members.remove(&id) {
                 assert!(
-                    existing.manager.state() == ManagerState::ClaimingId
-                        || existing.manager.worker_id() != id,
+                    matches!(
+                        existing.manager.state(),
+                        ManagerState::ClaimingId | ManagerState::Degraded { .. }
+                    ) || existing.manager.worker_id() != id,
                     "two live managers claimed {id}"
                 );
                 let apart = WorkerId::new(format!("reclaiming-{}", existing.owner));
@@ -330,12 +333,13 @@ impl<S: Store> Fleet<S> {
     fn check_versions(&mut self) {
         self.check_ledger();
         for (id, member) in &self.members {
-            let version = member.manager.assignment().version();
+            let assignment = member.manager.assignment();
+            let version = (assignment.term(), assignment.version());
             let instance = member.manager.instance_id().to_string();
             let seen = self.versions.entry(instance).or_default();
             assert!(
                 version >= *seen,
-                "{id}'s assignment version went from {seen} down to {version}"
+                "{id}'s assignment (term, version) went from {seen:?} down to {version:?}"
             );
             *seen = version;
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parti_core::config::Config;
 use parti_core::decide::{DegradedReason, ManagerState};
-use parti_core::store::MemoryStore;
+use parti_core::store::{MemoryStore, Store};
 use parti_strategy::WorkerId;
 use tests::fleet::Fleet;
 use tokio::time::{Instant, sleep};
@@ -126,5 +126,91 @@ async fn with_identities_an_outage_longer_than_id_ttl_moves_nothing() {
     let length = fleet.config.id_ttl + Duration::from_secs(10);
     let moved = whole_fleet_outage(&mut fleet, length).await;
     assert_eq!(moved, 0);
+    fleet.stop_all().await;
+}
+
+/// Deletes the bucket `name` under a settled fleet of four and checks that it is created
+/// again within two heartbeat intervals and that the fleet has rejoined by itself — every
+/// partition owned once by a live worker, one leader — at `rejoined` after the loss,
+/// watching the whole time that no two own a partition at once and no token is shared.
+async fn bucket_lost(name: &str, rejoined: Duration) {
+    let mut fleet = fleet();
+    fleet.start(4).await;
+    fleet.settle(SETTLE).await;
+    let store = fleet.members().values().next().unwrap().store.clone();
+    let lost = Instant::now();
+    store.delete_bucket(name).await.expect("deleted");
+    let interval = fleet.config.heartbeat_interval;
+    fleet
+        .wait_for("the bucket created again", 2 * interval, |_| {
+            if store.bucket_exists(name) {
+                Ok(())
+            } else {
+                Err(format!("{name} is gone"))
+            }
+        })
+        .await;
+    // Let the loss play out (every lease of before the loss has ended by then), watching.
+    fleet
+        .wait_for("the loss to play out", rejoined, |_| {
+            if Instant::now() - lost >= fleet_delay(name) {
+                Ok(())
+            } else {
+                Err("watching".into())
+            }
+        })
+        .await;
+    fleet
+        .settle(rejoined.saturating_sub(Instant::now() - lost))
+        .await;
+    fleet.check_ledger();
+    fleet.stop_all().await;
+    fleet.check_ledger();
+}
+
+/// How long after a loss its effects are watched before the fleet must be settled.
+fn fleet_delay(_bucket: &str) -> Duration {
+    Config::default().heartbeat_ttl
+}
+
+/// Losing the heartbeat bucket: every worker's next heartbeat finds it gone, creates it
+/// again and begins a new heartbeat session.
+#[tokio::test(start_paused = true)]
+async fn a_lost_heartbeat_bucket_is_recreated_and_the_fleet_rejoins() {
+    let c = Config::default();
+    bucket_lost("parti-heartbeat", 2 * c.heartbeat_ttl + c.emergency_grace).await;
+}
+
+/// Losing the assignment bucket: the workers see their records gone and release; the
+/// leader writes them again.
+#[tokio::test(start_paused = true)]
+async fn a_lost_assignment_bucket_is_recreated_and_the_fleet_rejoins() {
+    let c = Config::default();
+    bucket_lost("parti-assignment", 2 * c.heartbeat_ttl + c.emergency_grace).await;
+}
+
+/// Losing the election bucket: the leader is deposed at its lease end at the latest, and a
+/// leader is elected again.
+#[tokio::test(start_paused = true)]
+async fn a_lost_election_bucket_is_recreated_and_a_leader_is_elected_again() {
+    let c = Config::default();
+    bucket_lost("parti-election", c.election_ttl * 2 + 2 * c.heartbeat_ttl).await;
+}
+
+/// Losing the ids bucket: every worker's next renewal finds it gone and claims its id
+/// again.
+#[tokio::test(start_paused = true)]
+async fn a_lost_ids_bucket_is_recreated_and_every_worker_keeps_its_id() {
+    let mut fleet = fleet();
+    fleet.start(4).await;
+    fleet.settle(SETTLE).await;
+    let ids = ids_by_process(&fleet);
+    let store = fleet.members().values().next().unwrap().store.clone();
+    store.delete_bucket("parti-ids").await.expect("deleted");
+    // Past every renewal (a third of id_ttl) and the claim's hold.
+    sleep(fleet.config.id_ttl + fleet.config.heartbeat_ttl).await;
+    fleet.settle(SETTLE).await;
+    assert_eq!(ids_by_process(&fleet), ids);
+    fleet.check_ledger();
     fleet.stop_all().await;
 }

@@ -13,8 +13,8 @@
 //! black-holes and then resumes or closes, writes that time out after taking effect, grant
 //! hooks slower than the lease, grant hooks that panic, a partition source that fails or
 //! hangs, the whole fleet cut off for longer than `id_ttl` (every claim lapses; processes
-//! come back on one another's ids, whose records still grant partitions), and a frozen
-//! worker: all its tasks paused, like a process under `SIGSTOP`, for
+//! come back on one another's ids, whose records still grant partitions), a protocol bucket
+//! lost (deleted under the running fleet), and a frozen worker: all its tasks paused, like a process under `SIGSTOP`, for
 //! up to 8 s. While one is frozen, every member's `owns()` is looked at every 10 ms: no
 //! partition may be owned by two at once, and a frozen owner's hold ends (for the ledger)
 //! where its `owns()` turns false — after the thaw it must not own that grant again. The
@@ -32,7 +32,7 @@ use std::time::Duration;
 use parti_core::config::Config;
 use std::sync::atomic::Ordering;
 
-use parti_core::store::{Fault, MemoryStore};
+use parti_core::store::{Fault, MemoryStore, Store};
 use parti_core::testing::Freezer;
 use parti_strategy::{Partition, WorkerId};
 use tests::fleet::Fleet;
@@ -146,6 +146,18 @@ async fn looking_meanwhile<T>(
     }
 }
 
+/// With `PARTI_SIM_TRACE` set, prints each event of a run as it is injected (to read a
+/// replayed seed).
+fn trace(start: Instant, kind: &str, ids: &[WorkerId]) {
+    if std::env::var_os("PARTI_SIM_TRACE").is_some() {
+        eprintln!(
+            "{:?} {:>8?} {kind} (members {ids:?})",
+            Instant::now(),
+            Instant::now() - start
+        );
+    }
+}
+
 async fn simulate(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let store = MemoryStore::new();
@@ -189,7 +201,7 @@ async fn simulate(seed: u64) -> Outcome {
         // source that fails or hangs.
         if rng.below(4) == 0 {
             let heal_at = now + rng.millis(500, 8_000);
-            let kind = match rng.below(8) {
+            let kind = match rng.below(9) {
                 0 => {
                     let Some(id) = rng.pick(&ids) else { continue };
                     let store = fleet.member(id).store.clone();
@@ -234,6 +246,18 @@ async fn simulate(seed: u64) -> Outcome {
                     }
                     "outage"
                 }
+                6 => {
+                    // A protocol bucket lost (deleted, or a server restarted without it). Not
+                    // the election bucket: lost together with the records while every worker
+                    // that saw the old terms is away, it lets terms start again below them
+                    // (tests/outages.rs covers its loss alone; see ARCHITECTURE.md).
+                    let bucket =
+                        ["parti-ids", "parti-heartbeat", "parti-assignment"][rng.below(3) as usize];
+                    let Some(id) = rng.pick(&ids) else { continue };
+                    let _ = fleet.member(id).store.delete_bucket(bucket).await;
+                    trace(start, bucket, &ids);
+                    "lost_bucket"
+                }
                 _ => {
                     if rng.below(2) == 0 {
                         fleet.source.fail();
@@ -244,6 +268,7 @@ async fn simulate(seed: u64) -> Outcome {
                     "source_fail"
                 }
             };
+            trace(start, kind, &ids);
             *kinds.entry(kind).or_default() += 1;
             continue;
         }
@@ -306,6 +331,7 @@ async fn simulate(seed: u64) -> Outcome {
                 "refresh"
             }
         };
+        trace(start, kind, &ids);
         *kinds.entry(kind).or_default() += 1;
     }
     for (_, heal) in cut.drain(..) {
@@ -398,7 +424,7 @@ fn run_checked(seed: u64) -> Outcome {
 }
 
 /// The fault kinds the summary line reports, in its order.
-const FAULTS: [&str; 8] = [
+const FAULTS: [&str; 9] = [
     "latency",
     "stall",
     "timeout_applied",
@@ -406,6 +432,7 @@ const FAULTS: [&str; 8] = [
     "slow_hook",
     "hook_panic",
     "outage",
+    "lost_bucket",
     "source_fail",
 ];
 

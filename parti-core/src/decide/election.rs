@@ -640,6 +640,7 @@ fn record(me: &Candidate, phase: Lifecycle, term: u64) -> LeaderRecord {
         worker_id: me.worker_id.clone(),
         instance_id: me.instance_id.clone(),
         term,
+        floor: 0,
         phase,
     }
 }

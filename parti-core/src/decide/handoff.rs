@@ -26,6 +26,8 @@ pub struct Beat {
     pub holder: u64,
     /// The assignment version it reports applied.
     pub applied: u64,
+    /// The highest leader term its worker has seen.
+    pub term_seen: u64,
 }
 
 /// An assignment record as read from the store.
@@ -171,7 +173,7 @@ impl Holder {
 /// assert!(handoff.step().is_empty()); // waiting for A
 ///
 /// // A reports version 2 applied: now p goes to B.
-/// let beat = Beat { holder: 0, applied: 2 };
+/// let beat = Beat { holder: 0, applied: 2, term_seen: 1 };
 /// assert!(handoff.heartbeat(&a, &beat));
 /// let step = handoff.step();
 /// assert_eq!(step[&b], RecordChange::Write([p.clone()].into()));
@@ -181,6 +183,10 @@ pub struct Handoff {
     holders: BTreeMap<WorkerId, Holder>,
     /// The newest heartbeat session seen of each worker id.
     sessions: BTreeMap<WorkerId, u64>,
+    /// The heartbeat bucket was lost: heartbeats written before may have vanished without
+    /// expiring, so neither absence nor a later session proves a release until every lease
+    /// of before the loss has ended (the calculator lifts it after `heartbeat_ttl`).
+    blind: bool,
     members: BTreeSet<WorkerId>,
     target: BTreeMap<WorkerId, BTreeSet<PartitionId>>,
     /// Committed writes so far.
@@ -216,6 +222,27 @@ impl Handoff {
             .copied()
             .max(recorded)
             .unwrap_or(0)
+    }
+
+    /// The heartbeat bucket was lost (deleted, or the server restarted without it): until
+    /// [`see_again`](Self::see_again), no release is confirmed by absence or by a later
+    /// session and no partition of a worker on a new session is granted again. The sessions
+    /// seen are forgotten (the new bucket's revisions start again) and every record counts
+    /// as written for a session of before.
+    pub fn heartbeats_lost(&mut self) {
+        self.blind = true;
+        self.sessions.clear();
+        for holder in self.holders.values_mut() {
+            if holder.record_for.is_some() {
+                holder.record_for = Some(0);
+            }
+        }
+    }
+
+    /// Every lease of before the heartbeat bucket's loss has ended: releases are confirmed
+    /// again as usual.
+    pub fn see_again(&mut self) {
+        self.blind = false;
     }
 
     /// Whether `worker` follows its record: a heartbeat of the session the record was
@@ -304,12 +331,14 @@ impl Handoff {
             } else {
                 record.unwrap_or(&empty)
             };
+            // A new session gets nothing while blind: its own old session may still hold.
+            let grants = !(stale && self.blind);
             let next: BTreeSet<PartitionId> = current
                 .intersection(wanted)
                 .chain(
                     wanted
                         .difference(current)
-                        .filter(|p| !held_by_others(p, worker)),
+                        .filter(|p| grants && !held_by_others(p, worker)),
                 )
                 .cloned()
                 .collect();
@@ -456,6 +485,7 @@ impl Handoff {
         };
         match holder.record_for {
             Some(written_for) if written_for > beat.holder => false,
+            Some(written_for) if written_for < beat.holder && self.blind => false,
             Some(written_for) if written_for < beat.holder => {
                 let writing = holder
                     .writing
@@ -493,7 +523,8 @@ impl Handoff {
             let Some(awaiting) = holder.awaiting else {
                 continue;
             };
-            if !beats.contains_key(worker)
+            if !self.blind
+                && !beats.contains_key(worker)
                 && !unreadable.contains(worker)
                 && ticket >= awaiting.after
             {

@@ -38,6 +38,9 @@ pub struct CalculatorTimings {
     pub poll_interval: Duration,
     /// The longest any other call may take (`heartbeat_ttl`).
     pub call_timeout: Duration,
+    /// The heartbeat TTL: after the heartbeat bucket is lost, how long absence proves
+    /// nothing.
+    pub heartbeat_ttl: Duration,
     /// How long to wait before writing again after a failed write.
     pub retry: Duration,
     /// How long a worker may be missing before it counts as lost.
@@ -57,6 +60,8 @@ pub struct RecordsRead {
     pub contents: Vec<StoredRecord>,
     /// Who owns what by the records (the first record naming a partition wins).
     pub assignment: Assignment,
+    /// The highest leader term any record was written under.
+    pub highest_term: u64,
 }
 
 /// A rebalance computed: the strategy's assignment and the partitions it used.
@@ -94,6 +99,9 @@ pub enum CalculatorEvent {
         /// live (garbage is no worker), but not absent either: a worker whose key is present
         /// is never confirmed released by its absence.
         unreadable: BTreeSet<WorkerId>,
+        /// Whether the listing failed because the heartbeat bucket was gone (it is created
+        /// again: see [`LostBucket::Heartbeats`]).
+        bucket_lost: bool,
     },
     /// A step was written, completely or (`failed`) up to a failure; `committed` are the
     /// changes that were acknowledged, in order.
@@ -137,10 +145,22 @@ pub enum CalculatorEvent {
     Parked(WorkerId),
     /// A worker's id claim is no longer parked (taken back, or gone).
     Unparked(WorkerId),
+    /// A bucket was found gone (deleted, or lost with a server restarted without its data).
+    BucketLost(LostBucket),
     /// A partition refresh was requested.
     Refresh,
     /// The deadline passed (or the executor wants the machine to look at the time).
     Tick,
+}
+
+/// A protocol bucket the calculator depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostBucket {
+    /// The heartbeats: entries may have vanished without expiring, so absence proves no
+    /// release until every lease of before has ended.
+    Heartbeats,
+    /// The assignment records: they are read back and written again.
+    Records,
 }
 
 /// What the machine asks the executor to do.
@@ -189,6 +209,14 @@ pub enum CalculatorAction {
     Cancel(OpId),
     /// Publish this phase (it goes into the leader record).
     Phase(Lifecycle),
+    /// Step down: a term at least `above` exists (in the records or a worker's heartbeat)
+    /// that this leader's term does not exceed — the election bucket was lost and its
+    /// revisions started again. The calculator is finished; the next campaign takes a term
+    /// above `above`.
+    Resign {
+        /// The highest term seen.
+        above: u64,
+    },
     /// Something to log or count.
     Note(CalculatorNote),
 }
@@ -329,6 +357,7 @@ impl Op {
 /// let timings = CalculatorTimings {
 ///     poll_interval: s / 2,
 ///     call_timeout: 3 * s,
+///     heartbeat_ttl: 3 * s,
 ///     retry: s / 2,
 ///     emergency_grace: s,
 ///     restart_ratio: 0.5,
@@ -357,6 +386,13 @@ pub struct CalculatorMachine {
     live: BTreeSet<WorkerId>,
     /// Parked workers (stopped, expected back) and until when they stay in the plan.
     parked: BTreeMap<WorkerId, Instant>,
+    /// After the heartbeat bucket was lost: until when absence proves nothing (workers
+    /// missing meanwhile stay in the plan).
+    blind_until: Option<Instant>,
+    /// It stepped down (a higher term exists): it does nothing more.
+    resigned: bool,
+    /// The term that made it step down, until the action says so.
+    resign_above: Option<u64>,
     detector: EmergencyDetector,
     scheduler: RebalanceScheduler,
     handoff: Handoff,
@@ -403,6 +439,9 @@ impl CalculatorMachine {
             members: BTreeSet::new(),
             live: BTreeSet::new(),
             parked: BTreeMap::new(),
+            blind_until: None,
+            resigned: false,
+            resign_above: None,
             detector: EmergencyDetector::new(timings.emergency_grace),
             scheduler: RebalanceScheduler::new(timings.windows),
             handoff: Handoff::new(),
@@ -472,13 +511,37 @@ impl CalculatorMachine {
             return;
         }
         self.loaded = true;
+        if read.highest_term >= self.term {
+            // Written under a term this one does not exceed: another leader's, of a lost
+            // election bucket. Records written now would be refused (or worse, accepted).
+            self.resign(read.highest_term);
+            return;
+        }
         self.resuming = !read.contents.is_empty();
         self.members = read.contents.iter().map(|r| r.worker.clone()).collect();
         self.target = read.assignment;
         self.handoff = Handoff::resume(read.contents);
+        if self.blind_until.is_some() {
+            // The heartbeat bucket was lost before the records were read: still blind.
+            self.handoff.heartbeats_lost();
+        }
         self.highest_applied = 0;
         self.want_list = true;
         self.next_poll = now;
+    }
+
+    /// The heartbeat bucket was lost: absence and new sessions prove nothing until every
+    /// lease of before has ended, and workers missing meanwhile stay in the plan.
+    fn heartbeats_lost(&mut self, now: Instant) {
+        self.handoff.heartbeats_lost();
+        let until = now + self.timings.heartbeat_ttl;
+        self.blind_until = Some(self.blind_until.map_or(until, |at| at.max(until)));
+    }
+
+    fn resign(&mut self, above: u64) {
+        self.resigned = true;
+        self.op = None;
+        self.resign_above = Some(above);
     }
 
     fn listed(
@@ -490,10 +553,24 @@ impl CalculatorMachine {
         actions: &mut Vec<CalculatorAction>,
     ) {
         if let Ok(beats) = outcome {
+            if let Some(seen) = beats
+                .values()
+                .map(|b| b.term_seen)
+                .max()
+                .filter(|t| *t > self.term)
+            {
+                self.resign(seen);
+                return;
+            }
             if let Some(highest) = beats.values().map(|beat| beat.applied).max() {
                 self.highest_applied = self.highest_applied.max(highest);
             }
-            self.live = beats.keys().cloned().collect();
+            if self.blind_until.is_some() {
+                // Absence proves nothing now: only arrivals count.
+                self.live.extend(beats.keys().cloned());
+            } else {
+                self.live = beats.keys().cloned().collect();
+            }
             // An unreadable key is present, reporting nothing: it confirms no release.
             if self.handoff.listed(ticket, &beats, unreadable) {
                 self.want_advance = true;
@@ -700,6 +777,14 @@ impl CalculatorMachine {
             self.retry_handoff = None;
             self.want_advance = true;
         }
+        if self.blind_until.is_some_and(|at| now >= at) {
+            // Every lease of before the loss has ended: absence and new sessions prove
+            // releases again.
+            self.blind_until = None;
+            self.handoff.see_again();
+            self.want_list = true;
+            self.want_advance = true;
+        }
         let parking_ends = self.parked.values().min().is_some_and(|at| now >= *at);
         if parking_ends || self.detector.next_deadline().is_some_and(|at| now >= at) {
             self.observe(now, actions);
@@ -848,7 +933,14 @@ impl Machine for CalculatorMachine {
     type Event = CalculatorEvent;
     type Action = CalculatorAction;
 
+    fn is_finished(&self) -> bool {
+        self.resigned
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
+        if self.resigned {
+            return None;
+        }
         let op = self.op.as_ref().map(Op::deadline);
         let poll = self.loaded.then_some(self.next_poll);
         let load = self.want_load.filter(|_| self.op.is_none());
@@ -857,11 +949,12 @@ impl Machine for CalculatorMachine {
             poll,
             load,
             self.wake,
-            self.retry_handoff,
+            self.retry_handoff.filter(|_| self.loaded),
             // A retry waits while a rebalance is pending anyway.
             self.retry_refresh.filter(|_| self.want_rebalance.is_none()),
             self.detector.next_deadline(),
             self.parked.values().min().copied().filter(|_| self.loaded),
+            self.blind_until.filter(|_| self.loaded),
         ]
         .into_iter()
         .flatten()
@@ -870,6 +963,9 @@ impl Machine for CalculatorMachine {
 
     fn handle(&mut self, event: CalculatorEvent, now: Instant) -> Vec<CalculatorAction> {
         let mut actions = Vec::new();
+        if self.resigned {
+            return actions;
+        }
         match event {
             CalculatorEvent::Tick => {}
             CalculatorEvent::Loaded { op, outcome } => {
@@ -881,7 +977,11 @@ impl Machine for CalculatorMachine {
                 op,
                 outcome,
                 unreadable,
+                bucket_lost,
             } => {
+                if bucket_lost {
+                    self.heartbeats_lost(now);
+                }
                 if let Some(Op::List { ticket, .. }) = self.take_op(op) {
                     self.listed(ticket, outcome, &unreadable, now, &mut actions);
                 }
@@ -923,7 +1023,9 @@ impl Machine for CalculatorMachine {
                 worker,
                 beat: Some(beat),
             } => {
-                if self.loaded {
+                if beat.term_seen > self.term {
+                    self.resign(beat.term_seen);
+                } else if self.loaded {
                     self.highest_applied = self.highest_applied.max(beat.applied);
                     if self.handoff.heartbeat(&worker, &beat) {
                         self.want_advance = true;
@@ -934,7 +1036,7 @@ impl Machine for CalculatorMachine {
             }
             CalculatorEvent::Heartbeat { beat: None, .. } => {}
             CalculatorEvent::HeartbeatGone(worker) => {
-                if self.loaded {
+                if self.loaded && self.blind_until.is_none() {
                     self.live.remove(&worker);
                     self.observe(now, &mut actions);
                 }
@@ -948,10 +1050,25 @@ impl Machine for CalculatorMachine {
                     self.observe(now, &mut actions);
                 }
             }
+            CalculatorEvent::BucketLost(LostBucket::Heartbeats) => self.heartbeats_lost(now),
+            CalculatorEvent::BucketLost(LostBucket::Records) => {
+                // What was written may be gone: read back before writing anything (a
+                // calculator still reading them for the first time reads the new bucket).
+                if self.loaded {
+                    self.want_load = Some(now);
+                    self.retry_handoff = Some(now);
+                }
+            }
             CalculatorEvent::Refresh => {
                 let decision = self.scheduler.on_refresh(now);
                 self.decide(decision);
             }
+        }
+        if self.resigned {
+            if let Some(above) = self.resign_above.take() {
+                actions.push(CalculatorAction::Resign { above });
+            }
+            return actions;
         }
         // Until nothing is due at `now` (what one step starts can make another due: a
         // retry that waited for a rebalance to be started, say).

@@ -34,7 +34,7 @@ pub use follower::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimin
 pub use handoff::{Beat, Handoff, ListingTicket, RecordChange, Step, StoredRecord};
 pub use leader::{
     CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
-    CalculatorTimings, Committed, Computed, RecordsRead,
+    CalculatorTimings, Committed, Computed, LostBucket, RecordsRead,
 };
 pub use machine::Machine;
 pub use manager_state::{DegradedReason, InvalidTransition, ManagerState};

@@ -2,6 +2,7 @@
 
 use std::future::{Future, pending};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use parti_strategy::{Strategy, WorkerId};
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::InstanceId;
 use super::freeze::Freezer;
+use super::reopen::Losses;
 use super::repeats::{Repeats, Verdict};
 use super::status::Status;
 use crate::config::Config;
@@ -39,6 +41,12 @@ pub(crate) struct Shared<B, P> {
     pub(crate) freezer: Option<Freezer>,
     /// Counts repeated reports, so an outage does not flood logs and `on_error`.
     pub(crate) repeats: Repeats,
+    /// The highest leader term this manager has seen (in the election entry, records or
+    /// heartbeats): its campaigns take a term above it.
+    pub(crate) highest_term: AtomicU64,
+    /// How many times any task of this manager found the heartbeat bucket gone (and
+    /// created it again): the calculator must then not trust absence for a while.
+    pub(crate) heartbeat_losses: Arc<Losses>,
 }
 
 impl<B, P> Shared<B, P> {

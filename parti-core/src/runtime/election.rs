@@ -8,6 +8,7 @@
 //! else, then fires the leadership hook.
 
 use std::future::pending;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,13 +116,20 @@ impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, 
                     ElectionEvent::Read { op, outcome }
                 });
             }
-            ElectionAction::Create(op, record) => {
+            ElectionAction::Create(op, mut record) => {
                 let session = session.clone();
+                // Above every term this worker has seen, also if the election bucket was
+                // lost and its revisions start again.
+                let seen = session
+                    .highest_term
+                    .load(Ordering::Relaxed)
+                    .max(session.applied.borrow().term_seen);
+                record.floor = seen.saturating_add(1);
                 operation.start(op, async move {
                     let bucket = &session.buckets.election;
                     let outcome = match encode(&record) {
                         Ok(value) => match bucket.create(LEADER_KEY, value).await {
-                            Ok(revision) => CreateOutcome::Won(revision.get()),
+                            Ok(revision) => CreateOutcome::Won(record.term_at(revision.get())),
                             Err(StoreError::AlreadyExists { .. }) => CreateOutcome::Taken,
                             Err(e) => {
                                 session.report("campaigning failed", e);
@@ -290,7 +298,13 @@ pub(crate) async fn read_leader<B: Bucket, P>(
     context: &str,
 ) -> Result<Option<LeaderEntry>, ()> {
     match session.buckets.election.get(LEADER_KEY).await {
-        Ok(Some(entry)) => decode(session, &entry).map(Some),
+        Ok(Some(entry)) => {
+            let entry = decode(session, &entry)?;
+            session
+                .highest_term
+                .fetch_max(entry.term(), Ordering::Relaxed);
+            Ok(Some(entry))
+        }
         Ok(None) => Ok(None),
         Err(e) => {
             session.report(context, e);

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use tokio::sync::watch;
@@ -143,7 +144,11 @@ fn carry_out<B: Bucket, P: PartitionSource>(
             session.status.set_assignment(Some(assignment));
         }
         FollowerAction::ReportApplied { version, term_seen } => {
-            session.applied.send_replace(Applied { version, term_seen });
+            let highest = session.highest_term.fetch_max(term_seen, Ordering::SeqCst);
+            session.applied.send_replace(Applied {
+                version,
+                term_seen: highest.max(term_seen),
+            });
         }
         FollowerAction::LeaseLapsed => {
             let reason = if session.status.heartbeat_unanswered() {

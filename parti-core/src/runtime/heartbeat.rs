@@ -20,7 +20,7 @@ use super::PartitionSource;
 use super::context::{Session, stopped, within};
 use crate::store::{Bucket, Operation, Revision, StoreError};
 use crate::telemetry;
-use crate::wire::{Heartbeat, WireRecord};
+use crate::wire::{AssignmentRecord, Heartbeat, WireRecord};
 use crate::{Error, Result};
 
 /// What a read of the heartbeat key after a refused or unanswered write found.
@@ -55,11 +55,18 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     // Where the next write goes: `None` creates the key.
     let mut last_revision: Option<Revision> = None;
     let mut last_ack = Instant::now();
+    let mut floor = 0;
     loop {
+        if beating.is_none() {
+            // A new session numbers itself above the one its record was written for, also
+            // when the heartbeat bucket was lost and its revisions start again.
+            floor = floor.max(recorded_session(&session, interval).await + 1);
+        }
         let current = *applied.borrow_and_update();
         let beat = Heartbeat {
             instance_id: instance.clone(),
             session: beating.unwrap_or(0),
+            floor: if beating.is_none() { floor } else { 0 },
             applied_version: current.version,
             term_seen: current.term_seen,
         };
@@ -91,7 +98,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         session.status.set_heartbeat_unanswered(written.is_err());
         match written {
             Ok(revision) => {
-                let heartbeat_session = *beating.get_or_insert(revision.get());
+                let heartbeat_session = *beating.get_or_insert(revision.get().max(floor));
                 last_revision = Some(revision);
                 last_ack = sent;
                 // The store stamps the write after `sent`, so the entry outlives this
@@ -106,7 +113,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                 Ok(Found::Own { revision, session }) => {
                     // A write of ours landed unacknowledged. A first write names its session.
                     let named = if session == 0 {
-                        revision.get()
+                        revision.get().max(floor)
                     } else {
                         session
                     };
@@ -169,6 +176,20 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                 "deleting the heartbeat timed out; it expires by its TTL"
             ),
         }
+    }
+}
+
+/// The session this worker's assignment record was last written for (0: none, or
+/// unreadable within `limit`).
+async fn recorded_session<B: Bucket, P>(
+    session: &Session<B, P>,
+    limit: std::time::Duration,
+) -> u64 {
+    let bucket = &session.buckets.assignment;
+    let key = session.worker_id.as_str();
+    match within(limit, Operation::Get, bucket.name(), key, bucket.get(key)).await {
+        Ok(Some(entry)) => AssignmentRecord::decode(&entry.value).map_or(0, |r| r.holder),
+        _ => 0,
     }
 }
 

@@ -63,6 +63,9 @@ impl ClaimedId {
 #[derive(Debug, Clone)]
 pub struct IdClaimer<B> {
     bucket: B,
+    /// The heartbeat bucket: an id with a heartbeat is in use even without a claim (its
+    /// claim may have been lost with its bucket).
+    heartbeats: Option<B>,
     min: u32,
     max: u32,
     record: IdClaim,
@@ -77,6 +80,7 @@ impl<B: Bucket> IdClaimer<B> {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Self {
             bucket,
+            heartbeats: None,
             min: config.min_worker_id,
             max: config.max_worker_id,
             record: IdClaim {
@@ -87,6 +91,14 @@ impl<B: Bucket> IdClaimer<B> {
                 parked: false,
             },
         }
+    }
+
+    /// Also counts ids with a heartbeat in `heartbeats` as taken: after the ids bucket was
+    /// lost, the claims are gone but their workers still run.
+    #[must_use]
+    pub fn with_heartbeats(mut self, heartbeats: B) -> Self {
+        self.heartbeats = Some(heartbeats);
+        self
     }
 
     /// The static identity claims are made for, if any.
@@ -160,11 +172,21 @@ impl<B: Bucket> IdClaimer<B> {
                     .collect()
             }
         };
+        let beating: BTreeSet<u32> = match &self.heartbeats {
+            Some(heartbeats) => heartbeats
+                .keys(WORKER_ID_PREFIX)
+                .await?
+                .iter()
+                .filter_map(|key| worker_number(key))
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        // Its own previous id may still show its own heartbeat: only a claim takes it.
         let previous = previous
             .and_then(|id| worker_number(id.as_str()))
-            .filter(|n| (self.min..=self.max).contains(n));
-        let candidates = previous.into_iter().chain(self.min..=self.max);
-        for n in candidates.filter(|n| !taken.contains(n)) {
+            .filter(|n| (self.min..=self.max).contains(n) && !taken.contains(n));
+        let free = (self.min..=self.max).filter(|n| !taken.contains(n) && !beating.contains(n));
+        for n in previous.into_iter().chain(free) {
             let id = worker_id(n);
             match self.bucket.create(id.as_str(), value.clone()).await {
                 Ok(revision) => {
@@ -218,7 +240,8 @@ impl<B: Bucket> IdClaimer<B> {
             .delete(claimed.worker_id.as_str(), Some(claimed.revision))
             .await
         {
-            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            // Changed, or gone with its bucket: not ours to release any more.
+            Ok(()) | Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -244,7 +267,7 @@ impl<B: Bucket> IdClaimer<B> {
             )
             .await
         {
-            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

@@ -28,7 +28,7 @@ use super::executor::{self, Delivery, KeyWatch, Operation, Shell};
 use super::publish::Records;
 use crate::decide::{
     Backoff, Beat, CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine,
-    CalculatorNote, CalculatorTimings, Computed, RecordsRead, WindowPolicy,
+    CalculatorNote, CalculatorTimings, Computed, LostBucket, RecordsRead, WindowPolicy,
 };
 use crate::store::{Bucket, Entry, Operation as StoreOperation, StoreError};
 use crate::telemetry;
@@ -51,6 +51,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let timings = CalculatorTimings {
         poll_interval: config.heartbeat_poll_interval(),
         call_timeout: config.heartbeat_ttl,
+        heartbeat_ttl: config.heartbeat_ttl,
         retry,
         emergency_grace: config.emergency_grace,
         restart_ratio: config.restart_ratio,
@@ -74,6 +75,15 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     // From the current claims: a new leader learns of workers parked before it led.
     let claims =
         KeyWatch::prefix(session.buckets.ids.clone(), WORKER_ID_PREFIX, retry).with_current();
+    // Only to learn that the records' bucket was lost (the calculator writes the records).
+    let records_watch =
+        KeyWatch::prefix(session.buckets.assignment.clone(), WORKER_ID_PREFIX, retry);
+    // A loss found by another task less than a TTL before this leader took office counts
+    // too: leases of before it may still run.
+    let heartbeat_lost = session
+        .heartbeat_losses
+        .last()
+        .filter(|at| Instant::now() >= *at + config.heartbeat_ttl);
     let mut shell = CalculatorShell {
         session,
         term,
@@ -84,6 +94,9 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         heartbeats,
         refreshes,
         claims,
+        records_watch,
+        heartbeat_revision: 0,
+        heartbeat_lost,
         call_timeout: timings.call_timeout,
     };
     executor::run(&mut machine, &mut shell, CalculatorEvent::Tick).await;
@@ -127,6 +140,13 @@ struct CalculatorShell<B, P> {
     refreshes: KeyWatch<B>,
     /// The id claims, for workers that parked (stopped, expected back).
     claims: KeyWatch<B>,
+    /// The records, for their bucket being lost.
+    records_watch: KeyWatch<B>,
+    /// The highest revision the heartbeat watch delivered: a lower one means the bucket
+    /// was created again.
+    heartbeat_revision: u64,
+    /// The last loss of the heartbeat bucket the machine has been told of.
+    heartbeat_lost: Option<Instant>,
     call_timeout: Duration,
 }
 
@@ -143,6 +163,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                             let read = RecordsRead {
                                 contents: records.contents(),
                                 assignment: records.assignment(),
+                                highest_term: records.highest_term(),
                             };
                             shared.put(records);
                             Ok(read)
@@ -157,9 +178,13 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
             }
             CalculatorAction::List(op) => {
                 let (session, garbage) = (session.clone(), self.garbage.clone());
+                let lost_before = session.heartbeat_losses.last();
                 operation.start(op, async move {
                     let listing = session.buckets.heartbeat.entries(WORKER_ID_PREFIX).await;
                     let mut unreadable = BTreeMap::new();
+                    // Found gone meanwhile by any task of this manager (which may have
+                    // created it again before this listing ran).
+                    let mut bucket_lost = session.heartbeat_losses.last() != lost_before;
                     let outcome = match listing {
                         Ok(entries) => {
                             let mut present = BTreeMap::new();
@@ -180,6 +205,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                             Ok(present)
                         }
                         Err(e) => {
+                            bucket_lost |= matches!(e, StoreError::NotFound { .. });
                             session.report("listing heartbeats failed", e);
                             Err(())
                         }
@@ -188,6 +214,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                         op,
                         outcome,
                         unreadable: unreadable.into_keys().collect(),
+                        bucket_lost,
                     }
                 });
             }
@@ -341,28 +368,71 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 });
             }
             CalculatorAction::Note(note) => self.note(note),
+            CalculatorAction::Resign { above } => {
+                // The next campaign of this worker takes a term above it.
+                session.highest_term.fetch_max(above, Ordering::Relaxed);
+                tracing::warn!(
+                    worker = %session.worker_id,
+                    term = self.term,
+                    seen = above,
+                    "a higher term than this leader's was seen (the election bucket was lost?): stepping down"
+                );
+            }
         }
     }
 
     async fn next_input(&mut self) -> CalculatorEvent {
+        let lost = self.session.heartbeat_losses.last();
+        if lost != self.heartbeat_lost {
+            self.heartbeat_lost = lost;
+            return CalculatorEvent::BucketLost(LostBucket::Heartbeats);
+        }
         tokio::select! {
             biased;
             delivered = self.heartbeats.next() => match delivered {
-                Delivery::Put(entry) => match worker_of(&entry.key) {
-                    Some(worker) => CalculatorEvent::Heartbeat {
-                        worker,
-                        beat: beat(&entry).ok(),
-                    },
-                    None => CalculatorEvent::Tick,
-                },
+                Delivery::Put(entry) if entry.revision.get() < self.heartbeat_revision => {
+                    self.heartbeat_revision = entry.revision.get();
+                    self.session.report(
+                        "the heartbeat bucket was created again",
+                        Error::Store(StoreError::NotFound {
+                            bucket: self.session.buckets.heartbeat.name().to_owned(),
+                        }),
+                    );
+                    CalculatorEvent::BucketLost(LostBucket::Heartbeats)
+                }
+                Delivery::Put(entry) => {
+                    self.heartbeat_revision = entry.revision.get();
+                    match worker_of(&entry.key) {
+                        Some(worker) => CalculatorEvent::Heartbeat {
+                            worker,
+                            beat: beat(&entry).ok(),
+                        },
+                        None => CalculatorEvent::Tick,
+                    }
+                }
                 Delivery::Deleted(key) => match worker_of(&key) {
                     Some(worker) => CalculatorEvent::HeartbeatGone(worker),
                     None => CalculatorEvent::Tick,
                 },
+                Delivery::Failed(e @ StoreError::NotFound { .. }) => {
+                    self.session.report("the heartbeat bucket is gone", e);
+                    CalculatorEvent::BucketLost(LostBucket::Heartbeats)
+                }
                 Delivery::Failed(e) => {
                     self.session.report("heartbeat watch failed", e);
                     CalculatorEvent::Tick
                 }
+            },
+            delivered = self.records_watch.next() => match delivered {
+                Delivery::Failed(e @ StoreError::NotFound { .. }) => {
+                    self.session.report("the assignment bucket is gone", e);
+                    CalculatorEvent::BucketLost(LostBucket::Records)
+                }
+                Delivery::Failed(e) => {
+                    self.session.report("assignment watch failed", e);
+                    CalculatorEvent::Tick
+                }
+                Delivery::Put(_) | Delivery::Deleted(_) => CalculatorEvent::Tick,
             },
             delivered = self.claims.next() => match delivered {
                 Delivery::Put(entry) => match worker_of(&entry.key) {
@@ -478,10 +548,11 @@ fn beat(entry: &Entry) -> std::result::Result<Beat, WireError> {
     Heartbeat::decode(&entry.value).map(|heartbeat| Beat {
         // The first write of a session names it by its own revision.
         holder: match heartbeat.session {
-            0 => entry.revision.get(),
+            0 => entry.revision.get().max(heartbeat.floor),
             session => session,
         },
         applied: heartbeat.applied_version,
+        term_seen: heartbeat.term_seen,
     })
 }
 

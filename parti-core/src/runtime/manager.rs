@@ -9,12 +9,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::context::{Buckets, OwnedTask, Shared, within};
 use super::instrumented::Instrumented;
+use super::reopen::{Losses, Reopening};
 use super::session;
 use super::status::{LeaderInfo, Status, Transition, WorkerAssignment};
 use super::{Freezer, Hooks, IdClaimer, InstanceId, PartitionSource};
 use crate::config::Config;
 use crate::decide::ManagerState;
-use crate::store::{Bucket, Operation, Store};
+use crate::store::{Bucket, Operation, Store, StoreError};
 use crate::wire::{FencingToken, REFRESH_KEY};
 use crate::{Error, Result};
 
@@ -106,15 +107,16 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             }
         }
         let config = self.config;
-        let open = |spec| {
+        let open = |spec, losses| {
             let store = self.store.clone();
-            async move { Ok::<_, Error>(Instrumented(store.bucket(&spec).await?)) }
+            async move { Ok::<_, Error>(Instrumented(Reopening::open(store, spec, losses).await?)) }
         };
+        let heartbeat_losses = Arc::new(Losses::default());
         let buckets = Buckets {
-            ids: open(config.ids_bucket()?).await?,
-            election: open(config.election_bucket()?).await?,
-            heartbeat: open(config.heartbeat_bucket()?).await?,
-            assignment: open(config.assignment_bucket()?).await?,
+            ids: open(config.ids_bucket()?, Arc::default()).await?,
+            election: open(config.election_bucket()?, Arc::default()).await?,
+            heartbeat: open(config.heartbeat_bucket()?, heartbeat_losses.clone()).await?,
+            assignment: open(config.assignment_bucket()?, Arc::default()).await?,
         };
         let status = Arc::new(Status::new(self.hooks));
         let instance = InstanceId::generate();
@@ -124,7 +126,8 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             &config,
             instance.clone(),
             self.identity.clone(),
-        );
+        )
+        .with_heartbeats(buckets.heartbeat.clone());
         let claimed = match claimer.claim().await {
             Ok(claimed) => claimed,
             Err(e) => {
@@ -146,6 +149,8 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             status: status.clone(),
             freezer: self.freezer,
             repeats: Default::default(),
+            highest_term: Default::default(),
+            heartbeat_losses,
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = shared.spawn(session::drive(shared.clone(), claimed, stop_rx));
@@ -196,7 +201,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
 /// ```
 pub struct Manager<S: Store> {
     status: Arc<Status>,
-    election: Instrumented<S::Bucket>,
+    election: Instrumented<Reopening<S>>,
     instance: InstanceId,
     identity: Option<String>,
     /// How long a request through the store (`refresh_partitions`) may take.
@@ -360,19 +365,24 @@ impl<S: Store> Manager<S> {
         if self.state() == ManagerState::Shutdown {
             return Err(Error::Stopped);
         }
-        let request = self
-            .election
-            .put(REFRESH_KEY, Bytes::from(self.instance.to_string()));
         let bucket = self.election.name();
-        within(
-            self.request_timeout,
-            Operation::Put,
-            bucket,
-            REFRESH_KEY,
-            request,
-        )
-        .await
-        .map(drop)
+        let request = || {
+            let put = self
+                .election
+                .put(REFRESH_KEY, Bytes::from(self.instance.to_string()));
+            within(
+                self.request_timeout,
+                Operation::Put,
+                bucket,
+                REFRESH_KEY,
+                put,
+            )
+        };
+        match request().await {
+            // The bucket was lost, and is created again by now: once more.
+            Err(Error::Store(StoreError::NotFound { .. })) => request().await.map(drop),
+            done => done.map(drop),
+        }
     }
 
     /// Leaves the fleet gracefully: steps down (releasing the lease at its revision so a

@@ -25,6 +25,7 @@ mod instrumented;
 mod leader;
 mod manager;
 mod publish;
+mod reopen;
 mod repeats;
 mod session;
 mod source;

@@ -135,6 +135,16 @@ impl Records {
             .collect()
     }
 
+    /// The highest leader term any record was written under.
+    pub(crate) fn highest_term(&self) -> u64 {
+        self.slots
+            .values()
+            .filter_map(|slot| slot.record.as_ref())
+            .map(|record| record.term)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The highest version written or seen.
     pub(crate) fn version(&self) -> u64 {
         self.version

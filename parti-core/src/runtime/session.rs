@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -36,7 +37,8 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
         &shared.config,
         shared.instance.clone(),
         shared.identity.clone(),
-    );
+    )
+    .with_heartbeats(shared.buckets.heartbeat.clone());
     loop {
         let (end, cleanup) = run_session(&shared, &claimer, claimed, &mut stop).await;
         match end {
@@ -90,7 +92,12 @@ async fn run_session<B: Bucket, P: PartitionSource>(
     let session = Arc::new(Session {
         shared: shared.clone(),
         worker_id,
-        applied: watch::Sender::new(Applied::default()),
+        // The heartbeat carries the highest term this process has seen, from its first
+        // write on: a leader below it (its election bucket lost) learns so and steps down.
+        applied: watch::Sender::new(Applied {
+            version: 0,
+            term_seen: shared.highest_term.load(Ordering::SeqCst),
+        }),
     });
     shared.status.reset_lease();
     let (stop_tasks, task_stop) = watch::channel(false);

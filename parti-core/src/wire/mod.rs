@@ -15,7 +15,7 @@
 //! ```
 //! use parti_core::wire::{Heartbeat, WireError, WireRecord};
 //!
-//! let beat = Heartbeat { instance_id: "a1b2".into(), session: 5, applied_version: 7, term_seen: 3 };
+//! let beat = Heartbeat { instance_id: "a1b2".into(), session: 5, floor: 0, applied_version: 7, term_seen: 3 };
 //! let bytes = beat.encode()?;
 //! assert_eq!(Heartbeat::decode(&bytes)?, beat);
 //! assert!(matches!(

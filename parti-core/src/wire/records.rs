@@ -37,8 +37,13 @@ pub struct LeaderRecord {
     pub worker_id: WorkerId,
     /// The leader's process instance.
     pub instance_id: String,
-    /// The term, or 0 in the winning create (whose revision is the term).
+    /// The term, or 0 in the winning create (whose term is its revision, raised to
+    /// `floor`).
     pub term: u64,
+    /// In the create: the lowest term the candidate may take — above every term it has
+    /// seen, so terms keep growing when the election bucket was lost and its revisions start
+    /// again from 1. 0 elsewhere.
+    pub floor: u64,
     /// What the leader's calculator is doing, so every worker can follow the fleet's phase
     /// from this one key.
     pub phase: Lifecycle,
@@ -54,14 +59,22 @@ impl LeaderRecord {
     ///     worker_id: worker_id(0),
     ///     instance_id: "i-1".into(),
     ///     term: 0,
+    ///     floor: 0,
     ///     phase: Lifecycle::Stable,
     /// };
     /// assert_eq!(record.term_at(17), 17); // the winning create
+    /// record.floor = 40; // the candidate had seen term 39 (the bucket was lost since)
+    /// assert_eq!(record.term_at(17), 40);
+    /// record.floor = 0;
     /// record.term = 17;
     /// assert_eq!(record.term_at(21), 17); // a later renewal
     /// ```
     pub fn term_at(&self, revision: u64) -> u64 {
-        if self.term == 0 { revision } else { self.term }
+        if self.term == 0 {
+            revision.max(self.floor)
+        } else {
+            self.term
+        }
     }
 }
 
@@ -76,9 +89,14 @@ pub struct Heartbeat {
     pub instance_id: String,
     /// Which heartbeat session of the worker this is: the revision of the session's first
     /// write, or 0 in that first write itself (its revision is not known before it is
-    /// written). A session lasts while the heartbeat entry does; assignment records are
-    /// written for one session ([`AssignmentRecord::holder`]).
+    /// written — its number is then that revision raised to `floor`). A session lasts while
+    /// the heartbeat entry does; assignment records are written for one session
+    /// ([`AssignmentRecord::holder`]).
     pub session: u64,
+    /// In a session's first write: the lowest number the session may take — above the
+    /// session the worker's record was last written for, so sessions keep growing when the
+    /// heartbeat bucket was lost and its revisions start again from 1. 0 elsewhere.
+    pub floor: u64,
     /// The version of the last assignment record the worker applied (0: none yet).
     pub applied_version: u64,
     /// The highest leader term the worker has seen.

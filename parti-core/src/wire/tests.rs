@@ -42,6 +42,7 @@ fn every_record_round_trips() {
         worker_id: worker_id(3),
         instance_id: "i-2".into(),
         term: 12,
+        floor: 0,
         phase: Lifecycle::Scaling,
     };
     assert_eq!(
@@ -51,6 +52,7 @@ fn every_record_round_trips() {
     let beat = Heartbeat {
         instance_id: "i-3".into(),
         session: 12,
+        floor: 0,
         applied_version: 9,
         term_seen: 2,
     };
@@ -106,6 +108,7 @@ fn trailing_bytes_are_rejected() {
     let mut bytes = Heartbeat {
         instance_id: "i".into(),
         session: 0,
+        floor: 4,
         applied_version: 1,
         term_seen: 1,
     }
@@ -188,7 +191,7 @@ proptest! {
 
     #[test]
     fn heartbeats_round_trip(instance in "[a-z0-9-]{0,40}", applied in any::<u64>(), term in any::<u64>()) {
-        let beat = Heartbeat { instance_id: instance, session: applied / 2, applied_version: applied, term_seen: term };
+        let beat = Heartbeat { instance_id: instance, session: applied / 2, floor: term, applied_version: applied, term_seen: term };
         prop_assert_eq!(Heartbeat::decode(&beat.encode().unwrap()).unwrap(), beat);
     }
 }

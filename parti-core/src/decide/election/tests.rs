@@ -37,6 +37,7 @@ fn entry(revision: u64, instance: &str, term: u64) -> LeaderEntry {
             }),
             instance_id: instance.into(),
             term,
+            floor: 0,
             phase: Lifecycle::Stable,
         },
     }

@@ -47,6 +47,7 @@ fn beat_of(n: usize, applied: u64) -> Beat {
     Beat {
         holder: session(n),
         applied,
+        term_seen: 0,
     }
 }
 
@@ -328,6 +329,7 @@ impl World {
         Beat {
             holder: self.workers[i].session,
             applied: self.workers[i].applied,
+            term_seen: 0,
         }
     }
 

@@ -16,6 +16,7 @@ fn timings() -> CalculatorTimings {
     CalculatorTimings {
         poll_interval: S / 2,
         call_timeout: 3 * S,
+        heartbeat_ttl: 3 * S,
         retry: S / 2,
         emergency_grace: S,
         restart_ratio: 0.5,
@@ -48,6 +49,7 @@ fn beat(n: u32, applied: u64) -> Beat {
     Beat {
         holder: session(n),
         applied,
+        term_seen: 0,
     }
 }
 
@@ -139,6 +141,7 @@ fn started(t0: Instant, workers: &[u32]) -> (CalculatorMachine, Vec<CalculatorAc
             op: list,
             outcome: Ok(present(workers)),
             unreadable: BTreeSet::new(),
+            bucket_lost: false,
         },
         t0,
     );
@@ -176,6 +179,7 @@ fn lists_answered_without(
                 op,
                 outcome: Ok(live),
                 unreadable: BTreeSet::new(),
+                bucket_lost: false,
             },
             now,
         );
@@ -359,6 +363,7 @@ fn the_leader_keeps_observing_while_a_computation_hangs() {
                     op: list,
                     outcome: Ok(present(&[0, 2])),
                     unreadable: BTreeSet::new(),
+                    bucket_lost: false,
                 },
                 now,
             ));
@@ -464,6 +469,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
         assignment: [(ps[0].id().clone(), w(0)), (ps[1].id().clone(), w(1))]
             .into_iter()
             .collect(),
+        highest_term: 5,
     };
     let list = list_op(&m.handle(
         CalculatorEvent::Loaded {
@@ -478,6 +484,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
             op: list,
             outcome: Ok(reporting(&[0, 1], 5)),
             unreadable: BTreeSet::new(),
+            bucket_lost: false,
         },
         t0,
     );
@@ -498,6 +505,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
                 op: list,
                 outcome: Ok(reporting(&[0, 1], 6)),
                 unreadable: BTreeSet::new(),
+                bucket_lost: false,
             },
             t0,
         );
@@ -512,6 +520,42 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
         compute_op(&actions).is_none(),
         "no cold start for a resumed fleet"
     );
+}
+
+#[test]
+fn a_leader_below_a_term_it_finds_steps_down_without_writing() {
+    // Records written under term 12, but this leader's term is 9: the election bucket was
+    // lost and its revisions started again.
+    let t0 = Instant::now();
+    let mut m = CalculatorMachine::new(9, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
+    let load = load_op(&m.handle(CalculatorEvent::Tick, t0)).unwrap();
+    let actions = m.handle(
+        CalculatorEvent::Loaded {
+            op: load,
+            outcome: Ok(RecordsRead {
+                highest_term: 12,
+                ..RecordsRead::default()
+            }),
+        },
+        t0,
+    );
+    assert_eq!(actions, vec![CalculatorAction::Resign { above: 12 }]);
+    assert!(m.is_finished());
+    assert_eq!(m.next_deadline(), None);
+    assert!(m.handle(CalculatorEvent::Tick, t0 + S).is_empty());
+
+    // A worker's heartbeat saying it saw a higher term does the same.
+    let (mut m, now) = settled_fleet(t0);
+    let mut seen = beat(1, 6);
+    seen.term_seen = 2;
+    let actions = m.handle(
+        CalculatorEvent::Heartbeat {
+            worker: w(1),
+            beat: Some(seen),
+        },
+        now,
+    );
+    assert_eq!(actions, vec![CalculatorAction::Resign { above: 2 }]);
 }
 
 #[test]
@@ -617,7 +661,7 @@ proptest! {
                     },
                     Some(CalculatorAction::List(op)) => CalculatorEvent::Listed {
                         op,
-                        outcome: Ok((0..u32::from(pick % 5)).map(|n| (w(n), beat(n, 1))).collect()), unreadable: BTreeSet::new(),
+                        outcome: Ok((0..u32::from(pick % 5)).map(|n| (w(n), beat(n, 1))).collect()), unreadable: BTreeSet::new(), bucket_lost: false,
                     },
                     Some(CalculatorAction::Write { op, step, .. }) => {
                         let failed = pick % 3 == 0;
@@ -711,6 +755,7 @@ fn garbage_under_a_heartbeat_key_is_no_worker_and_confirms_no_release() {
             op: list,
             outcome: Ok(readable),
             unreadable: [w(0)].into(),
+            bucket_lost: false,
         },
         now,
     );

@@ -95,6 +95,11 @@ impl MemoryStore {
         self.connection.is_connected()
     }
 
+    /// Whether a bucket of this name exists (inspection for tests: it opens nothing).
+    pub fn bucket_exists(&self, name: &str) -> bool {
+        self.buckets().contains_key(name)
+    }
+
     /// Black-holes this connection, as a link that stops delivering without closing:
     /// operations get no answer and watches deliver nothing until [`MemoryStore::unstall`]
     /// (then they go on, losing nothing) or [`MemoryStore::disconnect`] (then they fail).
