@@ -197,20 +197,36 @@ async fn a_lost_election_bucket_is_recreated_and_a_leader_is_elected_again() {
     bucket_lost("parti-election", c.election_ttl * 2 + 2 * c.heartbeat_ttl).await;
 }
 
-/// Losing the ids bucket: every worker's next renewal finds it gone and claims its id
-/// again.
+/// Losing the ids bucket: every worker's next renewal finds its claim gone and claims it
+/// again, so every worker keeps its id and its partitions.
 #[tokio::test(start_paused = true)]
 async fn a_lost_ids_bucket_is_recreated_and_every_worker_keeps_its_id() {
     let mut fleet = fleet();
     fleet.start(4).await;
     fleet.settle(SETTLE).await;
     let ids = ids_by_process(&fleet);
+    let before = fleet.assignment().unwrap();
     let store = fleet.members().values().next().unwrap().store.clone();
     store.delete_bucket("parti-ids").await.expect("deleted");
-    // Past every renewal (a third of id_ttl) and the claim's hold.
-    sleep(fleet.config.id_ttl + fleet.config.heartbeat_ttl).await;
+    // Past every renewal (a third of id_ttl) and the claim's hold, watching.
+    let lost = Instant::now();
+    let past = fleet.config.id_ttl + fleet.config.heartbeat_ttl;
+    fleet
+        .wait_for("every renewal to pass", past * 2, |_| {
+            if Instant::now() - lost >= past {
+                Ok(())
+            } else {
+                Err("watching".into())
+            }
+        })
+        .await;
     fleet.settle(SETTLE).await;
     assert_eq!(ids_by_process(&fleet), ids);
+    assert_eq!(
+        fleet.assignment().unwrap().moved_from(&before),
+        0,
+        "each renewal claimed its id again: nothing moved"
+    );
     fleet.check_ledger();
     fleet.stop_all().await;
 }

@@ -205,7 +205,8 @@ impl<B: Bucket> IdClaimer<B> {
         })
     }
 
-    /// Renews the claim by compare-and-set on its last revision.
+    /// Renews the claim by compare-and-set on its last revision. A claim found gone (its
+    /// bucket lost) is claimed again if nobody took the id meanwhile.
     ///
     /// # Errors
     /// [`Error::IdLost`] when the claim changed or vanished (the id must no longer be
@@ -222,9 +223,20 @@ impl<B: Bucket> IdClaimer<B> {
                 claimed.revision = revision;
                 Ok(())
             }
-            Err(StoreError::Conflict { .. }) => Err(Error::IdLost {
-                worker_id: claimed.worker_id.clone(),
-            }),
+            Err(StoreError::Conflict { .. }) => {
+                // Gone with its bucket (created again since)? Then nobody took it: claim it
+                // again. Anything else there is another worker's claim.
+                let key = claimed.worker_id.as_str();
+                if self.bucket.get(key).await?.is_none() {
+                    if let Ok(revision) = self.bucket.create(key, self.record.encode()?).await {
+                        claimed.revision = revision;
+                        return Ok(());
+                    }
+                }
+                Err(Error::IdLost {
+                    worker_id: claimed.worker_id.clone(),
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -428,6 +440,30 @@ mod tests {
         assert_eq!(back.worker_id().as_str(), "worker-0");
         let entry = bucket.get("worker-0").await.unwrap().unwrap();
         assert!(!IdClaim::decode(&entry.value).unwrap().parked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_that_vanished_is_claimed_again_by_its_renewal() {
+        let config = Config::default();
+        let (_, bucket) = setup(&config).await;
+        let ids = claimer(&bucket, &config);
+        let mut claimed = ids.claim().await.unwrap();
+        // Gone (as with its bucket), nobody else took it: the renewal claims it again.
+        bucket.delete("worker-0", None).await.unwrap();
+        ids.renew(&mut claimed).await.unwrap();
+        let entry = bucket
+            .get("worker-0")
+            .await
+            .unwrap()
+            .expect("claimed again");
+        assert_eq!(entry.revision, claimed.revision());
+        // Taken meanwhile: lost.
+        bucket.delete("worker-0", None).await.unwrap();
+        claimer(&bucket, &config).claim().await.unwrap();
+        assert!(matches!(
+            ids.renew(&mut claimed).await.unwrap_err(),
+            Error::IdLost { .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]
