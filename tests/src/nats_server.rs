@@ -231,6 +231,14 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Stops the server, throws its data away and starts it again on the same port: every
+    /// bucket is gone (a server restarted without its storage).
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(self.dir.join("jetstream"));
+        self.spawn();
+    }
+
     /// Starts a stopped or killed server again, same port and data.
     pub fn resume(&mut self) {
         if self.child.is_none() {
