@@ -164,6 +164,12 @@ impl NatsBucket {
             Ok(subjects) => subjects,
             Err(e) => return Err(self.read_failure(target, info_error(target, e)).await),
         };
+        // Created again since this handle was opened (deleted, or lost with a server
+        // restarted empty): the bucket this handle opened is gone, and an empty listing of
+        // the new one must not pass for workers that all left.
+        if subjects.info.created != self.kv.stream.cached_info().created {
+            return Err(target.not_found());
+        }
         // A replica answers for the stream only while it has no leader, and then from what
         // it has stored, which may be behind.
         if subjects

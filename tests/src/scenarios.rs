@@ -10,7 +10,7 @@ use std::time::Duration;
 use parti_core::decide::ManagerState;
 use parti_core::runtime::Transition;
 use parti_core::store::Store;
-use parti_strategy::{Partition, WorkerId};
+use parti_strategy::{Partition, PartitionId, WorkerId};
 use tokio::time::Instant;
 
 use crate::fleet::Fleet;
@@ -27,6 +27,20 @@ fn settle_timeout<S: Store>(fleet: &Fleet<S>) -> Duration {
 /// The crash bound T5: partitions of a crashed worker are re-owned within this.
 fn reown_bound<S: Store>(fleet: &Fleet<S>) -> Duration {
     fleet.config.heartbeat_ttl + fleet.config.emergency_grace + Duration::from_millis(500)
+}
+
+/// Waits (bounded) until every partition of `partitions` is owned; returns when.
+async fn all_owned<S: Store>(fleet: &mut Fleet<S>, partitions: &[PartitionId]) -> Instant {
+    let timeout = settle_timeout(fleet);
+    fleet
+        .wait_for("the partitions owned", timeout, |f| {
+            let owners = f.ownership()?;
+            match partitions.iter().find(|p| !owners.contains_key(*p)) {
+                Some(p) => Err(format!("{p} unowned")),
+                None => Ok(()),
+            }
+        })
+        .await
 }
 
 /// Crashes a worker that is not the leader and checks its partitions are re-owned within
@@ -281,16 +295,18 @@ pub async fn crash_restart_with_identity<S: Store>(mut fleet: Fleet<S>) {
     fleet.start(2).await;
     let id = fleet.start_as("pod-a").await;
     fleet.settle(settle_timeout(&fleet)).await;
+    let orphans = fleet.assignment().unwrap().partitions_of(&id);
     let crashed = Instant::now();
     fleet.crash(&id).await;
     let back = fleet.start_as("pod-a").await;
     assert_eq!(back, id, "the identity gets its id back at once");
-    let settled = fleet.settle(settle_timeout(&fleet)).await;
+    let owned = all_owned(&mut fleet, &orphans).await;
     assert!(
-        settled - crashed <= reown_bound(&fleet) + SLACK,
+        owned - crashed <= reown_bound(&fleet) + SLACK,
         "re-owned after {:?}",
-        settled - crashed
+        owned - crashed
     );
+    fleet.settle(settle_timeout(&fleet)).await;
     fleet.check_ledger();
     fleet.stop_all().await;
 }
@@ -305,19 +321,7 @@ pub async fn crash_during_a_join<S: Store>(mut fleet: Fleet<S>) {
     let crashed = Instant::now();
     fleet.crash(&victim).await;
     fleet.start(1).await;
-    let owned = fleet
-        .wait_for(
-            "the crashed worker's partitions owned",
-            settle_timeout(&fleet),
-            |f| {
-                let owners = f.ownership()?;
-                match orphans.iter().find(|p| !owners.contains_key(*p)) {
-                    Some(p) => Err(format!("{p} unowned")),
-                    None => Ok(()),
-                }
-            },
-        )
-        .await;
+    let owned = all_owned(&mut fleet, &orphans).await;
     assert!(
         owned - crashed <= reown_bound(&fleet) + SLACK,
         "re-owned after {:?}",

@@ -248,3 +248,23 @@ async fn a_server_without_jetstream_is_a_permanent_error_that_says_so() {
     assert!(!err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("-js"), "{err}");
 }
+
+/// A handle to a bucket that was deleted and created again (by another process, say)
+/// finds its listing refused as `NotFound` — the bucket it opened is gone — rather than
+/// listing the new, empty bucket as if every key had gone away by itself. Opening the
+/// bucket again gives a handle that lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_through_a_handle_of_a_recreated_bucket_is_not_found() {
+    let fixture = NatsFixture::single().await;
+    let old = fixture.bucket(&spec("recreated")).await.unwrap();
+    old.put("worker-1", "beat".into()).await.unwrap();
+    assert_eq!(old.entries("worker-").await.unwrap().len(), 1);
+    fixture.delete_bucket("recreated").await.unwrap();
+    // Someone else creates it again (a second later: stream creation times have a
+    // resolution the test must step over).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new = fixture.bucket(&spec("recreated")).await.unwrap();
+    let err = old.entries("worker-").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    assert!(new.entries("worker-").await.unwrap().is_empty());
+}
