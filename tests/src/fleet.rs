@@ -130,16 +130,10 @@ impl<S: Store> Fleet<S> {
             self.ledger.started(member.owner, id.clone());
             ids.push(id.clone());
             // A member filed under this id while it claims a new one (it lost the id), or
-            // cut off while its claim was lost with the ids bucket (its next renewal tells
-            // it), is filed apart.
+            // whose claim was lost with the ids bucket (its next renewal finds the id taken
+            // and gives it up; until then only one of the two can heartbeat under it, and
+            // the ledger checks what they own), is filed apart.
             if let Some(existing) = self.members.remove(&id) {
-                assert!(
-                    matches!(
-                        existing.manager.state(),
-                        ManagerState::ClaimingId | ManagerState::Degraded { .. }
-                    ) || existing.manager.worker_id() != id,
-                    "two live managers claimed {id}"
-                );
                 let apart = WorkerId::new(format!("reclaiming-{}", existing.owner));
                 self.members.insert(apart, existing);
             }
@@ -165,9 +159,10 @@ impl<S: Store> Fleet<S> {
     }
 
     /// Files members under the ids they hold now: a worker that lost its id (cut off from
-    /// the store for longer than `id_ttl`) claims another. Panics if two members in a claimed
-    /// state hold the same id; one still claiming a new id, whose old id is taken already,
-    /// is filed under `reclaiming-<label>` meanwhile.
+    /// the store for longer than `id_ttl`) claims another. One still claiming a new id,
+    /// whose old id is taken already, is filed under `reclaiming-<label>` meanwhile; a second
+    /// that believes it holds an id (its claim lost with the ids bucket, until its renewal
+    /// finds the id taken) under `duplicate-<label>`.
     pub fn rekey(&mut self) {
         if self
             .members
@@ -182,8 +177,14 @@ impl<S: Store> Fleet<S> {
         for member in claimed {
             let id = member.manager.worker_id();
             self.ledger.started(member.owner, id.clone());
-            let previous = self.members.insert(id.clone(), member);
-            assert!(previous.is_none(), "two live managers hold {id}");
+            // Two that believe they hold one id (the ids bucket was lost under one of them):
+            // the second is filed apart until its renewal finds the id taken.
+            let id = if self.members.contains_key(&id) {
+                WorkerId::new(format!("duplicate-{}", member.owner))
+            } else {
+                id
+            };
+            self.members.insert(id, member);
         }
         for member in reclaiming {
             let mut id = member.manager.worker_id();

@@ -63,9 +63,6 @@ impl ClaimedId {
 #[derive(Debug, Clone)]
 pub struct IdClaimer<B> {
     bucket: B,
-    /// The heartbeat bucket: an id with a heartbeat is in use even without a claim (its
-    /// claim may have been lost with its bucket).
-    heartbeats: Option<B>,
     min: u32,
     max: u32,
     record: IdClaim,
@@ -80,7 +77,6 @@ impl<B: Bucket> IdClaimer<B> {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Self {
             bucket,
-            heartbeats: None,
             min: config.min_worker_id,
             max: config.max_worker_id,
             record: IdClaim {
@@ -91,14 +87,6 @@ impl<B: Bucket> IdClaimer<B> {
                 parked: false,
             },
         }
-    }
-
-    /// Also counts ids with a heartbeat in `heartbeats` as taken: after the ids bucket was
-    /// lost, the claims are gone but their workers still run.
-    #[must_use]
-    pub fn with_heartbeats(mut self, heartbeats: B) -> Self {
-        self.heartbeats = Some(heartbeats);
-        self
     }
 
     /// The static identity claims are made for, if any.
@@ -172,20 +160,10 @@ impl<B: Bucket> IdClaimer<B> {
                     .collect()
             }
         };
-        let beating: BTreeSet<u32> = match &self.heartbeats {
-            Some(heartbeats) => heartbeats
-                .keys(WORKER_ID_PREFIX)
-                .await?
-                .iter()
-                .filter_map(|key| worker_number(key))
-                .collect(),
-            None => BTreeSet::new(),
-        };
-        // Its own previous id may still show its own heartbeat: only a claim takes it.
         let previous = previous
             .and_then(|id| worker_number(id.as_str()))
             .filter(|n| (self.min..=self.max).contains(n) && !taken.contains(n));
-        let free = (self.min..=self.max).filter(|n| !taken.contains(n) && !beating.contains(n));
+        let free = (self.min..=self.max).filter(|n| !taken.contains(n));
         for n in previous.into_iter().chain(free) {
             let id = worker_id(n);
             match self.bucket.create(id.as_str(), value.clone()).await {

@@ -126,8 +126,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             &config,
             instance.clone(),
             self.identity.clone(),
-        )
-        .with_heartbeats(buckets.heartbeat.clone());
+        );
         let claimed = match claimer.claim().await {
             Ok(claimed) => claimed,
             Err(e) => {

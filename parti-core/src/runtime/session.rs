@@ -37,8 +37,7 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
         &shared.config,
         shared.instance.clone(),
         shared.identity.clone(),
-    )
-    .with_heartbeats(shared.buckets.heartbeat.clone());
+    );
     loop {
         let (end, cleanup) = run_session(&shared, &claimer, claimed, &mut stop).await;
         match end {
