@@ -295,6 +295,7 @@ impl<S: Store> Fleet<S> {
                 self.ledger.frozen_without(member.owner, &assigned);
             }
             for (partition, token) in assignment.grants() {
+                let since = self.ledger.now();
                 let owns = member.manager.owns(partition, token);
                 if owns {
                     owning
@@ -302,7 +303,8 @@ impl<S: Store> Fleet<S> {
                         .or_default()
                         .push(member.owner);
                 }
-                self.ledger.owns_seen(member.owner, partition, owns, frozen);
+                self.ledger
+                    .owns_seen(member.owner, partition, owns, frozen, since);
             }
         }
         for (partition, owners) in owning {

@@ -243,10 +243,24 @@ impl Ledger {
     /// tasks are paused. A frozen owner's hold of its open interval ends when `owns()` turns
     /// false (see [`Interval`]'s `fenced`); once it has, `owns()` true again for that
     /// interval (no new grant in between) is a violation.
-    pub fn owns_seen(&self, owner: Owner, partition: &PartitionId, owns: bool, frozen: bool) {
+    ///
+    /// `since` is [`Ledger::now`] taken before `owns()` was called: an interval that closed
+    /// after it was still open when `owns()` looked (on a multi-threaded runtime the revoke
+    /// hook can start and end between the call and this record).
+    pub fn owns_seen(
+        &self,
+        owner: Owner,
+        partition: &PartitionId,
+        owns: bool,
+        frozen: bool,
+        since: u64,
+    ) {
         let mut inner = self.lock();
         let Some(&index) = inner.open.get(&(partition.clone(), owner)) else {
-            if owns {
+            let closed_since = inner.intervals.iter().any(|i| {
+                i.owner == owner && i.partition == *partition && i.to.is_some_and(|to| to.1 > since)
+            });
+            if owns && !closed_since {
                 inner.violations.push(format!(
                     "{partition}: owns() true for owner {owner} outside its grant and revoke hooks"
                 ));
@@ -267,6 +281,11 @@ impl Ledger {
             }
             _ => {}
         }
+    }
+
+    /// The ledger's sequence now (to pass to [`Ledger::owns_seen`]).
+    pub fn now(&self) -> u64 {
+        self.lock().seq
     }
 
     /// A frozen owner looked at through `owns()`: every open interval of it that is not in
