@@ -29,18 +29,28 @@ fn reown_bound<S: Store>(fleet: &Fleet<S>) -> Duration {
     fleet.config.heartbeat_ttl + fleet.config.emergency_grace + Duration::from_millis(500)
 }
 
-/// Waits (bounded) until every partition of `partitions` is owned; returns when.
-async fn all_owned<S: Store>(fleet: &mut Fleet<S>, partitions: &[PartitionId]) -> Instant {
+/// Waits (bounded) until every partition of `orphans` is owned, and checks that it was
+/// within the crash bound T5 of `crashed`.
+async fn reowned_within_t5<S: Store>(
+    fleet: &mut Fleet<S>,
+    orphans: &[PartitionId],
+    crashed: Instant,
+) {
     let timeout = settle_timeout(fleet);
-    fleet
-        .wait_for("the partitions owned", timeout, |f| {
+    let owned = fleet
+        .wait_for("the crashed worker's partitions owned", timeout, |f| {
             let owners = f.ownership()?;
-            match partitions.iter().find(|p| !owners.contains_key(*p)) {
+            match orphans.iter().find(|p| !owners.contains_key(*p)) {
                 Some(p) => Err(format!("{p} unowned")),
                 None => Ok(()),
             }
         })
-        .await
+        .await;
+    assert!(
+        owned - crashed <= reown_bound(fleet) + SLACK,
+        "re-owned after {:?}",
+        owned - crashed
+    );
 }
 
 /// Crashes a worker that is not the leader and checks its partitions are re-owned within
@@ -300,12 +310,7 @@ pub async fn crash_restart_with_identity<S: Store>(mut fleet: Fleet<S>) {
     fleet.crash(&id).await;
     let back = fleet.start_as("pod-a").await;
     assert_eq!(back, id, "the identity gets its id back at once");
-    let owned = all_owned(&mut fleet, &orphans).await;
-    assert!(
-        owned - crashed <= reown_bound(&fleet) + SLACK,
-        "re-owned after {:?}",
-        owned - crashed
-    );
+    reowned_within_t5(&mut fleet, &orphans, crashed).await;
     fleet.settle(settle_timeout(&fleet)).await;
     fleet.check_ledger();
     fleet.stop_all().await;
@@ -321,12 +326,7 @@ pub async fn crash_during_a_join<S: Store>(mut fleet: Fleet<S>) {
     let crashed = Instant::now();
     fleet.crash(&victim).await;
     fleet.start(1).await;
-    let owned = all_owned(&mut fleet, &orphans).await;
-    assert!(
-        owned - crashed <= reown_bound(&fleet) + SLACK,
-        "re-owned after {:?}",
-        owned - crashed
-    );
+    reowned_within_t5(&mut fleet, &orphans, crashed).await;
     fleet.settle(settle_timeout(&fleet)).await;
     fleet.stop_all().await;
 }
