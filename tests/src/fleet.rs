@@ -2,6 +2,7 @@
 //! every partition owned exactly once by a live worker, versions that only grow, and an
 //! ownership [`Ledger`] without overlaps or shrinking tokens.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -380,6 +381,65 @@ impl<S: Store> Fleet<S> {
         Ok(())
     }
 
+    /// One line per member: its state, the leader it follows and what it holds (for a
+    /// failure message).
+    pub fn describe(&self) -> String {
+        self.members
+            .iter()
+            .map(|(id, member)| {
+                let manager = &member.manager;
+                let assignment = manager.assignment();
+                format!(
+                    "  {id} ({}): {}, leader {:?}, {} partitions at version {}",
+                    member.owner,
+                    manager.state(),
+                    manager.leader().map(|l| (l.worker_id, l.term)),
+                    assignment.partitions().len(),
+                    assignment.version(),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Watches the fleet until `until` — every member's `owns()`, the versions and the
+    /// ledger, as [`wait_for`](Self::wait_for) does — and returns the longest time no
+    /// member was leader.
+    pub async fn watch_until(&mut self, until: Instant) -> Duration {
+        let leaderless_since = Cell::new(None::<Instant>);
+        let longest = Cell::new(Duration::ZERO);
+        let length = until.saturating_duration_since(Instant::now());
+        self.wait_for("the time to pass", 2 * length + LOOK_EVERY, |fleet| {
+            let now = Instant::now();
+            if fleet.leaders().is_empty() {
+                let since = leaderless_since.get().unwrap_or(now);
+                leaderless_since.set(Some(since));
+                longest.set(longest.get().max(now - since));
+            } else {
+                leaderless_since.set(None);
+            }
+            if now >= until {
+                Ok(())
+            } else {
+                Err("watching".into())
+            }
+        })
+        .await;
+        longest.get()
+    }
+
+    /// How long after `since` the last partition was taken by the member that owns it now
+    /// (zero if none changed hands since).
+    pub fn reowned_since(&self, since: Instant) -> Duration {
+        self.ledger
+            .intervals()
+            .iter()
+            .filter(|interval| interval.to.is_none())
+            .map(|interval| interval.from.0.saturating_duration_since(since))
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Waits (at most `timeout`) until the fleet has settled; returns when it did. Checks
     /// versions all along.
     pub async fn settle(&mut self, timeout: Duration) -> Instant {
@@ -403,7 +463,10 @@ impl<S: Store> Fleet<S> {
             match done(self) {
                 Ok(()) => return Instant::now(),
                 Err(why) if Instant::now() >= deadline => {
-                    panic!("timed out after {timeout:?} waiting for {what}: {why}")
+                    panic!(
+                        "timed out after {timeout:?} waiting for {what}: {why}\n{}",
+                        self.describe()
+                    )
                 }
                 Err(_) => sleep(LOOK_EVERY).await,
             }

@@ -129,11 +129,20 @@ async fn with_identities_an_outage_longer_than_id_ttl_moves_nothing() {
     fleet.stop_all().await;
 }
 
-/// Deletes the bucket `name` under a settled fleet of four and checks that it is created
-/// again within two heartbeat intervals and that the fleet has rejoined by itself — every
-/// partition owned once by a live worker, one leader — at `rejoined` after the loss,
-/// watching the whole time that no two own a partition at once and no token is shared.
-async fn bucket_lost(name: &str, rejoined: Duration) {
+/// What a lost bucket cost a fleet.
+struct Recovery {
+    /// From the loss until every partition was owned again (zero: none was released).
+    reowned: Duration,
+    /// The longest time without a leader after the loss.
+    leaderless: Duration,
+}
+
+/// Deletes the bucket `name` under a settled fleet of four, checks that it is created again
+/// within two heartbeat intervals, and watches the fleet until every lease of before the
+/// loss has ended (and the election's too), checking all along that no two own a partition
+/// at once and no token is shared or goes down; then the fleet must be settled. Returns
+/// what the loss cost.
+async fn bucket_lost(name: &str) -> Recovery {
     let mut fleet = fleet();
     fleet.start(4).await;
     fleet.settle(SETTLE).await;
@@ -150,51 +159,60 @@ async fn bucket_lost(name: &str, rejoined: Duration) {
             }
         })
         .await;
-    // Let the loss play out (every lease of before the loss has ended by then), watching.
-    fleet
-        .wait_for("the loss to play out", rejoined, |_| {
-            if Instant::now() - lost >= fleet_delay(name) {
-                Ok(())
-            } else {
-                Err("watching".into())
-            }
-        })
-        .await;
-    fleet
-        .settle(rejoined.saturating_sub(Instant::now() - lost))
-        .await;
+    let c = &fleet.config;
+    let aftermath = 2 * c.election_ttl.max(c.heartbeat_ttl) + c.emergency_grace;
+    let leaderless = fleet.watch_until(lost + aftermath).await;
+    fleet.settle(Duration::ZERO).await;
+    let reowned = fleet.reowned_since(lost);
     fleet.check_ledger();
     fleet.stop_all().await;
     fleet.check_ledger();
-}
-
-/// How long after a loss its effects are watched before the fleet must be settled.
-fn fleet_delay(_bucket: &str) -> Duration {
-    Config::default().heartbeat_ttl
+    Recovery {
+        reowned,
+        leaderless,
+    }
 }
 
 /// Losing the heartbeat bucket: every worker's next heartbeat finds it gone, creates it
-/// again and begins a new heartbeat session.
+/// again and begins a new heartbeat session; its partitions are granted again (new
+/// sessions, new tokens) within two heartbeat TTLs and the interval of the write that
+/// found the loss.
 #[tokio::test(start_paused = true)]
 async fn a_lost_heartbeat_bucket_is_recreated_and_the_fleet_rejoins() {
     let c = Config::default();
-    bucket_lost("parti-heartbeat", 2 * c.heartbeat_ttl + c.emergency_grace).await;
+    let recovery = bucket_lost("parti-heartbeat").await;
+    assert!(
+        recovery.reowned <= 2 * c.heartbeat_ttl + c.heartbeat_interval,
+        "re-owned {:?} after the loss",
+        recovery.reowned
+    );
 }
 
 /// Losing the assignment bucket: the workers see their records gone and release; the
-/// leader writes them again.
+/// leader writes them again within two heartbeat TTLs and an interval.
 #[tokio::test(start_paused = true)]
 async fn a_lost_assignment_bucket_is_recreated_and_the_fleet_rejoins() {
     let c = Config::default();
-    bucket_lost("parti-assignment", 2 * c.heartbeat_ttl + c.emergency_grace).await;
+    let recovery = bucket_lost("parti-assignment").await;
+    assert!(
+        recovery.reowned <= 2 * c.heartbeat_ttl + c.heartbeat_interval,
+        "re-owned {:?} after the loss",
+        recovery.reowned
+    );
 }
 
-/// Losing the election bucket: the leader is deposed at its lease end at the latest, and a
-/// leader is elected again.
+/// Losing the election bucket: no partition is released; the leader is deposed at its
+/// lease end at the latest, and a leader is elected again within `election_ttl` + 0.5 s.
 #[tokio::test(start_paused = true)]
 async fn a_lost_election_bucket_is_recreated_and_a_leader_is_elected_again() {
     let c = Config::default();
-    bucket_lost("parti-election", c.election_ttl * 2 + 2 * c.heartbeat_ttl).await;
+    let recovery = bucket_lost("parti-election").await;
+    assert_eq!(recovery.reowned, Duration::ZERO, "nothing was released");
+    assert!(
+        recovery.leaderless <= c.election_ttl + Duration::from_millis(500),
+        "no leader for {:?}",
+        recovery.leaderless
+    );
 }
 
 /// Losing the ids bucket: every worker's next renewal finds its claim gone and claims it
@@ -210,15 +228,8 @@ async fn a_lost_ids_bucket_is_recreated_and_every_worker_keeps_its_id() {
     store.delete_bucket("parti-ids").await.expect("deleted");
     // Past every renewal (a third of id_ttl) and the claim's hold, watching.
     let lost = Instant::now();
-    let past = fleet.config.id_ttl + fleet.config.heartbeat_ttl;
     fleet
-        .wait_for("every renewal to pass", past * 2, |_| {
-            if Instant::now() - lost >= past {
-                Ok(())
-            } else {
-                Err("watching".into())
-            }
-        })
+        .watch_until(lost + fleet.config.id_ttl + fleet.config.heartbeat_ttl)
         .await;
     fleet.settle(SETTLE).await;
     assert_eq!(ids_by_process(&fleet), ids);
@@ -227,6 +238,35 @@ async fn a_lost_ids_bucket_is_recreated_and_every_worker_keeps_its_id() {
         0,
         "each renewal claimed its id again: nothing moved"
     );
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
+
+/// The election bucket and the records lost while the whole fleet is away, so that no
+/// worker remembers the old terms: the new fleet's terms — and so its tokens — are still
+/// above the old ones (terms are raised to the wall clock).
+#[tokio::test(start_paused = true)]
+async fn terms_keep_growing_when_every_trace_of_them_is_lost() {
+    let store = MemoryStore::new();
+    let connect = store.clone();
+    let mut fleet = Fleet::new(move || connect.connect(), Config::default(), 30);
+    fleet.start(3).await;
+    fleet.settle(SETTLE).await;
+    let old = fleet.ledger.intervals().iter().map(|i| i.token.term).max();
+    fleet.stop_all().await;
+    for bucket in ["parti-election", "parti-assignment"] {
+        store.delete_bucket(bucket).await.expect("deleted");
+    }
+    fleet.start(3).await;
+    fleet.settle(SETTLE).await;
+    let new = fleet
+        .ledger
+        .intervals()
+        .iter()
+        .filter(|i| i.to.is_none())
+        .map(|i| i.token.term)
+        .min();
+    assert!(new > old, "terms went from {old:?} down to {new:?}");
     fleet.check_ledger();
     fleet.stop_all().await;
 }

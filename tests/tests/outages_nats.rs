@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use parti_core::config::Config;
 use parti_core::store::{Bucket, Store};
+use parti_core::wire::{Heartbeat, WireRecord};
+use parti_strategy::WorkerId;
 use tests::fleet::Fleet;
 use tests::nats::{NatsFixture, Servers};
 use tokio::time::Instant;
@@ -21,39 +23,61 @@ async fn fleet() -> (Fleet<NatsFixture>, NatsFixture) {
     )
 }
 
-/// How long the fleet may take to rejoin after the server answers again.
-fn rejoin_bound(config: &Config) -> Duration {
-    // Reconnecting, the lost leases' TTL, a new leader, a cold-start window at worst.
+/// How long a fleet may take to settle at its start (a cold-start window and a leader).
+fn start_bound(config: &Config) -> Duration {
     config.cold_start_window * 2 + config.election_ttl + 4 * config.heartbeat_ttl
 }
 
-/// Watches the fleet for `length` (every member's `owns()`, versions, the ledger).
-async fn watch_for(fleet: &mut Fleet<NatsFixture>, length: Duration) {
-    let until = Instant::now() + length;
-    fleet
-        .wait_for("the fault to play out", length * 2, |_| {
-            if Instant::now() >= until {
-                Ok(())
-            } else {
-                Err("watching".into())
-            }
-        })
-        .await;
+/// How long a fault is watched after the server answers: every lease and election of
+/// before it has ended by then.
+fn aftermath(config: &Config) -> Duration {
+    2 * config.election_ttl.max(config.heartbeat_ttl) + config.emergency_grace
+}
+
+/// Every partition is owned again within two heartbeat TTLs and one heartbeat interval
+/// (the write that finds the loss) after the server answers or the bucket was lost, and
+/// the fleet is never without a leader for more than `election_ttl` + 0.5 s; `slack` is
+/// added to both (after a restart, each connection must first notice it and reconnect).
+fn check_recovery(
+    config: &Config,
+    what: &str,
+    reowned: Duration,
+    leaderless: Duration,
+    slack: Duration,
+) {
+    eprintln!(
+        "{what}: every partition owned again {reowned:?} after, longest without a leader {leaderless:?}"
+    );
+    assert!(
+        reowned <= 2 * config.heartbeat_ttl + config.heartbeat_interval + slack,
+        "{what}: every partition owned again only {reowned:?} after"
+    );
+    assert!(
+        leaderless <= config.election_ttl + Duration::from_millis(500) + slack,
+        "{what}: no leader for {leaderless:?}"
+    );
 }
 
 async fn server_restart(empty: bool) {
     let (mut fleet, nats) = fleet().await;
     fleet.start(4).await;
-    let bound = rejoin_bound(&fleet.config);
-    fleet.settle(bound).await;
+    let config = fleet.config.clone();
+    fleet.settle(start_bound(&config)).await;
     nats.with_servers(|servers| match servers {
         Servers::Single(server) if empty => server.restart_empty(),
         Servers::Single(server) => server.restart(),
         Servers::Cluster(_) => unreachable!("a single server"),
     });
-    let watch = 2 * fleet.config.heartbeat_ttl;
-    watch_for(&mut fleet, watch).await;
-    fleet.settle(bound).await;
+    let answered = Instant::now();
+    let leaderless = fleet.watch_until(answered + aftermath(&config)).await;
+    fleet.settle(Duration::ZERO).await;
+    let what = if empty {
+        "restarted empty"
+    } else {
+        "restarted"
+    };
+    let reowned = fleet.reowned_since(answered);
+    check_recovery(&config, what, reowned, leaderless, config.heartbeat_ttl);
     fleet.check_ledger();
     fleet.stop_all().await;
     fleet.check_ledger();
@@ -77,44 +101,52 @@ async fn a_server_restarted_empty_is_ridden_out() {
 async fn each_bucket_deleted_under_the_fleet_is_created_again() {
     let (mut fleet, nats) = fleet().await;
     fleet.start(4).await;
-    let bound = rejoin_bound(&fleet.config);
-    fleet.settle(bound).await;
+    let config = fleet.config.clone();
+    fleet.settle(start_bound(&config)).await;
     for bucket in [
         "parti-heartbeat",
         "parti-assignment",
         "parti-ids",
         "parti-election",
     ] {
+        let lost = Instant::now();
         nats.store()
             .delete_bucket(bucket)
             .await
             .unwrap_or_else(|e| panic!("deleting {bucket}: {e}"));
-        let watch = 2 * fleet.config.heartbeat_ttl;
-        watch_for(&mut fleet, watch).await;
-        let lost = Instant::now();
-        let bound = rejoin_bound(&fleet.config);
-        fleet.settle(bound).await;
-        eprintln!("{bucket}: settled {:?} after the watch", lost.elapsed());
+        let leaderless = fleet.watch_until(lost + aftermath(&config)).await;
+        fleet.settle(Duration::ZERO).await;
+        let what = format!("{bucket} deleted");
+        let reowned = fleet.reowned_since(lost);
+        check_recovery(&config, &what, reowned, leaderless, Duration::ZERO);
         fleet.check_ledger();
     }
     fleet.stop_all().await;
     fleet.check_ledger();
 }
 
-/// Garbage under a worker-shaped heartbeat key (a foreign writer, say), kept there for a
-/// while: it is no worker — nothing is assigned to it, nothing moves — and the fleet stays
-/// settled throughout.
+/// Garbage under a worker-shaped heartbeat key, and a well-formed heartbeat under an id
+/// nobody claimed (a foreign writer, say), kept there for a while: neither is a worker —
+/// nothing is assigned to it, nothing moves — and the fleet stays settled throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_under_a_heartbeat_key_is_no_worker() {
     let (mut fleet, nats) = fleet().await;
     fleet.start(3).await;
-    let bound = rejoin_bound(&fleet.config);
-    fleet.settle(bound).await;
+    fleet.settle(start_bound(&fleet.config)).await;
     let before = fleet.assignment().unwrap();
     let heartbeats = nats
         .bucket(&fleet.config.heartbeat_bucket().unwrap())
         .await
         .unwrap();
+    let foreign = Heartbeat {
+        instance_id: "not-a-parti-worker".into(),
+        session: 0,
+        floor: 0,
+        applied_version: 0,
+        term_seen: 0,
+    }
+    .encode()
+    .unwrap();
     let until = Instant::now() + 4 * fleet.config.heartbeat_ttl;
     while Instant::now() < until {
         heartbeats
@@ -124,16 +156,25 @@ async fn garbage_under_a_heartbeat_key_is_no_worker() {
             )
             .await
             .unwrap();
+        heartbeats.put("worker-8", foreign.clone()).await.unwrap();
         let step = fleet.config.heartbeat_ttl / 2;
-        watch_for(&mut fleet, step).await;
+        fleet.watch_until(Instant::now() + step).await;
         fleet.settle(Duration::from_millis(1)).await;
     }
     assert_eq!(fleet.assignment().unwrap().moved_from(&before), 0);
-    assert!(
-        !fleet
-            .ids()
-            .contains(&parti_strategy::WorkerId::new("worker-9"))
-    );
+    // The leader never planned with them: no assignment record was ever written for them.
+    let records = nats
+        .bucket(&fleet.config.assignment_bucket().unwrap())
+        .await
+        .unwrap();
+    for foreign in ["worker-8", "worker-9"] {
+        assert!(!fleet.ids().contains(&WorkerId::new(foreign)));
+        assert_eq!(
+            records.get(foreign).await.unwrap(),
+            None,
+            "{foreign}'s record"
+        );
+    }
     fleet.check_ledger();
     fleet.stop_all().await;
 }

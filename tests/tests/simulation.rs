@@ -25,7 +25,7 @@
 //! `PARTI_SIM_SEED=S` runs only seed S — a failure prints the command that replays it, and a
 //! replay is exact (see `a_seed_replays_exactly`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -247,12 +247,13 @@ async fn simulate(seed: u64) -> Outcome {
                     "outage"
                 }
                 6 => {
-                    // A protocol bucket lost (deleted, or a server restarted without it). Not
-                    // the election bucket: lost together with the records while every worker
-                    // that saw the old terms is away, it lets terms start again below them
-                    // (tests/outages.rs covers its loss alone; see ARCHITECTURE.md).
-                    let bucket =
-                        ["parti-ids", "parti-heartbeat", "parti-assignment"][rng.below(3) as usize];
+                    // A protocol bucket lost (deleted, or a server restarted without it).
+                    let bucket = [
+                        "parti-ids",
+                        "parti-heartbeat",
+                        "parti-assignment",
+                        "parti-election",
+                    ][rng.below(4) as usize];
                     let Some(id) = rng.pick(&ids) else { continue };
                     let _ = fleet.member(id).store.delete_bucket(bucket).await;
                     trace(start, bucket, &ids);
@@ -368,16 +369,20 @@ async fn simulate(seed: u64) -> Outcome {
     }
     fleet.stop_all().await;
     fleet.check_ledger();
-    let intervals = fleet
-        .ledger
-        .intervals()
+    let recorded = fleet.ledger.intervals();
+    // Terms are raised to the wall clock (see `runtime/election.rs`): a replay compares them
+    // by rank, which the run decides.
+    let terms: BTreeSet<u64> = recorded.iter().map(|i| i.token.term).collect();
+    let rank = |term: u64| terms.range(..term).count();
+    let intervals = recorded
         .iter()
         .map(|i| {
             format!(
-                "{} {} {:?} {:?} {:?}",
+                "{} {} term#{} v{} {:?} {:?}",
                 i.partition,
                 i.owner,
-                i.token,
+                rank(i.token.term),
+                i.token.version,
                 (i.from.0 - start).as_millis(),
                 i.to.map(|t| (t.0 - start).as_millis())
             )

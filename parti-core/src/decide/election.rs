@@ -57,8 +57,15 @@ impl LeaderEntry {
 /// How a create of the leader entry ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateOutcome {
-    /// Created at this revision: the term.
-    Won(u64),
+    /// Created: the entry is at `revision`, and names `term` (the revision raised to the
+    /// create's [`floor`](crate::wire::LeaderRecord::floor); renewals are compare-and-set
+    /// at the revision, which is not the term when the floor raised it).
+    Won {
+        /// The revision of the create.
+        revision: u64,
+        /// The term won.
+        term: u64,
+    },
     /// Another worker holds the entry.
     Taken,
     /// Failed (already reported): not created, or unknown.
@@ -286,7 +293,7 @@ impl LeadOp {
 ///     ElectionAction::Create(op, _) => Some(*op),
 ///     _ => None,
 /// }).expect("a campaign");
-/// let won = election.handle(ElectionEvent::Created { op: create, outcome: CreateOutcome::Won(7) }, start);
+/// let won = election.handle(ElectionEvent::Created { op: create, outcome: CreateOutcome::Won { revision: 7, term: 7 } }, start);
 /// assert!(won.iter().any(|a| matches!(a, ElectionAction::Elected { term: 7, .. })));
 /// assert!(election.is_leader(start));
 /// // With no renewal acknowledged, the lease ends after `hold`.
@@ -506,13 +513,13 @@ impl ElectionMachine {
         }
         let lease_end = sent + self.timings.hold;
         self.state = match outcome {
-            CreateOutcome::Won(term) if now < lease_end => {
+            CreateOutcome::Won { revision, term } if now < lease_end => {
                 // A new calculator starts idle, whatever an earlier term ended in.
                 self.phase = Lifecycle::Stable;
                 actions.push(ElectionAction::Elected { term, lease_end });
                 State::Leading(Leading {
                     term,
-                    revision: term,
+                    revision,
                     lease_end,
                     // The first renewal writes the term into the record at once.
                     next_renewal: now,
@@ -521,7 +528,7 @@ impl ElectionMachine {
                 })
             }
             // Won too late to act on it: the entry expires by itself.
-            CreateOutcome::Won(_) | CreateOutcome::Taken => State::Following {
+            CreateOutcome::Won { .. } | CreateOutcome::Taken => State::Following {
                 op: None,
                 next_read: now,
             },

@@ -1,5 +1,6 @@
 //! Exclusive handoff: the leader's planner of safe record writes, [`Handoff`].
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use parti_strategy::{Assignment, PartitionId, WorkerId};
@@ -22,12 +23,43 @@ pub struct Beat {
     /// The heartbeat session that wrote it (the revision of the session's first write,
     /// [`wire::Heartbeat::session`](crate::wire::Heartbeat::session)). Sessions of one
     /// worker id follow each other, each beginning only once the previous one's heartbeat
-    /// is gone, in increasing order.
+    /// is gone, mostly in increasing order — not always after the heartbeat bucket was
+    /// lost (a session raised to its record's session is followed by one numbered by the
+    /// new bucket's lower revisions when that record was deleted meanwhile), which is why
+    /// the leader also orders heartbeats by `revision`.
     pub holder: u64,
+    /// The revision of the heartbeat entry (0: unknown). Within one life of the bucket,
+    /// revisions order every write: of two heartbeats of one key, the higher revision is
+    /// the later.
+    pub revision: u64,
     /// The assignment version it reports applied.
     pub applied: u64,
     /// The highest leader term its worker has seen.
     pub term_seen: u64,
+}
+
+/// A worker's newest heartbeat session, as the leader saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    session: u64,
+    /// The revision of the entry it was seen in (0: unknown).
+    revision: u64,
+}
+
+/// How many ended sessions of one worker id the planner remembers (a record read back,
+/// or a write under way, names one of the last few at most).
+const ENDED_KEPT: usize = 8;
+
+/// `session` of `worker` as a record's session: 0 (of before) once it is seen ended.
+fn unless_ended(ended: &BTreeMap<WorkerId, BTreeSet<u64>>, worker: &WorkerId, session: u64) -> u64 {
+    if ended
+        .get(worker)
+        .is_some_and(|ended| ended.contains(&session))
+    {
+        0
+    } else {
+        session
+    }
 }
 
 /// An assignment record as read from the store.
@@ -80,6 +112,9 @@ struct Holder {
     writing: Option<BTreeSet<PartitionId>>,
     /// The heartbeat session the record was written for (`None`: unreadable).
     record_for: Option<u64>,
+    /// Listings at this ticket or later were taken after the record was written for
+    /// `record_for`: a heartbeat of another session in one shows that session ended.
+    record_ticket: ListingTicket,
     /// The session the write under way is for.
     writing_for: u64,
 }
@@ -93,6 +128,7 @@ impl Holder {
             rewrite: false,
             writing: None,
             record_for: None,
+            record_ticket: ListingTicket(0),
             writing_for: 0,
         }
     }
@@ -110,6 +146,7 @@ impl Holder {
             rewrite: false,
             writing: None,
             record_for: record.holder,
+            record_ticket: after,
             writing_for: 0,
         }
     }
@@ -173,7 +210,7 @@ impl Holder {
 /// assert!(handoff.step().is_empty()); // waiting for A
 ///
 /// // A reports version 2 applied: now p goes to B.
-/// let beat = Beat { holder: 0, applied: 2, term_seen: 1 };
+/// let beat = Beat { holder: 0, revision: 0, applied: 2, term_seen: 1 };
 /// assert!(handoff.heartbeat(&a, &beat));
 /// let step = handoff.step();
 /// assert_eq!(step[&b], RecordChange::Write([p.clone()].into()));
@@ -181,8 +218,12 @@ impl Holder {
 #[derive(Debug, Clone, Default)]
 pub struct Handoff {
     holders: BTreeMap<WorkerId, Holder>,
-    /// The newest heartbeat session seen of each worker id.
-    sessions: BTreeMap<WorkerId, u64>,
+    /// The newest heartbeat session seen of each worker id, and the revision it was seen
+    /// at.
+    sessions: BTreeMap<WorkerId, Seen>,
+    /// Sessions seen to have ended: a later entry of the key held another session. A
+    /// record written for one of them counts as written for a session of before.
+    ended: BTreeMap<WorkerId, BTreeSet<u64>>,
     /// The heartbeat bucket was lost: heartbeats written before may have vanished without
     /// expiring, so neither absence nor a later session proves a release until every lease
     /// of before the loss has ended (the calculator lifts it after `heartbeat_ttl`).
@@ -219,9 +260,29 @@ impl Handoff {
         let recorded = self.holders.get(worker).and_then(|h| h.record_for);
         self.sessions
             .get(worker)
-            .copied()
+            .map(|seen| seen.session)
             .max(recorded)
             .unwrap_or(0)
+    }
+
+    /// A later entry of `worker`'s key holds another session than `session`: that one
+    /// ended (its heartbeat was deleted or expired), and a record written for it counts as
+    /// written for a session of before.
+    fn session_ended(&mut self, worker: &WorkerId, session: u64) {
+        let ended = self.ended.entry(worker.clone()).or_default();
+        ended.insert(session);
+        // Only recent ones can still come back in a record read or a write under way.
+        while ended.len() > ENDED_KEPT {
+            ended.pop_first();
+        }
+        if let Some(holder) = self.holders.get_mut(worker) {
+            if holder.record_for == Some(session) {
+                holder.record_for = Some(0);
+            }
+            if holder.writing_for == session {
+                holder.writing_for = 0;
+            }
+        }
     }
 
     /// The heartbeat bucket was lost (deleted, or the server restarted without it): until
@@ -230,13 +291,25 @@ impl Handoff {
     /// seen are forgotten (the new bucket's revisions start again) and every record counts
     /// as written for a session of before.
     pub fn heartbeats_lost(&mut self) {
-        self.blind = true;
+        self.distrust_absence();
         self.sessions.clear();
+        self.ended.clear();
         for holder in self.holders.values_mut() {
             if holder.record_for.is_some() {
                 holder.record_for = Some(0);
             }
         }
+    }
+
+    /// A heartbeat may have vanished before its TTL without the bucket's loss being seen
+    /// (this process's own heartbeat did, or the process is too young to have seen a loss
+    /// before it began): until [`see_again`](Self::see_again), absence and a later session
+    /// prove no release, and no partition of a worker on a new session is granted again.
+    /// Unlike [`heartbeats_lost`](Self::heartbeats_lost) the sessions seen are kept: a
+    /// session begun after a loss numbers itself above its record's
+    /// ([`Heartbeat::floor`](crate::wire::Heartbeat::floor)), so they stay comparable.
+    pub fn distrust_absence(&mut self) {
+        self.blind = true;
     }
 
     /// Every lease of before the heartbeat bucket's loss has ended: releases are confirmed
@@ -249,7 +322,7 @@ impl Handoff {
     /// written for has been seen (it has not restarted since).
     pub fn follows_its_record(&self, worker: &WorkerId) -> bool {
         let recorded = self.holders.get(worker).and_then(|h| h.record_for);
-        recorded.is_some() && recorded == self.sessions.get(worker).copied()
+        recorded.is_some() && recorded == self.sessions.get(worker).map(|seen| seen.session)
     }
 
     /// Whether `worker`'s record was written for an earlier session than the newest seen
@@ -260,7 +333,7 @@ impl Handoff {
         };
         self.sessions
             .get(worker)
-            .is_some_and(|newest| written_for < *newest)
+            .is_some_and(|newest| written_for < newest.session)
     }
 
     /// Sets what to aim at: `members` are the workers counted in, `target` who should own
@@ -388,7 +461,8 @@ impl Handoff {
                     .entry(worker.clone())
                     .or_insert_with(Holder::empty);
                 holder.record = Some(partitions.clone());
-                holder.record_for = Some(holder.writing_for);
+                holder.record_for = Some(unless_ended(&self.ended, worker, holder.writing_for));
+                holder.record_ticket = ListingTicket(self.writes);
                 holder.rewrite = false;
                 holder.writing = None;
                 let beyond_record = match &holder.may_hold {
@@ -414,6 +488,7 @@ impl Handoff {
             .into_iter()
             .map(|record| (record.worker.clone(), record))
             .collect();
+        let ended = &self.ended;
         for (worker, holder) in &mut self.holders {
             // What a failed write would have granted is in what the worker may hold; the
             // records read back say what landed.
@@ -432,7 +507,10 @@ impl Handoff {
                         after,
                     });
                     holder.record = Some(record.partitions);
-                    holder.record_for = record.holder;
+                    holder.record_for = record
+                        .holder
+                        .map(|session| unless_ended(ended, worker, session));
+                    holder.record_ticket = after;
                 }
                 // Still no record: the create failed, and a record never written was
                 // never read.
@@ -472,14 +550,42 @@ impl Handoff {
     /// proves that the earlier one's expired or was deleted — and by then its process had
     /// fenced itself or released everything. The later session holds only what a record
     /// written for it grants, and records are written for the newest session seen, so
-    /// there is none yet. Heartbeats of sessions older than one already seen for the key
-    /// (a listing or a watch running behind) are ignored.
+    /// there is none yet.
+    ///
+    /// Heartbeats older than one already seen for the key (a listing or a watch running
+    /// behind) are ignored: older by revision, or of a lower session. A heartbeat at a
+    /// later revision of another session — even a lower-numbered one — shows that the
+    /// session seen before ended.
     pub fn heartbeat(&mut self, worker: &WorkerId, beat: &Beat) -> bool {
-        let newest = self.sessions.entry(worker.clone()).or_insert(0);
-        if beat.holder < *newest {
-            return false;
+        if let Some(seen) = self.sessions.get(worker).copied() {
+            // By revision when both are known (the order of writes), else by session.
+            let order = if beat.revision != 0 && seen.revision != 0 {
+                beat.revision.cmp(&seen.revision)
+            } else {
+                beat.holder.cmp(&seen.session)
+            };
+            match order {
+                Ordering::Less => return false,
+                Ordering::Equal if beat.holder != seen.session => return false,
+                Ordering::Equal => {}
+                Ordering::Greater if beat.holder != seen.session => {
+                    self.session_ended(worker, seen.session);
+                }
+                Ordering::Greater => {}
+            }
         }
-        *newest = beat.holder;
+        self.sessions.insert(
+            worker.clone(),
+            Seen {
+                session: beat.holder,
+                revision: beat.revision,
+            },
+        );
+        // A number can come back after a loss of the bucket (sessions raised to the same
+        // record's session): the later session is a new one, current now.
+        if let Some(ended) = self.ended.get_mut(worker) {
+            ended.remove(&beat.holder);
+        }
         let Some(holder) = self.holders.get_mut(worker) else {
             return false;
         };
@@ -517,6 +623,17 @@ impl Handoff {
     ) -> bool {
         let mut confirmed = false;
         for (worker, beat) in beats {
+            // Taken after the record was written: the key holding another session shows
+            // that the record's session ended (only one exists at a time, and it never
+            // comes back).
+            let record_ended = self.holders.get(worker).and_then(|holder| {
+                holder
+                    .record_for
+                    .filter(|s| *s != 0 && *s != beat.holder && ticket >= holder.record_ticket)
+            });
+            if let Some(session) = record_ended {
+                self.session_ended(worker, session);
+            }
             confirmed |= self.heartbeat(worker, beat);
         }
         for (worker, holder) in &mut self.holders {

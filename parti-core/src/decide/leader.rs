@@ -49,6 +49,10 @@ pub struct CalculatorTimings {
     pub restart_ratio: f64,
     /// How long a parked worker (stopped gracefully, expected back) stays in the plan.
     pub restart_grace: Duration,
+    /// The id claims' TTL (`id_ttl`): after the claims could not be watched, how long a
+    /// heartbeat needs no claim to count (every live worker's renewal has written its
+    /// claim again by then).
+    pub claim_ttl: Duration,
     /// The windows and the cooldown.
     pub windows: WindowPolicy,
 }
@@ -139,14 +143,31 @@ pub enum CalculatorEvent {
     },
     /// The watch saw a worker's heartbeat deleted or expire.
     HeartbeatGone(WorkerId),
-    /// A worker with a static identity stopped gracefully and is expected back: its id
-    /// claim is parked. It stays in the plan, its partitions waiting for it, for
-    /// `restart_grace` (or until its claim goes).
-    Parked(WorkerId),
-    /// A worker's id claim is no longer parked (taken back, or gone).
-    Unparked(WorkerId),
+    /// The id claim of `worker` was seen: only a claimed id's heartbeat makes a worker
+    /// join the plan. `parked`: a worker with a static identity stopped gracefully and is
+    /// expected back; it stays in the plan, its partitions waiting for it, for
+    /// `restart_grace` (or until its claim is taken back or goes).
+    Claimed {
+        /// The worker id.
+        worker: WorkerId,
+        /// Whether the claim is parked.
+        parked: bool,
+    },
+    /// The id claim of `worker` is gone.
+    Unclaimed(WorkerId),
+    /// The claims could not be watched (their bucket lost, or the watch failing): for
+    /// `claim_ttl`, a heartbeat needs no claim to count.
+    ClaimsUnknown,
     /// A bucket was found gone (deleted, or lost with a server restarted without its data).
     BucketLost(LostBucket),
+    /// A heartbeat may have vanished before its TTL with no loss of the bucket seen: this
+    /// process's own heartbeat did, or the process began less than a TTL ago (a loss just
+    /// before it began is one it could not see). Until `until`, absence proves nothing:
+    /// workers missing stay in the plan and no release is confirmed by it.
+    AbsenceUnproven {
+        /// When every lease of before has ended.
+        until: Instant,
+    },
     /// A partition refresh was requested.
     Refresh,
     /// The deadline passed (or the executor wants the machine to look at the time).
@@ -248,6 +269,9 @@ pub enum CalculatorNote {
     },
     /// A rebalance was due but no worker is live: the records are kept.
     NoWorkers(RebalanceReason),
+    /// A heartbeat under an id nobody claimed (a foreign writer's, say): it is no worker.
+    /// Noted once per id (again only after the id was claimed in between).
+    Unclaimed(WorkerId),
     /// A rebalance failed; it is retried as a refresh after `retry_in`.
     RebalanceFailed {
         /// Retried after this long.
@@ -362,6 +386,7 @@ impl Op {
 ///     emergency_grace: s,
 ///     restart_ratio: 0.5,
 ///     restart_grace: 30 * s,
+///     claim_ttl: 15 * s,
 ///     windows: WindowPolicy { cold_start_window: 30 * s, planned_scale_window: 10 * s, cooldown: 10 * s },
 /// };
 /// let t0 = Instant::now();
@@ -384,11 +409,20 @@ pub struct CalculatorMachine {
     members: BTreeSet<WorkerId>,
     /// The workers with a live heartbeat.
     live: BTreeSet<WorkerId>,
+    /// The claimed worker ids.
+    claimed: BTreeSet<WorkerId>,
+    /// Until when a heartbeat needs no claim to count (the claims could not be watched).
+    claims_unknown_until: Option<Instant>,
+    /// Unclaimed ids with a heartbeat, already noted.
+    unclaimed_noted: BTreeSet<WorkerId>,
     /// Parked workers (stopped, expected back) and until when they stay in the plan.
     parked: BTreeMap<WorkerId, Instant>,
     /// After the heartbeat bucket was lost: until when absence proves nothing (workers
     /// missing meanwhile stay in the plan).
     blind_until: Option<Instant>,
+    /// The heartbeat bucket was lost before the records were read (their sessions count as
+    /// of before the loss).
+    lost_before_load: bool,
     /// It stepped down (a higher term exists): it does nothing more.
     resigned: bool,
     /// The term that made it step down, until the action says so.
@@ -438,8 +472,12 @@ impl CalculatorMachine {
             loaded: false,
             members: BTreeSet::new(),
             live: BTreeSet::new(),
+            claimed: BTreeSet::new(),
+            claims_unknown_until: None,
+            unclaimed_noted: BTreeSet::new(),
             parked: BTreeMap::new(),
             blind_until: None,
+            lost_before_load: false,
             resigned: false,
             resign_above: None,
             detector: EmergencyDetector::new(timings.emergency_grace),
@@ -521,9 +559,12 @@ impl CalculatorMachine {
         self.members = read.contents.iter().map(|r| r.worker.clone()).collect();
         self.target = read.assignment;
         self.handoff = Handoff::resume(read.contents);
-        if self.blind_until.is_some() {
-            // The heartbeat bucket was lost before the records were read: still blind.
+        if self.lost_before_load {
+            // The heartbeat bucket was lost before the records were read.
             self.handoff.heartbeats_lost();
+        }
+        if self.blind_until.is_some() {
+            self.handoff.distrust_absence();
         }
         self.highest_applied = 0;
         self.want_list = true;
@@ -534,7 +575,13 @@ impl CalculatorMachine {
     /// lease of before has ended, and workers missing meanwhile stay in the plan.
     fn heartbeats_lost(&mut self, now: Instant) {
         self.handoff.heartbeats_lost();
-        let until = now + self.timings.heartbeat_ttl;
+        self.lost_before_load |= !self.loaded;
+        self.distrust_absence(now + self.timings.heartbeat_ttl);
+    }
+
+    /// Until `until`, absence proves nothing (see [`CalculatorEvent::AbsenceUnproven`]).
+    fn distrust_absence(&mut self, until: Instant) {
+        self.handoff.distrust_absence();
         self.blind_until = Some(self.blind_until.map_or(until, |at| at.max(until)));
     }
 
@@ -702,7 +749,16 @@ impl CalculatorMachine {
             .cloned()
             .collect();
         let lost = self.detector.observe(&self.members, &present, now);
-        let joined: Vec<WorkerId> = present.difference(&self.members).cloned().collect();
+        let claims_unknown = self.claims_unknown_until.is_some_and(|until| now < until);
+        let (joined, unclaimed): (Vec<WorkerId>, Vec<WorkerId>) = present
+            .difference(&self.members)
+            .cloned()
+            .partition(|worker| claims_unknown || self.claimed.contains(worker));
+        for worker in unclaimed {
+            if self.unclaimed_noted.insert(worker.clone()) {
+                actions.push(CalculatorAction::Note(CalculatorNote::Unclaimed(worker)));
+            }
+        }
         if lost.is_empty() && joined.is_empty() {
             return;
         }
@@ -1041,16 +1097,38 @@ impl Machine for CalculatorMachine {
                     self.observe(now, &mut actions);
                 }
             }
-            CalculatorEvent::Parked(worker) => {
-                let until = now + self.timings.restart_grace;
-                self.parked.entry(worker).or_insert(until);
+            CalculatorEvent::Claimed { worker, parked } => {
+                self.unclaimed_noted.remove(&worker);
+                let new = self.claimed.insert(worker.clone());
+                let unparked = if parked {
+                    let until = now + self.timings.restart_grace;
+                    self.parked.entry(worker).or_insert(until);
+                    false
+                } else {
+                    self.parked.remove(&worker).is_some()
+                };
+                if (new || unparked) && self.loaded {
+                    self.observe(now, &mut actions);
+                }
             }
-            CalculatorEvent::Unparked(worker) => {
+            CalculatorEvent::Unclaimed(worker) => {
+                self.claimed.remove(&worker);
                 if self.parked.remove(&worker).is_some() && self.loaded {
                     self.observe(now, &mut actions);
                 }
             }
+            CalculatorEvent::ClaimsUnknown => {
+                self.claims_unknown_until = Some(now + self.timings.claim_ttl);
+                if self.loaded {
+                    self.observe(now, &mut actions);
+                }
+            }
             CalculatorEvent::BucketLost(LostBucket::Heartbeats) => self.heartbeats_lost(now),
+            CalculatorEvent::AbsenceUnproven { until } => {
+                if until > now {
+                    self.distrust_absence(until);
+                }
+            }
             CalculatorEvent::BucketLost(LostBucket::Records) => {
                 // What was written may be gone: read back before writing anything (a
                 // calculator still reading them for the first time reads the new bucket).

@@ -47,6 +47,11 @@ pub(crate) struct Shared<B, P> {
     /// How many times any task of this manager found the heartbeat bucket gone (and
     /// created it again): the calculator must then not trust absence for a while.
     pub(crate) heartbeat_losses: Arc<Losses>,
+    /// When a heartbeat last vanished before its TTL with no loss of the bucket seen
+    /// (this process's own), or this manager began: a loss of the heartbeat bucket just
+    /// before may have gone unseen, so for a TTL after it the calculator does not trust
+    /// absence (`CalculatorEvent::AbsenceUnproven`).
+    pub(crate) heartbeat_doubts: Losses,
 }
 
 impl<B, P> Shared<B, P> {

@@ -10,7 +10,7 @@
 use std::future::pending;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -119,17 +119,22 @@ impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, 
             ElectionAction::Create(op, mut record) => {
                 let session = session.clone();
                 // Above every term this worker has seen, also if the election bucket was
-                // lost and its revisions start again.
+                // lost and its revisions start again; and not below the wall clock, so
+                // terms keep growing even when the election bucket and the records were
+                // lost while every worker that saw the old terms was away.
                 let seen = session
                     .highest_term
                     .load(Ordering::Relaxed)
                     .max(session.applied.borrow().term_seen);
-                record.floor = seen.saturating_add(1);
+                record.floor = seen.saturating_add(1).max(clock_term(SystemTime::now()));
                 operation.start(op, async move {
                     let bucket = &session.buckets.election;
                     let outcome = match encode(&record) {
                         Ok(value) => match bucket.create(LEADER_KEY, value).await {
-                            Ok(revision) => CreateOutcome::Won(record.term_at(revision.get())),
+                            Ok(revision) => CreateOutcome::Won {
+                                revision: revision.get(),
+                                term: record.term_at(revision.get()),
+                            },
                             Err(StoreError::AlreadyExists { .. }) => CreateOutcome::Taken,
                             Err(e) => {
                                 session.report("campaigning failed", e);
@@ -285,6 +290,18 @@ async fn leadership_event(leading: &mut Option<Leadership>) -> ElectionEvent {
         }
         else => pending().await,
     }
+}
+
+/// The lowest term a campaign at `now` takes: milliseconds since the Unix epoch. A term
+/// is also above every term its candidate has seen, so this only matters when nothing
+/// remembers the old terms (the election bucket and the records lost while every worker
+/// that saw them was away): the new terms are then above every term taken before, as long
+/// as the candidates' clocks are not behind the earlier leaders' by more than the time
+/// the fleet was away.
+fn clock_term(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
 }
 
 fn encode(record: &LeaderRecord) -> Result<bytes::Bytes, Error> {

@@ -59,8 +59,20 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     loop {
         if beating.is_none() {
             // A new session numbers itself above the one its record was written for, also
-            // when the heartbeat bucket was lost and its revisions start again.
-            floor = floor.max(recorded_session(&session, interval).await + 1);
+            // when the heartbeat bucket was lost and its revisions start again. Not knowing
+            // that session, it waits: a session numbered below it would never be given a
+            // record (the leader takes it for an older one).
+            match recorded_session(&session, interval).await {
+                Ok(recorded) => floor = floor.max(recorded + 1),
+                Err(e) => {
+                    session.report("reading this worker's assignment record failed", e);
+                    tokio::select! {
+                        biased;
+                        () = stopped(&mut stop) => break,
+                        () = tokio::time::sleep(interval) => continue,
+                    }
+                }
+            }
         }
         let current = *applied.borrow_and_update();
         let beat = Heartbeat {
@@ -127,6 +139,12 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
                 // The session's entry is gone (or was overwritten): the next write begins a
                 // new session, and the follower fences what the old one held.
                 Ok(Found::Nothing) => {
+                    if beating.is_some() && Instant::now() < last_ack + config.heartbeat_ttl {
+                        // Gone before it could expire: deleted, or its bucket was lost and
+                        // created again. A calculator of this process must not trust absence
+                        // until every lease of before has ended.
+                        session.heartbeat_doubts.lost();
+                    }
                     beating = None;
                     last_revision = None;
                 }
@@ -179,18 +197,18 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     }
 }
 
-/// The session this worker's assignment record was last written for (0: none, or
-/// unreadable within `limit`).
+/// The session this worker's assignment record was last written for (0: none, or not a
+/// record — the leader writes it again), read within `limit`.
 async fn recorded_session<B: Bucket, P>(
     session: &Session<B, P>,
     limit: std::time::Duration,
-) -> u64 {
+) -> Result<u64> {
     let bucket = &session.buckets.assignment;
     let key = session.worker_id.as_str();
-    match within(limit, Operation::Get, bucket.name(), key, bucket.get(key)).await {
-        Ok(Some(entry)) => AssignmentRecord::decode(&entry.value).map_or(0, |r| r.holder),
-        _ => 0,
-    }
+    let entry = within(limit, Operation::Get, bucket.name(), key, bucket.get(key)).await?;
+    Ok(entry.map_or(0, |entry| {
+        AssignmentRecord::decode(&entry.value).map_or(0, |r| r.holder)
+    }))
 }
 
 /// Reads the heartbeat key after a write was refused or not answered (bounded by `limit`).

@@ -17,6 +17,9 @@ use crate::store::{Bucket, Revision, StoreError};
 use crate::wire::{IdClaim, WORKER_ID_PREFIX, WireRecord, worker_id, worker_number};
 use crate::{Error, Result};
 
+/// How often a claim at the start looks again when an identity's claim changed under it.
+const CLAIM_ATTEMPTS: u32 = 5;
+
 /// A claimed id and the revision of the claim's last write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedId {
@@ -120,6 +123,20 @@ impl<B: Bucket> IdClaimer<B> {
     }
 
     async fn claim_as(&self, take_over: bool, previous: Option<&WorkerId>) -> Result<ClaimedId> {
+        // An identity's claim changed between its listing and the take-over (its previous
+        // process renewed it, or another one took it at the same instant): look again.
+        let mut attempts = 0;
+        loop {
+            match self.claim_once(take_over, previous).await {
+                Err(Error::Store(StoreError::Conflict { .. })) if attempts < CLAIM_ATTEMPTS => {
+                    attempts += 1;
+                }
+                claimed => return claimed,
+            }
+        }
+    }
+
+    async fn claim_once(&self, take_over: bool, previous: Option<&WorkerId>) -> Result<ClaimedId> {
         let value = self.record.encode()?;
         let taken: BTreeSet<u32> = match self.identity() {
             None => self
@@ -354,6 +371,33 @@ mod tests {
             InstanceId::generate(),
             Some(identity.to_owned()),
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_renewed_between_the_listing_and_the_take_over_is_looked_at_again() {
+        let config = Config::default();
+        let (store, bucket) = setup(&config).await;
+        let running = with_identity(&bucket, &config, "pod-a");
+        let mut old = running.claim().await.unwrap();
+        // The new process's link is slow: its take-over lands 200 ms after it listed.
+        let slow = store.connect();
+        slow.set_latency(Duration::from_millis(100));
+        let slow_bucket = slow.bucket(&config.ids_bucket().unwrap()).await.unwrap();
+        let starting = tokio::spawn(async move {
+            with_identity(&slow_bucket, &Config::default(), "pod-a")
+                .claim()
+                .await
+        });
+        // Meanwhile the running process renews: the take-over's revision is stale.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        running.renew(&mut old).await.unwrap();
+        let new = starting
+            .await
+            .unwrap()
+            .expect("looked again and took the claim over");
+        assert_eq!(new.worker_id(), old.worker_id());
+        let err = running.renew(&mut old).await.unwrap_err();
+        assert!(matches!(err, Error::IdLost { .. }), "{err:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,6 +56,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         emergency_grace: config.emergency_grace,
         restart_ratio: config.restart_ratio,
         restart_grace: config.effective_restart_grace(),
+        claim_ttl: config.id_ttl,
         windows: WindowPolicy {
             cold_start_window: config.cold_start_window,
             planned_scale_window: config.planned_scale_window,
@@ -97,6 +98,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         records_watch,
         heartbeat_revision: 0,
         heartbeat_lost,
+        heartbeat_doubt: None,
         call_timeout: timings.call_timeout,
     };
     executor::run(&mut machine, &mut shell, CalculatorEvent::Tick).await;
@@ -147,6 +149,8 @@ struct CalculatorShell<B, P> {
     heartbeat_revision: u64,
     /// The last loss of the heartbeat bucket the machine has been told of.
     heartbeat_lost: Option<Instant>,
+    /// The last doubt about heartbeats' absence the machine has been told of.
+    heartbeat_doubt: Option<Instant>,
     call_timeout: Duration,
 }
 
@@ -387,6 +391,14 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
             self.heartbeat_lost = lost;
             return CalculatorEvent::BucketLost(LostBucket::Heartbeats);
         }
+        let doubt = self.session.heartbeat_doubts.last();
+        if doubt != self.heartbeat_doubt {
+            self.heartbeat_doubt = doubt;
+            if let Some(at) = doubt {
+                let until = (at + self.session.config.heartbeat_ttl).into_std();
+                return CalculatorEvent::AbsenceUnproven { until };
+            }
+        }
         tokio::select! {
             biased;
             delivered = self.heartbeats.next() => match delivered {
@@ -436,19 +448,21 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
             },
             delivered = self.claims.next() => match delivered {
                 Delivery::Put(entry) => match worker_of(&entry.key) {
-                    Some(worker) => match IdClaim::decode(&entry.value) {
-                        Ok(claim) if claim.parked => CalculatorEvent::Parked(worker),
-                        _ => CalculatorEvent::Unparked(worker),
+                    Some(worker) => CalculatorEvent::Claimed {
+                        worker,
+                        // Something is there (an unreadable claim is written over by
+                        // its owner's next renewal).
+                        parked: IdClaim::decode(&entry.value).is_ok_and(|claim| claim.parked),
                     },
                     None => CalculatorEvent::Tick,
                 },
                 Delivery::Deleted(key) => match worker_of(&key) {
-                    Some(worker) => CalculatorEvent::Unparked(worker),
+                    Some(worker) => CalculatorEvent::Unclaimed(worker),
                     None => CalculatorEvent::Tick,
                 },
                 Delivery::Failed(e) => {
                     self.session.report("id claim watch failed", e);
-                    CalculatorEvent::Tick
+                    CalculatorEvent::ClaimsUnknown
                 }
             },
             delivered = self.refreshes.next() => match delivered {
@@ -497,6 +511,11 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
             CalculatorNote::NoWorkers(reason) => {
                 tracing::info!(term, reason = reason.as_str(), "no workers to assign to")
             }
+            CalculatorNote::Unclaimed(worker) => tracing::warn!(
+                term,
+                worker = %worker,
+                "a heartbeat under an id nobody claimed: it is no worker"
+            ),
             CalculatorNote::RebalanceFailed { retry_in } => {
                 tracing::debug!(term, ?retry_in, "rebalance failed; retried as a refresh");
             }
@@ -551,6 +570,7 @@ fn beat(entry: &Entry) -> std::result::Result<Beat, WireError> {
             0 => entry.revision.get().max(heartbeat.floor),
             session => session,
         },
+        revision: entry.revision.get(),
         applied: heartbeat.applied_version,
         term_seen: heartbeat.term_seen,
     })

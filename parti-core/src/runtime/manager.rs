@@ -150,6 +150,7 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             repeats: Default::default(),
             highest_term: Default::default(),
             heartbeat_losses,
+            heartbeat_doubts: Losses::began_now(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let task = shared.spawn(session::drive(shared.clone(), claimed, stop_rx));

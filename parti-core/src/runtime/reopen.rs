@@ -35,8 +35,19 @@ pub(crate) struct Losses {
 }
 
 impl Losses {
-    fn lost(&self) {
+    /// Notes that the bucket (or, for [`Shared::heartbeat_doubts`], one of its entries)
+    /// was found gone now.
+    ///
+    /// [`Shared::heartbeat_doubts`]: super::context::Shared::heartbeat_doubts
+    pub(crate) fn lost(&self) {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Losses with one noted now.
+    pub(crate) fn began_now() -> Self {
+        let losses = Self::default();
+        losses.lost();
+        losses
     }
 
     /// When the bucket was last found gone.

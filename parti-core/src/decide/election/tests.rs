@@ -78,6 +78,11 @@ fn deposed(actions: &[ElectionAction]) -> Option<Deposed> {
 /// A machine that won term 10 at `t0` (create sent at `t0`); returns it and the actions of
 /// the win.
 fn elected(t0: Instant) -> (ElectionMachine, Vec<ElectionAction>) {
+    elected_at(t0, 10, 10)
+}
+
+/// A machine whose create, sent at `t0`, landed at `revision` and won `term`.
+fn elected_at(t0: Instant, revision: u64, term: u64) -> (ElectionMachine, Vec<ElectionAction>) {
     let mut m = ElectionMachine::new(me(), timings(), t0);
     let read = read_op(&m.handle(ElectionEvent::Tick, t0)).expect("reads first");
     let actions = m.handle(
@@ -91,7 +96,7 @@ fn elected(t0: Instant) -> (ElectionMachine, Vec<ElectionAction>) {
     let won = m.handle(
         ElectionEvent::Created {
             op: create,
-            outcome: CreateOutcome::Won(10),
+            outcome: CreateOutcome::Won { revision, term },
         },
         t0 + ms(10),
     );
@@ -161,7 +166,10 @@ fn a_win_acknowledged_after_its_lease_would_end_does_not_lead() {
     let late = m2.handle(
         ElectionEvent::Created {
             op: create.unwrap(),
-            outcome: CreateOutcome::Won(3),
+            outcome: CreateOutcome::Won {
+                revision: 3,
+                term: 3,
+            },
         },
         t0 + HOLD,
     );
@@ -471,7 +479,10 @@ proptest! {
                         outcome: match pick % 3 {
                             0 => {
                                 acknowledged_end = acknowledged_end.max(Some(sent + HOLD));
-                                CreateOutcome::Won(u64::from(pick) + 1)
+                                CreateOutcome::Won {
+                                    revision: u64::from(pick) + 1,
+                                    term: u64::from(pick) + 1,
+                                }
                             }
                             1 => CreateOutcome::Taken,
                             _ => CreateOutcome::Failed,
@@ -521,10 +532,33 @@ fn a_new_term_starts_with_the_stable_phase() {
     let won = m.handle(
         ElectionEvent::Created {
             op: create.unwrap(),
-            outcome: CreateOutcome::Won(20),
+            outcome: CreateOutcome::Won {
+                revision: 20,
+                term: 20,
+            },
         },
         t1,
     );
     let (_, record) = renew_op(&won).unwrap();
     assert_eq!(record.phase, Lifecycle::Stable);
+}
+
+#[test]
+fn a_term_raised_above_its_revision_renews_at_the_revision() {
+    // The create's floor (terms seen before, the clock) raised the term above the revision
+    // the entry was written at: renewals compare-and-set at the revision, and write the term.
+    let t0 = Instant::now();
+    let term = 1_764_000_000_000;
+    let (_, won) = elected_at(t0, 2, term);
+    assert!(won.contains(&ElectionAction::Elected {
+        term,
+        lease_end: t0 + timings().hold,
+    }));
+    let renewal = won.iter().find_map(|a| match a {
+        ElectionAction::Renew {
+            revision, record, ..
+        } => Some((*revision, record.term)),
+        _ => None,
+    });
+    assert_eq!(renewal, Some((2, term)));
 }

@@ -46,6 +46,7 @@ fn rec(worker: usize, version: u64, partitions: BTreeSet<PartitionId>) -> Stored
 fn beat_of(n: usize, applied: u64) -> Beat {
     Beat {
         holder: session(n),
+        revision: 0,
         applied,
         term_seen: 0,
     }
@@ -250,8 +251,11 @@ enum Action {
     Revive(usize),
     /// Worker's process is replaced by a new one on the same id (its lease lapsed and its
     /// heartbeat expired first: it holds nothing; the new process must not apply records
-    /// written for the old one).
-    Replace(usize),
+    /// written for the old one). Its session is numbered by the bucket's revision, raised
+    /// above the session its record was written for; if `raised`, far above (a record
+    /// of before a loss of the heartbeat bucket): a later process whose record was deleted
+    /// meanwhile then gets a lower-numbered session.
+    Replace(usize, bool),
     /// The leader changes.
     NewLeader,
 }
@@ -276,7 +280,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => Just(Action::EndListing),
         1 => (0..WORKERS).prop_map(Action::Fence),
         1 => (0..WORKERS).prop_map(Action::Revive),
-        1 => (0..WORKERS).prop_map(Action::Replace),
+        1 => (0..WORKERS, prop::bool::weighted(0.3)).prop_map(|(w, raised)| Action::Replace(w, raised)),
         1 => Just(Action::NewLeader),
     ]
 }
@@ -286,6 +290,8 @@ struct ModelWorker {
     alive: bool,
     /// Its heartbeat session (a replacement begins a new one).
     session: u64,
+    /// The revision of its latest heartbeat write.
+    revision: u64,
     /// Must re-read the latest record before holding anything (after fencing).
     resync: bool,
     applied: u64,
@@ -315,6 +321,7 @@ impl World {
                 .map(|i| ModelWorker {
                     alive: true,
                     session: session(i),
+                    revision: session(i),
                     ..ModelWorker::default()
                 })
                 .collect(),
@@ -328,6 +335,7 @@ impl World {
     fn heartbeat(&self, i: usize) -> Beat {
         Beat {
             holder: self.workers[i].session,
+            revision: self.workers[i].revision,
             applied: self.workers[i].applied,
             term_seen: 0,
         }
@@ -458,6 +466,9 @@ impl World {
             }
             Action::Beat(i) => {
                 if self.workers[i].alive {
+                    // A heartbeat write, seen at once.
+                    self.revision += 1;
+                    self.workers[i].revision = self.revision;
                     let beat = self.heartbeat(i);
                     self.handoff.heartbeat(&w(i), &beat);
                 }
@@ -483,10 +494,20 @@ impl World {
                     worker.resync = true;
                 }
             }
-            Action::Replace(i) => {
+            Action::Replace(i, raised) => {
                 self.revision += 1;
+                // Like the heartbeat task: above the session its record was written for.
+                let recorded = self
+                    .history
+                    .get(&w(i))
+                    .and_then(|versions| versions.last())
+                    .and_then(|(_, content)| content.as_ref())
+                    .and_then(|(holder, _)| *holder)
+                    .unwrap_or(0);
+                let floor = recorded + 1 + if raised { 1_000 } else { 0 };
                 let worker = &mut self.workers[i];
-                worker.session = self.revision;
+                worker.session = self.revision.max(floor);
+                worker.revision = self.revision;
                 worker.alive = true;
                 worker.resync = true;
                 worker.applied = 0;

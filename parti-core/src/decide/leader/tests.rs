@@ -21,6 +21,7 @@ fn timings() -> CalculatorTimings {
         emergency_grace: S,
         restart_ratio: 0.5,
         restart_grace: 4 * S,
+        claim_ttl: 10 * S,
         windows: WindowPolicy {
             cold_start_window: 5 * S,
             planned_scale_window: 2 * S,
@@ -48,6 +49,7 @@ fn session(n: u32) -> u64 {
 fn beat(n: u32, applied: u64) -> Beat {
     Beat {
         holder: session(n),
+        revision: 0,
         applied,
         term_seen: 0,
     }
@@ -124,10 +126,25 @@ fn compute_op(a: &[CalculatorAction]) -> Option<(OpId, RebalanceReason, Vec<Work
     })
 }
 
+/// Worker `n`'s heartbeat (reporting nothing applied) is seen by watch.
+fn heartbeat_seen(m: &mut CalculatorMachine, n: u32, now: Instant) -> Vec<CalculatorAction> {
+    let (worker, beat) = (w(n), Some(beat(n, 0)));
+    m.handle(CalculatorEvent::Heartbeat { worker, beat }, now)
+}
+
+/// The claims of `workers` are seen.
+fn claim(m: &mut CalculatorMachine, workers: &[u32], now: Instant) {
+    for &n in workers {
+        let (worker, parked) = (w(n), false);
+        m.handle(CalculatorEvent::Claimed { worker, parked }, now);
+    }
+}
+
 /// A calculator of a fresh fleet: loaded (no records), listed with `workers` present.
 fn started(t0: Instant, workers: &[u32]) -> (CalculatorMachine, Vec<CalculatorAction>) {
     let mut m = CalculatorMachine::new(1, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
     let load = load_op(&m.handle(CalculatorEvent::Tick, t0)).expect("loads first");
+    claim(&mut m, workers, t0);
     let list = list_op(&m.handle(
         CalculatorEvent::Loaded {
             op: load,
@@ -310,7 +327,7 @@ fn a_parked_worker_keeps_its_partitions_for_the_restart_grace() {
     // worker-2 stopped gracefully with an identity: its claim is parked, then its
     // heartbeat goes.
     let parked_at = now;
-    m.handle(CalculatorEvent::Parked(w(2)), now);
+    m.handle(parked(2), now);
     m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
     let grace = timings().restart_grace;
     let actions = run_until_without(&mut m, &mut now, parked_at + grace - S / 10, &[w(2)]);
@@ -327,11 +344,11 @@ fn a_parked_worker_keeps_its_partitions_for_the_restart_grace() {
 fn an_unparked_worker_without_a_heartbeat_is_lost() {
     let t0 = Instant::now();
     let (mut m, mut now) = settled_fleet(t0);
-    m.handle(CalculatorEvent::Parked(w(2)), now);
+    m.handle(parked(2), now);
     m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
     // Its claim expired (or was released): no reason to wait any more.
     now += S;
-    m.handle(CalculatorEvent::Unparked(w(2)), now);
+    m.handle(CalculatorEvent::Unclaimed(w(2)), now);
     let actions = run_until_without(&mut m, &mut now, t0 + 10 * S + 3 * S, &[w(2)]);
     let (_, reason, workers, _) = compute_op(&actions).expect("an emergency");
     assert_eq!(reason, RebalanceReason::Emergency);
@@ -563,13 +580,8 @@ fn a_revoking_step_is_followed_by_a_listing() {
     let t0 = Instant::now();
     let (mut m, mut now) = settled_fleet(t0);
     // A join: after its window, partitions move to it — revoked first.
-    m.handle(
-        CalculatorEvent::Heartbeat {
-            worker: w(3),
-            beat: Some(beat(3, 0)),
-        },
-        now,
-    );
+    claim(&mut m, &[3], now);
+    heartbeat_seen(&mut m, 3, now);
     let until = now + 10 * S;
     let actions = run_until(&mut m, &mut now, until);
     let (op, _, workers, _) = compute_op(&actions).unwrap();
@@ -695,8 +707,10 @@ proptest! {
                 },
                 Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), beat: Some(beat(n.into(), 1)) },
                 Event::Heartbeat(n, false) => CalculatorEvent::HeartbeatGone(w(n.into())),
-                Event::Parked(n, true) => CalculatorEvent::Parked(w(n.into())),
-                Event::Parked(n, false) => CalculatorEvent::Unparked(w(n.into())),
+                Event::Parked(n, parked) => CalculatorEvent::Claimed {
+                    worker: w(n.into()),
+                    parked,
+                },
                 Event::Refresh => CalculatorEvent::Refresh,
             };
             actions = m.handle(next, now);
@@ -764,4 +778,60 @@ fn garbage_under_a_heartbeat_key_is_no_worker_and_confirms_no_release() {
         write_op(&actions).is_none_or(|(_, step)| !step.contains_key(&w(1))),
         "granted while worker-0's key holds garbage: {actions:?}"
     );
+}
+
+#[test]
+fn while_absence_is_unproven_a_missing_worker_stays_in_the_plan() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    // This process's own heartbeat vanished before its TTL: a loss of the bucket may have
+    // gone unseen, so worker-2's absence proves nothing until `until`.
+    let until = now + timings().heartbeat_ttl;
+    m.handle(CalculatorEvent::AbsenceUnproven { until }, now);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    let actions = run_until_without(&mut m, &mut now, until - S / 10, &[w(2)]);
+    assert!(compute_op(&actions).is_none(), "{actions:?}");
+    assert!(m.members().contains(&w(2)), "still in the plan");
+    // Then its absence counts: lost after the grace, like any departure.
+    let actions = run_until_without(&mut m, &mut now, until + 5 * S, &[w(2)]);
+    let (_, reason, workers, _) = compute_op(&actions).expect("an emergency after the doubt");
+    assert_eq!(reason, RebalanceReason::Emergency);
+    assert_eq!(workers, vec![w(0), w(1)]);
+}
+
+/// The claim of worker `n`, parked.
+fn parked(n: u32) -> CalculatorEvent {
+    CalculatorEvent::Claimed {
+        worker: w(n),
+        parked: true,
+    }
+}
+
+#[test]
+fn a_heartbeat_under_an_unclaimed_id_is_no_worker() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    // A decodable heartbeat under worker-7, which nobody claimed: noted once, no join, no
+    // window.
+    let actions = heartbeat_seen(&mut m, 7, now);
+    assert!(actions.contains(&CalculatorAction::Note(CalculatorNote::Unclaimed(w(7)))));
+    let actions = heartbeat_seen(&mut m, 7, now);
+    assert!(!actions.contains(&CalculatorAction::Note(CalculatorNote::Unclaimed(w(7)))));
+    let until = now + 10 * S;
+    let actions = run_until(&mut m, &mut now, until);
+    assert!(compute_op(&actions).is_none(), "{actions:?}");
+    assert!(!m.members().contains(&w(7)));
+    // Once claimed, its heartbeat makes it join.
+    claim(&mut m, &[7], now);
+    heartbeat_seen(&mut m, 7, now);
+    assert!(m.members().contains(&w(7)));
+}
+
+#[test]
+fn while_the_claims_cannot_be_watched_a_heartbeat_needs_no_claim() {
+    let t0 = Instant::now();
+    let (mut m, now) = settled_fleet(t0);
+    m.handle(CalculatorEvent::ClaimsUnknown, now);
+    heartbeat_seen(&mut m, 7, now);
+    assert!(m.members().contains(&w(7)), "a join without a claim");
 }
