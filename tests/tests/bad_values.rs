@@ -60,3 +60,46 @@ async fn garbage_under_a_heartbeat_key_is_no_worker() {
     fleet.check_ledger();
     fleet.stop_all().await;
 }
+
+/// Garbage over every worker's assignment record (a foreign writer, a bug): the workers keep
+/// what they hold (an unreadable record is skipped and reported), and when the leader then
+/// crashes, its successor — finding only unreadable records — opens no window: the fleet is
+/// settled again within `election_ttl` plus T5 (`heartbeat_ttl` + `emergency_grace` +
+/// 0.5 s) of the crash, and nothing is ever owned twice.
+#[tokio::test(start_paused = true)]
+async fn garbage_over_the_assignment_records_opens_no_window() {
+    let store = MemoryStore::new();
+    let config = Config::default();
+    let records = store
+        .bucket(&config.assignment_bucket().unwrap())
+        .await
+        .unwrap();
+    let mut fleet = Fleet::new(move || store.connect(), config.clone(), 30);
+    fleet.start(3).await;
+    fleet.settle(Duration::from_secs(120)).await;
+    for id in fleet.ids() {
+        records
+            .put(id.as_str(), b"\xffnot a record".to_vec().into())
+            .await
+            .unwrap();
+    }
+    // The workers keep what they hold.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fleet.look_at_owns();
+        assert_eq!(
+            fleet.ownership().unwrap().len(),
+            30,
+            "partitions left unowned"
+        );
+    }
+    let leader = fleet.leaders().pop().expect("a leader");
+    fleet.crash(&leader).await;
+    let bound = config.election_ttl
+        + config.heartbeat_ttl
+        + config.emergency_grace
+        + Duration::from_millis(500);
+    fleet.settle(bound).await;
+    fleet.check_ledger();
+    fleet.stop_all().await;
+}
