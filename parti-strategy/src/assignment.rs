@@ -1,10 +1,12 @@
 //! The assignment map: which worker owns each partition.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use crate::hash::{FastMap, map_with_capacity};
-use crate::{PartitionId, StrategyError, WorkerId};
+use crate::{Partition, PartitionId, StrategyError, WorkerId};
 
 /// Which worker owns each partition.
 ///
@@ -33,7 +35,57 @@ pub struct Assignment {
     workers: Vec<WorkerId>,
     /// Index of each worker in `workers`, built when first needed by [`Assignment::assign`].
     worker_index: FastMap<WorkerId, u32>,
-    owners: FastMap<PartitionId, u32>,
+    /// The partitions, shared by the assignments computed over one partition list (a
+    /// strategy that finds its input listed in the previous assignment's table reuses it).
+    table: Arc<Table>,
+    /// `owners[i]`: the index in `workers` of the owner of `table.ids[i]` ([`NONE`]: not
+    /// assigned, after [`Assignment::unassign`]).
+    owners: Vec<u32>,
+    /// How many partitions are assigned.
+    len: usize,
+}
+
+/// No owner: in an assignment's owner list, and in the strategies' own per-partition
+/// owner lists.
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Partition ids in a fixed order, each once, with their positions looked up by a map built
+/// when first needed (a strategy that walks the table by position never builds it).
+#[derive(Debug, Clone, Default)]
+struct Table {
+    ids: Vec<PartitionId>,
+    index: OnceLock<FastMap<PartitionId, u32>>,
+}
+
+impl Table {
+    fn index(&self) -> &FastMap<PartitionId, u32> {
+        self.index.get_or_init(|| {
+            let mut index = map_with_capacity(self.ids.len());
+            for (position, id) in self.ids.iter().enumerate() {
+                index.insert(id.clone(), position as u32);
+            }
+            index
+        })
+    }
+
+    fn index_mut(&mut self) -> &mut FastMap<PartitionId, u32> {
+        self.index();
+        self.index.get_mut().expect("built just now")
+    }
+
+    fn position(&self, partition: &PartitionId) -> Option<usize> {
+        self.index()
+            .get(partition)
+            .map(|&position| position as usize)
+    }
+
+    /// Whether it lists exactly `partitions`, in their order (`Arc` equality compares
+    /// pointers first, so a list built from this table's ids is checked without reading
+    /// them).
+    fn lists(&self, partitions: &[Partition]) -> bool {
+        self.ids.len() == partitions.len()
+            && self.ids.iter().zip(partitions).all(|(id, p)| id == p.id())
+    }
 }
 
 impl Assignment {
@@ -45,7 +97,11 @@ impl Assignment {
     /// An empty assignment with room for `partitions` entries.
     pub fn with_capacity(partitions: usize) -> Self {
         Self {
-            owners: map_with_capacity(partitions),
+            table: Arc::new(Table {
+                ids: Vec::with_capacity(partitions),
+                index: OnceLock::from(map_with_capacity(partitions)),
+            }),
+            owners: Vec::with_capacity(partitions),
             ..Self::default()
         }
     }
@@ -69,39 +125,63 @@ impl Assignment {
                 index
             }
         };
-        self.owners
-            .insert(partition, index)
-            .map(|before| self.workers[before as usize].clone())
+        let table = Arc::make_mut(&mut self.table);
+        match table.index_mut().get(&partition) {
+            Some(&position) => {
+                let before = std::mem::replace(&mut self.owners[position as usize], index);
+                if before == NONE {
+                    self.len += 1;
+                    None
+                } else {
+                    Some(self.workers[before as usize].clone())
+                }
+            }
+            None => {
+                let position = table.ids.len() as u32;
+                table.index_mut().insert(partition.clone(), position);
+                table.ids.push(partition);
+                self.owners.push(index);
+                self.len += 1;
+                None
+            }
+        }
     }
 
     /// Removes `partition`, returning its owner if it had one.
     pub fn unassign(&mut self, partition: &PartitionId) -> Option<WorkerId> {
-        self.owners
-            .remove(partition)
-            .map(|index| self.workers[index as usize].clone())
+        let position = self.table.position(partition)?;
+        match std::mem::replace(&mut self.owners[position], NONE) {
+            NONE => None,
+            before => {
+                self.len -= 1;
+                Some(self.workers[before as usize].clone())
+            }
+        }
     }
 
     /// The owner of `partition`.
     pub fn owner(&self, partition: &PartitionId) -> Option<&WorkerId> {
-        self.owners
-            .get(partition)
-            .map(|&index| &self.workers[index as usize])
+        self.owner_index(partition)
+            .map(|index| &self.workers[index as usize])
     }
 
     /// Number of assigned partitions.
     pub fn len(&self) -> usize {
-        self.owners.len()
+        self.len
     }
 
     /// Whether no partition is assigned.
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
+        self.len == 0
     }
 
     /// Every (partition, owner) pair, in unspecified order.
     pub fn iter(&self) -> impl Iterator<Item = (&PartitionId, &WorkerId)> + '_ {
-        self.owners
+        self.table
+            .ids
             .iter()
+            .zip(&self.owners)
+            .filter(|(_, index)| **index != NONE)
             .map(|(partition, &index)| (partition, &self.workers[index as usize]))
     }
 
@@ -134,7 +214,7 @@ impl Assignment {
     /// How many partitions each owning worker has, sorted by worker.
     pub fn counts(&self) -> BTreeMap<WorkerId, usize> {
         let mut per_index = vec![0usize; self.workers.len()];
-        for &index in self.owners.values() {
+        for &index in self.owners.iter().filter(|&&index| index != NONE) {
             per_index[index as usize] += 1;
         }
         self.workers
@@ -150,6 +230,19 @@ impl Assignment {
     /// Only partitions present in both count: a partition that is new, or that was removed,
     /// did not move.
     pub fn moved_from(&self, previous: &Assignment) -> usize {
+        if Arc::ptr_eq(&self.table, &previous.table) {
+            // One table: compare by position.
+            return self
+                .owners
+                .iter()
+                .zip(&previous.owners)
+                .filter(|&(&now, &before)| {
+                    now != NONE
+                        && before != NONE
+                        && self.workers[now as usize] != previous.workers[before as usize]
+                })
+                .count();
+        }
         self.iter()
             .filter(|(partition, owner)| {
                 previous
@@ -161,14 +254,21 @@ impl Assignment {
 
     /// The interned worker table and the index of `partition`'s owner in it.
     pub(crate) fn owner_index(&self, partition: &PartitionId) -> Option<u32> {
-        self.owners.get(partition).copied()
+        let position = self.table.position(partition)?;
+        Some(self.owners[position]).filter(|&index| index != NONE)
+    }
+
+    /// The owner indices of `partitions` by position, if this assignment's table lists
+    /// exactly them in their order (`None`: look each one up).
+    pub(crate) fn owners_of_listed(&self, partitions: &[Partition]) -> Option<&[u32]> {
+        self.table.lists(partitions).then_some(&self.owners)
     }
 
     /// For each entry of [`Assignment::worker_table`], whether it owns a partition (the
     /// table keeps workers that lost their last one).
     pub(crate) fn owns_any(&self) -> Vec<bool> {
         let mut owns = vec![false; self.workers.len()];
-        for &index in self.owners.values() {
+        for &index in self.owners.iter().filter(|&&index| index != NONE) {
             owns[index as usize] = true;
         }
         owns
@@ -180,44 +280,46 @@ impl Assignment {
     }
 }
 
-/// Builds an [`Assignment`] from worker indices, refusing a partition given twice. Strategies
-/// use it so that the duplicate check costs no separate pass over the input.
-pub(crate) struct AssignmentBuilder {
-    workers: Vec<WorkerId>,
-    owners: FastMap<PartitionId, u32>,
-}
-
-impl AssignmentBuilder {
-    /// A builder whose worker indices refer to `workers`.
-    pub(crate) fn new<'w>(
-        workers: impl IntoIterator<Item = &'w WorkerId>,
-        partitions: usize,
-    ) -> Self {
-        Self {
-            workers: workers.into_iter().cloned().collect(),
-            owners: map_with_capacity(partitions),
+/// How strategies build their result: the assignment of `partitions[i]` to the worker at
+/// `owners[i]` (an index into `workers`, or [`NONE`]). When `previous` lists exactly these
+/// partitions in this order, its table is shared — nothing is hashed or copied per
+/// partition, and the list cannot hold a partition twice, because a table never does;
+/// otherwise the table is built, refusing a partition listed twice.
+pub(crate) fn build<'w>(
+    workers: impl IntoIterator<Item = &'w WorkerId>,
+    partitions: &[Partition],
+    owners: Vec<u32>,
+    previous: Option<&Assignment>,
+) -> Result<Assignment, StrategyError> {
+    debug_assert_eq!(partitions.len(), owners.len());
+    let table = match previous.filter(|previous| previous.table.lists(partitions)) {
+        Some(previous) => Arc::clone(&previous.table),
+        None => {
+            let mut ids = Vec::with_capacity(partitions.len());
+            let mut index = map_with_capacity(partitions.len());
+            for partition in partitions {
+                let id = partition.id();
+                match index.entry(id.clone()) {
+                    Entry::Occupied(_) => {
+                        return Err(StrategyError::DuplicatePartition(id.clone()));
+                    }
+                    Entry::Vacant(vacant) => vacant.insert(ids.len() as u32),
+                };
+                ids.push(id.clone());
+            }
+            Arc::new(Table {
+                ids,
+                index: OnceLock::from(index),
+            })
         }
-    }
-
-    /// Gives `partition` to the worker at `worker`.
-    pub(crate) fn give(
-        &mut self,
-        partition: &PartitionId,
-        worker: usize,
-    ) -> Result<(), StrategyError> {
-        match self.owners.insert(partition.clone(), worker as u32) {
-            None => Ok(()),
-            Some(_) => Err(StrategyError::DuplicatePartition(partition.clone())),
-        }
-    }
-
-    pub(crate) fn finish(self) -> Assignment {
-        Assignment {
-            workers: self.workers,
-            worker_index: FastMap::default(),
-            owners: self.owners,
-        }
-    }
+    };
+    Ok(Assignment {
+        workers: workers.into_iter().cloned().collect(),
+        worker_index: FastMap::default(),
+        len: owners.iter().filter(|&&owner| owner != NONE).count(),
+        table,
+        owners,
+    })
 }
 
 impl PartialEq for Assignment {
@@ -293,6 +395,58 @@ mod tests {
             at("\"a\"") < at("\"b\"") && at("\"b\"") < at("\"c\""),
             "{debug}"
         );
+    }
+
+    fn listed(ids: &[&str]) -> Vec<Partition> {
+        ids.iter().map(|id| Partition::new(*id).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_result_over_the_previous_partition_list_shares_its_table() {
+        let workers = [WorkerId::new("w0"), WorkerId::new("w1")];
+        let partitions = listed(&["a", "b", "c"]);
+        let first = build(&workers, &partitions, vec![0, 1, 0], None).unwrap();
+        let second = build(&workers, &partitions, vec![0, 1, 1], Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&first.table, &second.table));
+        assert_eq!(second.moved_from(&first), 1);
+        assert_eq!(second.owner(&p("c")), Some(&workers[1]));
+        // Another order (or another list) builds its own table, with the same meaning.
+        let reordered = listed(&["c", "a", "b"]);
+        let third = build(&workers, &reordered, vec![1, 0, 1], Some(&second)).unwrap();
+        assert!(!Arc::ptr_eq(&second.table, &third.table));
+        assert_eq!(third, second);
+        assert_eq!(third.moved_from(&second), 0);
+    }
+
+    #[test]
+    fn a_partition_listed_twice_is_refused_unless_the_list_is_the_previous_one() {
+        let workers = [WorkerId::new("w0")];
+        let twice = listed(&["a", "b", "a"]);
+        let err = build(&workers, &twice, vec![0, 0, 0], None).unwrap_err();
+        assert_eq!(err, StrategyError::DuplicatePartition(p("a")));
+        let once = build(&workers, &listed(&["a", "b", "c"]), vec![0; 3], None).unwrap();
+        let err = build(&workers, &twice, vec![0, 0, 0], Some(&once)).unwrap_err();
+        assert_eq!(err, StrategyError::DuplicatePartition(p("a")));
+    }
+
+    #[test]
+    fn unassigned_entries_are_skipped_and_can_be_assigned_again() {
+        let workers = [WorkerId::new("w0"), WorkerId::new("w1")];
+        let partitions = listed(&["a", "b"]);
+        let mut a = build(&workers, &partitions, vec![0, NONE], None).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a.iter().count(), 1);
+        assert_eq!(a.owner(&p("b")), None);
+        let shared = a.clone();
+        assert_eq!(a.unassign(&p("a")), Some(workers[0].clone()));
+        assert!(a.is_empty() && a.counts().is_empty());
+        assert_eq!(a.assign(p("b"), workers[1].clone()), None);
+        assert_eq!(a.assign(p("z"), workers[0].clone()), None);
+        assert_eq!(a.len(), 2);
+        // The clone made before is untouched (its table was shared, then copied on write).
+        assert_eq!(shared.owner(&p("a")), Some(&workers[0]));
+        assert_eq!(shared.owner(&p("z")), None);
+        assert_eq!(a.moved_from(&shared), 0, "b and z are new; a was removed");
     }
 
     #[test]

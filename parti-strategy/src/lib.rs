@@ -61,18 +61,25 @@
 //!
 //! | P × N | strategy | compute | max / avg | max − min | moved / optimal, join | leave |
 //! |---|---|---|---|---|---|---|
-//! | 10k × 200 | sticky | 0.60 ms | 1.000 | 0 | 1.000 | 1.000 |
-//! | 10k × 200 | consistent hash ε=0.25 | 2.3 ms | 1.240 | 32 | 0.924 | 1.000 |
-//! | 10k × 200 | consistent hash plain | 1.6 ms | 1.480 | 44 | 0.924 | 1.000 |
-//! | 10k × 200 | round robin | 0.44 ms | 1.000 | 0 | 204 | 198 |
-//! | 100k × 10k | sticky | 16 ms | 1.000 | 0 | 1.000 | 1.000 |
-//! | 100k × 10k | consistent hash ε=0.25 | 78 ms | 1.200 | 11 | 1.089 | 1.000 |
-//! | 100k × 10k | consistent hash plain | 77 ms | 2.600 | 26 | 1.100 | 1.000 |
-//! | 100k × 10k | round robin | 6.3 ms | 1.000 | 0 | 11 111 | 9 600 |
+//! | 10k × 200 | sticky | 0.15 ms | 1.000 | 0 | 1.000 | 1.000 |
+//! | 10k × 200 | consistent hash ε=0.25 | 1.6 ms | 1.240 | 32 | 0.924 | 1.000 |
+//! | 10k × 200 | consistent hash plain | 2.0 ms | 1.480 | 44 | 0.924 | 1.000 |
+//! | 10k × 200 | round robin | 0.41 ms | 1.000 | 0 | 204 | 198 |
+//! | 100k × 10k | sticky | 4.8 ms | 1.000 | 0 | 1.000 | 1.000 |
+//! | 100k × 10k | consistent hash ε=0.25 | 94 ms | 1.200 | 11 | 1.089 | 1.000 |
+//! | 100k × 10k | consistent hash plain | 90 ms | 2.600 | 26 | 1.100 | 1.000 |
+//! | 100k × 10k | round robin | 6.0 ms | 1.000 | 0 | 11 111 | 9 600 |
 //!
-//! Compute times on this shared machine vary by up to 1.5× from run to run; `cargo bench -p
-//! parti-strategy` (criterion) gave 0.70, 2.1, 1.8 and 0.53 ms at 10k × 200 and 20, 88, 86
-//! and 9.3 ms at 100k × 10k, in the same order.
+//! Compute times on this shared machine vary by up to 1.5× (at times 2×) from run to run;
+//! `cargo bench -p parti-strategy` (criterion) gave 0.19, 2.1, 1.7 and 0.37 ms at 10k × 200
+//! and 4.2, 76, 80 and 5.3 ms at 100k × 10k, in the same order.
+//!
+//! Most of a steady-state compute used to be hashing partition ids and touching each id's
+//! allocation (about 20 ms of sticky's 22 at 100k × 10k): an [`Assignment`] keeps its
+//! partitions in a table shared by the assignments computed over the same partition list,
+//! with owners as a dense list by position, so a strategy given the partition list of its
+//! previous assignment finds each previous owner by position and hashes nothing; the
+//! id → position map is built only when an assignment is looked up by id.
 //!
 //! A ring's joiner takes what hashes to it, which may be less than ⌊P/(N+1)⌋ (so the ratio
 //! can fall below one) or more. The bounded ring stays that close to the minimum because it

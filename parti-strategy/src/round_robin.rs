@@ -1,7 +1,7 @@
 //! `RoundRobin`: sorted partitions dealt to sorted workers.
 
-use crate::assignment::AssignmentBuilder;
-use crate::{Assignment, Partition, Strategy, StrategyError, StrategyInput, Worker};
+use crate::assignment;
+use crate::{Assignment, Strategy, StrategyError, StrategyInput, Worker};
 
 /// Deals partitions, sorted by id, to workers, sorted by id, like cards: partition k goes
 /// to worker k mod N.
@@ -44,18 +44,20 @@ impl Strategy for RoundRobin {
         workers.sort_unstable_by(|a, b| a.id().cmp(b.id()));
         // Sorting by the first eight bytes first keeps most comparisons on contiguous
         // integers; it is the same order as sorting the ids, which hold no NUL byte.
-        let mut partitions: Vec<(u64, &Partition)> = input
+        let ids = |i: usize| input.partitions[i].id();
+        let mut order: Vec<(u64, usize)> = input
             .partitions
             .iter()
-            .map(|p| (sort_prefix(p.id().as_str()), p))
+            .enumerate()
+            .map(|(i, p)| (sort_prefix(p.id().as_str()), i))
             .collect();
-        partitions.sort_unstable_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| a.id().cmp(b.id())));
-        let mut assignment =
-            AssignmentBuilder::new(workers.iter().map(|w| w.id()), partitions.len());
-        for (k, (_, partition)) in partitions.into_iter().enumerate() {
-            assignment.give(partition.id(), k % workers.len())?;
+        order.sort_unstable_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| ids(*a).cmp(ids(*b))));
+        let mut owners = vec![0; input.partitions.len()];
+        for (k, (_, i)) in order.into_iter().enumerate() {
+            owners[i] = (k % workers.len()) as u32;
         }
-        Ok(assignment.finish())
+        let workers = workers.iter().map(|w| w.id());
+        assignment::build(workers, input.partitions, owners, input.previous)
     }
 }
 

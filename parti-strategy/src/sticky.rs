@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::assignment::AssignmentBuilder;
+use crate::assignment::{self, NONE};
 use crate::hash::{FastMap, hash64};
 use crate::{Assignment, Partition, Strategy, StrategyError, StrategyInput, Worker, WorkerId};
 
@@ -78,7 +78,7 @@ impl Strategy for Sticky {
         } else {
             plan.balance_weights();
         }
-        plan.into_assignment()
+        plan.into_assignment(input.previous)
     }
 }
 
@@ -115,11 +115,29 @@ impl<'a> Plan<'a> {
                     .iter()
                     .map(|owner| index.get(owner).copied())
                     .collect();
-                for (p, partition) in input.partitions.iter().enumerate() {
-                    match previous
-                        .owner_index(partition.id())
-                        .and_then(|owner| live[owner as usize])
-                    {
+                let owner_of = |owner: u32| live[owner as usize];
+                // Each partition's live previous owner: by position when the partition list
+                // is the one of last time (the steady state: nothing hashed), else by id.
+                let previous_owners: Vec<Option<usize>> =
+                    match previous.owners_of_listed(input.partitions) {
+                        Some(owners) => owners
+                            .iter()
+                            .map(|&owner| Some(owner).filter(|&o| o != NONE).and_then(owner_of))
+                            .collect(),
+                        None => input
+                            .partitions
+                            .iter()
+                            .map(|p| previous.owner_index(p.id()).and_then(owner_of))
+                            .collect(),
+                    };
+                // Sized once: no list grows partition by partition.
+                let mut counts = vec![0usize; workers.len()];
+                for w in previous_owners.iter().flatten() {
+                    counts[*w] += 1;
+                }
+                kept = counts.into_iter().map(Vec::with_capacity).collect();
+                for (p, owner) in previous_owners.into_iter().enumerate() {
+                    match owner {
                         Some(w) => kept[w].push(p),
                         None => pool.push(p),
                     }
@@ -242,14 +260,14 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn into_assignment(self) -> Result<Assignment, StrategyError> {
-        let mut assignment =
-            AssignmentBuilder::new(self.workers.iter().map(|w| w.id()), self.partitions.len());
+    fn into_assignment(self, previous: Option<&Assignment>) -> Result<Assignment, StrategyError> {
+        let mut owners = vec![NONE; self.partitions.len()];
         for (w, partitions) in self.kept.iter().enumerate() {
             for &p in partitions {
-                assignment.give(self.partitions[p].id(), w)?;
+                owners[p] = w as u32;
             }
         }
-        Ok(assignment.finish())
+        let workers = self.workers.iter().map(|w| w.id());
+        assignment::build(workers, self.partitions, owners, previous)
     }
 }

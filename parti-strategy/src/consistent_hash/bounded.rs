@@ -18,14 +18,11 @@
 //! With one, a join moves only partitions onto the joiner, a leave only the leaver's, and a
 //! new partition nothing else, unless a worker's cap fell below its load.
 
-use crate::assignment::AssignmentBuilder;
+use crate::assignment::{self, NONE};
 use crate::hash::FastMap;
 use crate::{Assignment, Partition, StrategyError, StrategyInput, Worker, WorkerId};
 
 use super::ring::{Ring, by_hash};
-
-/// No worker: the `before` of a partition without a listed previous owner.
-const NONE: u32 = u32::MAX;
 
 /// One partition to place, with what the passes look at (indices are u32 to keep the
 /// candidates compact: the ring holds at most 2²⁶ points, so at most that many workers).
@@ -82,7 +79,7 @@ pub(super) fn assign(
     let share = |w: usize| total * u128::from(workers[w].capacity());
     let previous = Previous::new(workers, input);
     // Looked up in input order: much faster than in ring order, which jumps about memory.
-    let before: Vec<u32> = partitions.iter().map(|p| previous.owner_of(p)).collect();
+    let before: Vec<u32> = previous.owners(partitions);
     let order = by_hash(partitions, seed);
     let starts = ring.starts(order.iter().map(|&(hash, _)| hash));
     let candidates: Vec<Candidate> = order
@@ -126,7 +123,7 @@ pub(super) fn assign(
         }
     }
     // 4. walk, in the same ring order, while building the result.
-    let mut assignment = AssignmentBuilder::new(workers.iter().map(|w| w.id()), partitions.len());
+    let mut owners = vec![NONE; partitions.len()];
     for (c, candidate) in candidates.iter().enumerate() {
         if placement.owner[c] == NONE {
             let with_room = ring
@@ -144,10 +141,10 @@ pub(super) fn assign(
             });
             placement.place(c, candidate.weight, owner as u32);
         }
-        let owner = placement.owner[c] as usize;
-        assignment.give(partitions[candidate.partition].id(), owner)?;
+        owners[candidate.partition] = placement.owner[c];
     }
-    Ok(assignment.finish())
+    let workers = workers.iter().map(|w| w.id());
+    assignment::build(workers, partitions, owners, input.previous)
 }
 
 /// The cap of a worker whose fair share is `share / capacity`: max(⌈share⌉, ⌊(1+ε)·share⌋).
@@ -199,11 +196,26 @@ impl<'a> Previous<'a> {
         }
     }
 
-    /// The listed worker that owned `partition` before, or [`NONE`].
-    fn owner_of(&self, partition: &Partition) -> u32 {
-        self.assignment
-            .and_then(|previous| previous.owner_index(partition.id()))
-            .map_or(NONE, |owner| self.live[owner as usize])
+    /// For each of `partitions`, the listed worker that owned it before, or [`NONE`]: by
+    /// position when the previous assignment lists exactly these partitions, else by id.
+    fn owners(&self, partitions: &[Partition]) -> Vec<u32> {
+        let Some(previous) = self.assignment else {
+            return vec![NONE; partitions.len()];
+        };
+        let live = |owner: u32| {
+            if owner == NONE {
+                NONE
+            } else {
+                self.live[owner as usize]
+            }
+        };
+        match previous.owners_of_listed(partitions) {
+            Some(owners) => owners.iter().map(|&owner| live(owner)).collect(),
+            None => partitions
+                .iter()
+                .map(|p| previous.owner_index(p.id()).map_or(NONE, live))
+                .collect(),
+        }
     }
 }
 

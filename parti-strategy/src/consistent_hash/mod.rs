@@ -3,7 +3,7 @@
 mod bounded;
 mod ring;
 
-use crate::assignment::AssignmentBuilder;
+use crate::assignment;
 use crate::{Assignment, Strategy, StrategyError, StrategyInput, Worker};
 
 use ring::Ring;
@@ -178,14 +178,14 @@ impl Strategy for ConsistentHash {
         if let Some(epsilon) = self.epsilon {
             return bounded::assign(&ring, &workers, input, epsilon, self.seed);
         }
-        let mut assignment =
-            AssignmentBuilder::new(workers.iter().map(|w| w.id()), input.partitions.len());
+        let mut owners = vec![0; input.partitions.len()];
         // In hash order, so that finding each partition's point is one sweep of the ring.
         let by_hash = ring::by_hash(input.partitions, self.seed);
         let starts = ring.starts(by_hash.iter().map(|&(hash, _)| hash));
         for (&(_, i), start) in by_hash.iter().zip(starts) {
-            assignment.give(input.partitions[i].id(), ring.owner_at(start))?;
+            owners[i] = ring.owner_at(start) as u32;
         }
-        Ok(assignment.finish())
+        let workers = workers.iter().map(|w| w.id());
+        assignment::build(workers, input.partitions, owners, input.previous)
     }
 }
