@@ -105,7 +105,8 @@ macro_rules! store_conformance_tests {
                 revisions_strictly_increase_and_are_never_reused, keys_and_entries_by_prefix,
                 invalid_keys_are_rejected, create_race_exactly_one_wins,
                 update_race_exactly_one_wins, watch_sees_puts_and_deletes_in_revision_order,
-                watch_filters_by_prefix, watch_from_current_replays_then_follows,
+                watch_filters_by_prefix, watch_key_sees_only_its_key,
+                watch_from_current_replays_then_follows,
                 watch_from_revision_resumes, reopening_a_bucket_binds_to_it,
                 reopening_with_another_ttl_is_a_mismatch, deleted_bucket_is_not_found,
                 reads_see_every_acknowledged_write;
@@ -544,6 +545,28 @@ pub async fn watch_filters_by_prefix<S: Store>(store: &S) {
     );
     let last = must("put", bucket.put("job.2", value("w")).await);
     assert_put(&next_event(&mut watch).await, "job.2", "w", last);
+}
+
+/// A key watch sees that key's writes and deletions only — not those of keys it prefixes —
+/// and, from `Current`, starts with the key's value.
+pub async fn watch_key_sees_only_its_key<S: Store>(store: &S) {
+    let bucket = open(store, "watch-key").await;
+    let first = must("put", bucket.put("job", value("0")).await);
+    must("put", bucket.put("job2", value("x")).await);
+    let mut current = must("watch", bucket.watch_key("job", WatchFrom::Current).await);
+    assert_put(&next_event(&mut current).await, "job", "0", first);
+    let mut watch = must("watch", bucket.watch_key("job", WatchFrom::Now).await);
+    must("put", bucket.put("job2", value("y")).await);
+    must("put", bucket.put("jo", value("z")).await);
+    let r = must("put", bucket.put("job", value("1")).await);
+    must("put", bucket.put("job.1", value("w")).await);
+    must("delete", bucket.delete("job", None).await);
+    for watch in [&mut current, &mut watch] {
+        assert_put(&next_event(watch).await, "job", "1", r);
+        assert_delete(&next_event(watch).await, "job", DeleteReason::Deleted);
+    }
+    let last = must("put", bucket.put("job", value("2")).await);
+    assert_put(&next_event(&mut watch).await, "job", "2", last);
 }
 
 /// `WatchFrom::Current` replays live values in revision order, then follows changes.

@@ -17,7 +17,7 @@ use crate::errors::{
     PublishFailure, Target, entry_error, info_error, publish_failure, raw_read_error,
 };
 use crate::store::NatsStore;
-use crate::watch;
+use crate::watch::{self, Watched};
 
 /// The header JetStream KV uses to mark a delete.
 const KV_OPERATION: &str = "KV-Operation";
@@ -357,6 +357,16 @@ impl Bucket for NatsBucket {
         let target = self.target(Operation::Watch, prefix);
         check_prefix(prefix)?;
         self.store.check_connected(target)?;
-        watch::start(self.store.clone(), self.kv.clone(), prefix, from).await
+        let watched = Watched::Prefix(prefix.to_owned());
+        watch::start(self.store.clone(), self.kv.clone(), watched, from).await
+    }
+
+    /// A consumer filtered on the key's subject: the server sends this key's records only.
+    async fn watch_key(&self, key: &str, from: WatchFrom) -> StoreResult<WatchStream> {
+        let target = self.target(Operation::Watch, key);
+        check_key(key)?;
+        self.store.check_connected(target)?;
+        let watched = Watched::Key(key.to_owned());
+        watch::start(self.store.clone(), self.kv.clone(), watched, from).await
     }
 }

@@ -23,10 +23,34 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// missed heartbeats, several seconds later.)
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// What a watch delivers.
+#[derive(Debug, Clone)]
+pub(crate) enum Watched {
+    /// Every key starting with this (the consumer gets every record; filtered here).
+    Prefix(String),
+    /// This key only (the consumer is filtered on its subject by the server).
+    Key(String),
+}
+
+impl Watched {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Prefix(prefix) | Self::Key(prefix) => prefix,
+        }
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        match self {
+            Self::Prefix(prefix) => key.starts_with(prefix.as_str()),
+            Self::Key(watched) => key == watched,
+        }
+    }
+}
+
 struct ResumingWatch {
     store: NatsStore,
     kv: kv::Store,
-    prefix: String,
+    watched: Watched,
     /// The revision the next delivered event must have at least.
     next: u64,
     /// `WatchFrom::Current`: records up to here are the snapshot, whose deletes are skipped.
@@ -37,17 +61,17 @@ struct ResumingWatch {
     retry: Duration,
 }
 
-/// Starts a watch of `prefix` in `kv` from `from`.
+/// Starts a watch of `watched` in `kv` from `from`.
 pub(crate) async fn start(
     store: NatsStore,
     kv: kv::Store,
-    prefix: &str,
+    watched: Watched,
     from: WatchFrom,
 ) -> StoreResult<WatchStream> {
     let target = Target {
         operation: Operation::Watch,
         bucket: &kv.name,
-        key: prefix,
+        key: watched.as_str(),
     };
     let deleted = store
         .client()
@@ -66,14 +90,14 @@ pub(crate) async fn start(
     let mut watch = ResumingWatch {
         store,
         kv,
-        prefix: prefix.to_owned(),
+        watched,
         next,
         snapshot_end,
         consumer: None,
         deleted,
         retry: RETRY_MIN,
     };
-    watch.consumer = Some(open(&watch.kv, &watch.prefix, watch.next).await?);
+    watch.consumer = Some(open(&watch.kv, &watch.watched, watch.next).await?);
     Ok(WatchStream::new(futures_util::stream::unfold(
         Some(watch),
         |state| async move {
@@ -107,11 +131,13 @@ fn watch_target<'a>(kv: &'a kv::Store, prefix: &'a str) -> Target<'a> {
     }
 }
 
-/// A consumer of every record of `kv` from revision `next` on.
-async fn open(kv: &kv::Store, prefix: &str, next: u64) -> StoreResult<kv::Watch> {
-    kv.watch_all_from_revision(next)
-        .await
-        .map_err(|e| watch_error(watch_target(kv, prefix), e))
+/// A consumer of the records `watched` needs, from revision `next` on.
+async fn open(kv: &kv::Store, watched: &Watched, next: u64) -> StoreResult<kv::Watch> {
+    let consumer = match watched {
+        Watched::Prefix(_) => kv.watch_all_from_revision(next).await,
+        Watched::Key(key) => kv.watch_from_revision(key, next).await,
+    };
+    consumer.map_err(|e| watch_error(watch_target(kv, watched.as_str()), e))
 }
 
 impl ResumingWatch {
@@ -126,10 +152,10 @@ impl ResumingWatch {
             let next = tokio::select! {
                 next = consumer.next() => next,
                 _ = self.deleted.next() => {
-                    return Err(watch_target(&self.kv, &self.prefix).not_found());
+                    return Err(watch_target(&self.kv, self.watched.as_str()).not_found());
                 }
                 () = tokio::time::sleep(IDLE_CHECK) => {
-                    let target = watch_target(&self.kv, &self.prefix);
+                    let target = watch_target(&self.kv, self.watched.as_str());
                     if let Ok(last) = last_revision(&self.store, &self.kv, target).await {
                         if last >= self.next {
                             tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
@@ -166,8 +192,8 @@ impl ResumingWatch {
     async fn reopen(&mut self) -> StoreResult<()> {
         tokio::time::sleep(self.retry).await;
         self.retry = (self.retry * 2).min(RETRY_MAX);
-        let target = watch_target(&self.kv, &self.prefix);
-        match open(&self.kv, &self.prefix, self.next).await {
+        let target = watch_target(&self.kv, self.watched.as_str());
+        match open(&self.kv, &self.watched, self.next).await {
             Ok(consumer) => {
                 self.consumer = Some(consumer);
                 Ok(())
@@ -184,7 +210,7 @@ impl ResumingWatch {
 
     /// The event for a record, or `None` when it is not one to deliver.
     fn event(&self, entry: kv::Entry) -> Option<WatchEvent> {
-        if !entry.key.starts_with(&self.prefix) {
+        if !self.watched.matches(&entry.key) {
             return None;
         }
         let revision = Revision::new(entry.revision);

@@ -209,7 +209,11 @@ impl<B: Bucket> KeyWatch<B> {
             } else {
                 sleep_until(self.retry_at).await;
                 let (bucket, key, from) = (self.bucket.clone(), self.key.clone(), self.from);
-                self.setup = Some(Box::pin(async move { bucket.watch(&key, from).await }));
+                self.setup = Some(if self.prefix {
+                    Box::pin(async move { bucket.watch(&key, from).await })
+                } else {
+                    Box::pin(async move { bucket.watch_key(&key, from).await })
+                });
             }
         }
     }

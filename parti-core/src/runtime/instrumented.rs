@@ -59,4 +59,8 @@ impl<B: Bucket> Bucket for Instrumented<B> {
     async fn watch(&self, prefix: &str, from: WatchFrom) -> StoreResult<WatchStream> {
         timed(Operation::Watch, self.0.watch(prefix, from)).await
     }
+
+    async fn watch_key(&self, key: &str, from: WatchFrom) -> StoreResult<WatchStream> {
+        timed(Operation::Watch, self.0.watch_key(key, from)).await
+    }
 }

@@ -165,4 +165,9 @@ impl<S: Store> Bucket for Reopening<S> {
         let result = self.current().watch(prefix, from).await;
         self.checked(result).await
     }
+
+    async fn watch_key(&self, key: &str, from: WatchFrom) -> StoreResult<WatchStream> {
+        let result = self.current().watch_key(key, from).await;
+        self.checked(result).await
+    }
 }

@@ -224,4 +224,16 @@ pub trait Bucket: Clone + fmt::Debug + Send + Sync + 'static {
         prefix: &str,
         from: WatchFrom,
     ) -> impl Future<Output = StoreResult<WatchStream>> + Send;
+
+    /// Watches the one key `key`, from `from`: the events [`watch`](Self::watch) gives for
+    /// it, and no other key's. The default filters a prefix watch; a backend that can have
+    /// the server filter (NATS: a consumer on the key's subject) overrides it, so that a
+    /// watcher does not receive every other key's writes.
+    fn watch_key(
+        &self,
+        key: &str,
+        from: WatchFrom,
+    ) -> impl Future<Output = StoreResult<WatchStream>> + Send {
+        async move { Ok(self.watch(key, from).await?.only_key(key)) }
+    }
 }

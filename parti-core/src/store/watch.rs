@@ -93,6 +93,16 @@ impl WatchStream {
     pub async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>> {
         poll_fn(|cx| self.inner.as_mut().poll_next(cx)).await
     }
+
+    /// The same stream with only the events of `key` (errors pass through): how
+    /// [`Bucket::watch_key`](super::Bucket::watch_key) is built on a prefix watch.
+    pub fn only_key(self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        Self::new(futures_util::StreamExt::filter(self, move |item| {
+            let keep = item.as_ref().map_or(true, |event| event.key() == key);
+            std::future::ready(keep)
+        }))
+    }
 }
 
 impl Stream for WatchStream {
