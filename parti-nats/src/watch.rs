@@ -17,10 +17,12 @@ use crate::store::NatsStore;
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// After this long without an event, the watch asks the server whether the bucket moved
-/// past what it delivered; if so its consumer is stuck and is re-created. (An ordered
-/// consumer on a replicated stream can stall silently, and async-nats only notices after
-/// missed heartbeats, several seconds later.)
+/// After this long without an event, a watch of a replicated bucket asks the server whether
+/// the bucket moved past what it delivered; if so its consumer is stuck and is re-created.
+/// (An ordered consumer on a replicated stream can stall silently, and async-nats only
+/// notices after missed heartbeats, several seconds later.) A bucket on one server is not
+/// asked: each ask is a JetStream API request, and every idle watch of a fleet asking once
+/// a second was most of a quiet fleet's API traffic.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// What a watch delivers.
@@ -56,6 +58,8 @@ struct ResumingWatch {
     /// `WatchFrom::Current`: records up to here are the snapshot, whose deletes are skipped.
     snapshot_end: u64,
     consumer: Option<kv::Watch>,
+    /// Whether to ask the server after [`IDLE_CHECK`] without an event (replicated buckets).
+    idle_check: bool,
     /// JetStream's advisory that the bucket's stream was deleted: the watch then ends.
     deleted: async_nats::Subscriber,
     retry: Duration,
@@ -87,12 +91,14 @@ pub(crate) async fn start(
         WatchFrom::Current => (1, last),
         WatchFrom::Revision(revision) => (revision.get().max(1), 0),
     };
+    let idle_check = kv.stream.cached_info().config.num_replicas > 1;
     let mut watch = ResumingWatch {
         store,
         kv,
         watched,
         next,
         snapshot_end,
+        idle_check,
         consumer: None,
         deleted,
         retry: RETRY_MIN,
@@ -154,7 +160,7 @@ impl ResumingWatch {
                 _ = self.deleted.next() => {
                     return Err(watch_target(&self.kv, self.watched.as_str()).not_found());
                 }
-                () = tokio::time::sleep(IDLE_CHECK) => {
+                () = tokio::time::sleep(IDLE_CHECK), if self.idle_check => {
                     let target = watch_target(&self.kv, self.watched.as_str());
                     if let Ok(last) = last_revision(&self.store, &self.kv, target).await {
                         if last >= self.next {
