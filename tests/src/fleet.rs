@@ -351,7 +351,7 @@ impl<S: Store> Fleet<S> {
 
     /// Whether every partition of the source is owned exactly once by a live member and
     /// every member is `Stable` and follows the same leader.
-    fn settled(&self) -> Result<(), String> {
+    pub fn settled(&self) -> Result<(), String> {
         let owners = self.ownership()?;
         let expected: BTreeSet<PartitionId> =
             self.source.get().iter().map(|p| p.id().clone()).collect();

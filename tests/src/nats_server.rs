@@ -83,6 +83,8 @@ pub struct NatsServer {
     /// Whether JetStream is on (it is, but for the test of a server without it).
     jetstream: bool,
     cluster: Option<ClusterArgs>,
+    /// The HTTP monitoring port, if it serves one.
+    monitor: Option<u16>,
     child: Option<Child>,
 }
 
@@ -96,16 +98,22 @@ impl NatsServer {
     /// Starts a single server on a free loopback port, waiting until it accepts
     /// connections.
     pub fn start() -> Self {
-        Self::start_single(true)
+        Self::start_single(true, false)
+    }
+
+    /// Starts a single server that also serves its HTTP monitoring endpoints
+    /// ([`monitor_url`](Self::monitor_url)).
+    pub fn start_monitored() -> Self {
+        Self::start_single(true, true)
     }
 
     /// Starts a single server with JetStream off (what a user may point parti at by
     /// mistake).
     pub fn start_without_jetstream() -> Self {
-        Self::start_single(false)
+        Self::start_single(false, false)
     }
 
-    fn start_single(jetstream: bool) -> Self {
+    fn start_single(jetstream: bool, monitored: bool) -> Self {
         let mut attempt = 1;
         loop {
             let mut server = Self {
@@ -114,6 +122,7 @@ impl NatsServer {
                 dir: temp_dir("single"),
                 jetstream,
                 cluster: None,
+                monitor: monitored.then(free_port),
                 child: None,
             };
             match server.try_spawn() {
@@ -129,6 +138,16 @@ impl NatsServer {
     /// The client URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The HTTP monitoring base URL (`/varz`, `/jsz`), if it serves one.
+    pub fn monitor_url(&self) -> Option<String> {
+        self.monitor.map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is running.
@@ -149,6 +168,9 @@ impl NatsServer {
         command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-n", &self.name]);
+        if let Some(port) = self.monitor {
+            command.args(["-m", &port.to_string()]);
+        }
         if self.jetstream {
             command
                 .arg("-js")
@@ -300,6 +322,7 @@ impl NatsCluster {
                 port: client_ports[i],
                 dir: temp_dir(&format!("node{i}")),
                 jetstream: true,
+                monitor: None,
                 cluster: Some(ClusterArgs {
                     port,
                     routes: routes.clone(),

@@ -4,6 +4,8 @@
 //!   test (nextest when installed, plus doc tests), after making sure a `nats-server` ≥ 2.11 is available
 //!   for the NATS tests (installing a pinned one under `target/` when none is found).
 //! - `cargo xtask nats-latency`: KV operation latency against a real `nats-server`.
+//! - `cargo xtask fleet-bench …`: a fleet of managers measured phase by phase (cold start,
+//!   idle cost, join, leave, crash, leader abort) on a real `nats-server` (release build).
 //! - `cargo xtask strategy-report …`: compute time, balance and movement of every
 //!   assignment strategy (always measured on a release build).
 
@@ -26,6 +28,12 @@ tasks:
           replaced), put, CAS update, a 200-key listing and watch notification, on one
           nats-server and on a 3-node cluster on loopback (release build); one JSON
           object per line
+  fleet-bench [--workers N] [--partitions P] [--timings short|default]
+              [--store nats|memory] [--idle SECONDS]
+          N managers (each its own connection) over P partitions on a nats-server it
+          starts (release build): cold start, idle cost (server messages, JetStream API
+          requests, CPU, memory), join, graceful leave, crash, leader abort; one JSON
+          object per phase, then a table
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +42,7 @@ fn main() -> ExitCode {
         Some("test") if args.len() == 1 => test(),
         Some("strategy-report") => strategy_report(&args[1..]),
         Some("nats-latency") => nats_latency(&args[1..]),
+        Some("fleet-bench") => release_example("fleet_bench", &args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}{}", strategy_report::USAGE);
             Ok(())
@@ -109,6 +118,12 @@ fn strategy_report(args: &[String]) -> Result<(), String> {
 
 /// Runs the NATS latency example in release against a server found or installed here.
 fn nats_latency(args: &[String]) -> Result<(), String> {
+    release_example("nats_latency", args)
+}
+
+/// Runs the `tests` crate's example `name` in release, with a server found or installed
+/// here.
+fn release_example(name: &str, args: &[String]) -> Result<(), String> {
     let server = nats_server::ensure(&target_dir())?;
     let mut command = cargo();
     command
@@ -119,9 +134,9 @@ fn nats_latency(args: &[String]) -> Result<(), String> {
             "--package",
             "tests",
             "--example",
-            "nats_latency",
-            "--",
         ])
+        .arg(name)
+        .arg("--")
         .args(args)
         .env("NATS_SERVER_BIN", &server.path);
     run(command)
