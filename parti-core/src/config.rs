@@ -369,10 +369,8 @@ impl Config {
         self.election_ttl / 3
     }
 
-    /// How often the leader lists heartbeats while its heartbeat watch may have missed
-    /// something (for a `heartbeat_ttl` after the watch failed or the bucket was lost):
-    /// half of [`Config::heartbeat_interval`]. While the watch is healthy it lists once per
-    /// `heartbeat_ttl`, a safety net.
+    /// How often the leader lists heartbeats as a safety net: half of
+    /// [`Config::heartbeat_interval`].
     pub fn heartbeat_poll_interval(&self) -> Duration {
         self.heartbeat_interval / 2
     }

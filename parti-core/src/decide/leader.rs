@@ -34,14 +34,8 @@ use crate::wire::Lifecycle;
 /// [`Config`](crate::config::Config)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalculatorTimings {
-    /// How often heartbeats are listed while the heartbeat watch may have missed
-    /// something (for a TTL after it failed, or the bucket was lost), and the longest a
-    /// listing may take.
+    /// How often heartbeats are listed (and the longest a listing may take).
     pub poll_interval: Duration,
-    /// How often heartbeats are listed while the watch is healthy: a safety net, since the
-    /// watch delivers arrivals and expiries, and every write the handoff waits on is
-    /// followed by a listing at once.
-    pub list_every: Duration,
     /// The longest any other call may take (`heartbeat_ttl`).
     pub call_timeout: Duration,
     /// The heartbeat TTL: after the heartbeat bucket is lost, how long absence proves
@@ -166,10 +160,6 @@ pub enum CalculatorEvent {
     ClaimsUnknown,
     /// A bucket was found gone (deleted, or lost with a server restarted without its data).
     BucketLost(LostBucket),
-    /// The heartbeat watch failed: it may have missed arrivals or expiries (it starts
-    /// again from now), so heartbeats are listed at once, then every `poll_interval` for a
-    /// TTL.
-    HeartbeatWatchFailed,
     /// A heartbeat may have vanished before its TTL with no loss of the bucket seen: this
     /// process's own heartbeat did, or the process began less than a TTL ago (a loss just
     /// before it began is one it could not see). Until `until`, absence proves nothing:
@@ -390,7 +380,6 @@ impl Op {
 /// let s = Duration::from_secs(1);
 /// let timings = CalculatorTimings {
 ///     poll_interval: s / 2,
-///     list_every: 3 * s,
 ///     call_timeout: 3 * s,
 ///     heartbeat_ttl: 3 * s,
 ///     retry: s / 2,
@@ -434,9 +423,6 @@ pub struct CalculatorMachine {
     /// The heartbeat bucket was lost before the records were read (their sessions count as
     /// of before the loss).
     lost_before_load: bool,
-    /// Until when heartbeats are listed every `poll_interval` (the watch may have missed
-    /// something), not every `list_every`.
-    list_often_until: Option<Instant>,
     /// It stepped down (a higher term exists): it does nothing more.
     resigned: bool,
     /// The term that made it step down, until the action says so.
@@ -492,7 +478,6 @@ impl CalculatorMachine {
             parked: BTreeMap::new(),
             blind_until: None,
             lost_before_load: false,
-            list_often_until: None,
             resigned: false,
             resign_above: None,
             detector: EmergencyDetector::new(timings.emergency_grace),
@@ -589,16 +574,9 @@ impl CalculatorMachine {
     /// The heartbeat bucket was lost: absence and new sessions prove nothing until every
     /// lease of before has ended, and workers missing meanwhile stay in the plan.
     fn heartbeats_lost(&mut self, now: Instant) {
-        self.list_often(now);
         self.handoff.heartbeats_lost();
         self.lost_before_load |= !self.loaded;
         self.distrust_absence(now + self.timings.heartbeat_ttl);
-    }
-
-    /// The watch may have missed something: list at once, then often for a TTL.
-    fn list_often(&mut self, now: Instant) {
-        self.list_often_until = Some(now + self.timings.heartbeat_ttl);
-        self.next_poll = self.next_poll.min(now);
     }
 
     /// Until `until`, absence proves nothing (see [`CalculatorEvent::AbsenceUnproven`]).
@@ -849,13 +827,7 @@ impl CalculatorMachine {
         }
         if now >= self.next_poll {
             self.want_list = true;
-            let often = self.list_often_until.is_some_and(|until| now < until);
-            self.next_poll = now
-                + if often {
-                    self.timings.poll_interval
-                } else {
-                    self.timings.list_every
-                };
+            self.next_poll = now + self.timings.poll_interval;
         }
         if self.retry_handoff.is_some_and(|at| now >= at) {
             self.retry_handoff = None;
@@ -1152,7 +1124,6 @@ impl Machine for CalculatorMachine {
                 }
             }
             CalculatorEvent::BucketLost(LostBucket::Heartbeats) => self.heartbeats_lost(now),
-            CalculatorEvent::HeartbeatWatchFailed => self.list_often(now),
             CalculatorEvent::AbsenceUnproven { until } => {
                 if until > now {
                     self.distrust_absence(until);

@@ -50,7 +50,6 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let retry = retry_delay(config.heartbeat_interval);
     let timings = CalculatorTimings {
         poll_interval: config.heartbeat_poll_interval(),
-        list_every: config.heartbeat_ttl,
         call_timeout: config.heartbeat_ttl,
         heartbeat_ttl: config.heartbeat_ttl,
         retry,
@@ -433,7 +432,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 }
                 Delivery::Failed(e) => {
                     self.session.report("heartbeat watch failed", e);
-                    CalculatorEvent::HeartbeatWatchFailed
+                    CalculatorEvent::Tick
                 }
             },
             delivered = self.records_watch.next() => match delivered {

@@ -15,7 +15,6 @@ const S: Duration = Duration::from_secs(1);
 fn timings() -> CalculatorTimings {
     CalculatorTimings {
         poll_interval: S / 2,
-        list_every: 3 * S,
         call_timeout: 3 * S,
         heartbeat_ttl: 3 * S,
         retry: S / 2,
@@ -835,41 +834,4 @@ fn while_the_claims_cannot_be_watched_a_heartbeat_needs_no_claim() {
     m.handle(CalculatorEvent::ClaimsUnknown, now);
     heartbeat_seen(&mut m, 7, now);
     assert!(m.members().contains(&w(7)), "a join without a claim");
-}
-
-/// The times at which the machine lists heartbeats from `now` to `until` (each listing
-/// answered at once with the plan's members present).
-fn listings(m: &mut CalculatorMachine, now: &mut Instant, until: Instant) -> Vec<Instant> {
-    let mut at = Vec::new();
-    while let Some(next) = m.next_deadline().filter(|next| *next <= until) {
-        *now = next.max(*now);
-        let actions = m.handle(CalculatorEvent::Tick, *now);
-        if list_op(&actions).is_some() {
-            at.push(*now);
-        }
-        lists_answered(m, *now, actions, 1);
-    }
-    at
-}
-
-#[test]
-fn a_healthy_watch_is_backed_by_a_listing_every_list_every_and_a_failed_one_by_frequent_ones() {
-    let t0 = Instant::now();
-    let (mut m, mut now) = settled_fleet(t0);
-    let start = now;
-    let calm = listings(&mut m, &mut now, start + 10 * S);
-    assert!(!calm.is_empty());
-    for pair in calm.windows(2) {
-        assert_eq!(pair[1] - pair[0], timings().list_every, "{calm:?}");
-    }
-    // The watch failed: a listing at once, then every poll_interval for a TTL.
-    let failed = now;
-    let actions = m.handle(CalculatorEvent::HeartbeatWatchFailed, failed);
-    assert!(list_op(&actions).is_some(), "lists at once: {actions:?}");
-    lists_answered(&mut m, failed, actions, 1);
-    let often = listings(&mut m, &mut now, failed + timings().heartbeat_ttl);
-    assert_eq!(often.len(), 6, "{often:?}");
-    for pair in often.windows(2) {
-        assert_eq!(pair[1] - pair[0], timings().poll_interval, "{often:?}");
-    }
 }
