@@ -9,6 +9,7 @@
 //! Idle cost comes from the server's monitoring endpoints (`/varz` messages, `/jsz` API
 //! requests) and `/proc` (CPU, resident memory).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use parti_core::config::Config;
@@ -172,18 +173,31 @@ async fn phases<S: Store>(
 
     // Idle: traffic and CPU over `idle`, memory per manager.
     let before = counters(server).await;
+    let connections_before = per_connection_in_msgs(server).await;
     let from = Instant::now();
     fleet.watch_until(from + args.idle).await;
     let after = counters(server).await;
+    let connections_after = per_connection_in_msgs(server).await;
     let secs = from.elapsed().as_secs_f64();
     let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / secs;
     let heartbeats = 1.0 / config.heartbeat_interval.as_secs_f64();
     let rss = resident_kib().saturating_sub(rss_before) as f64 / args.workers as f64;
+    // Per connection (one per manager): the typical one and the busiest (the leader's).
+    let mut rates: Vec<f64> = connections_after
+        .iter()
+        .map(|(cid, after)| {
+            let before = connections_before.get(cid).copied().unwrap_or(0);
+            per(before, *after)
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    let busiest = rates.last().copied().unwrap_or(0.0);
     report(
         "idle",
         secs,
         format!(
-            ",\"in_msgs_per_s\":{:.1},\"out_msgs_per_s\":{:.1},\"in_msgs_per_worker_s\":{:.2},\"heartbeats_per_worker_s\":{heartbeats:.2},\"js_api_per_s\":{:.1},\"server_cpu\":{:.3},\"fleet_cpu\":{:.3},\"rss_kib_per_manager\":{rss:.0}",
+            ",\"in_msgs_per_s\":{:.1},\"out_msgs_per_s\":{:.1},\"in_msgs_per_worker_s\":{:.2},\"heartbeats_per_worker_s\":{heartbeats:.2},\"js_api_per_s\":{:.1},\"in_msgs_per_s_median_connection\":{median:.2},\"in_msgs_per_s_busiest_connection\":{busiest:.1},\"server_cpu\":{:.3},\"fleet_cpu\":{:.3},\"rss_kib_per_manager\":{rss:.0}",
             per(before.in_msgs, after.in_msgs),
             per(before.out_msgs, after.out_msgs),
             per(before.in_msgs, after.in_msgs) / args.workers as f64,
@@ -320,6 +334,25 @@ async fn counters(server: Option<&NatsServer>) -> Counters {
         .and_then(|at| number_after(&jsz[at..], "\"total\""))
         .unwrap_or(0);
     counters
+}
+
+/// Messages each client connection has sent the server so far, by connection id (none
+/// on the memory store).
+async fn per_connection_in_msgs(server: Option<&NatsServer>) -> BTreeMap<u64, u64> {
+    let Some(monitor) = server.and_then(NatsServer::monitor_url) else {
+        return BTreeMap::new();
+    };
+    let connz = http_get(&monitor, "/connz?limit=100000").await;
+    // Each connection object holds its "cid" before its "in_msgs".
+    connz
+        .split("\"cid\"")
+        .skip(1)
+        .filter_map(|connection| {
+            let cid = number_after(connection, "")?;
+            let in_msgs = number_after(connection, "\"in_msgs\"")?;
+            Some((cid, in_msgs))
+        })
+        .collect()
 }
 
 /// utime + stime of a process, in clock ticks (0 if unreadable).
