@@ -258,10 +258,10 @@ impl Assignment {
         Some(self.owners[position]).filter(|&index| index != NONE)
     }
 
-    /// The owner indices of `partitions` by position, if this assignment's table lists
-    /// exactly them in their order (`None`: look each one up).
-    pub(crate) fn owners_of_listed(&self, partitions: &[Partition]) -> Option<&[u32]> {
-        self.table.lists(partitions).then_some(&self.owners)
+    /// This assignment, if its table lists exactly `partitions` in their order (`None`:
+    /// look each one up, and build a new table).
+    pub(crate) fn listing(&self, partitions: &[Partition]) -> Option<Listed<'_>> {
+        self.table.lists(partitions).then_some(Listed(self))
     }
 
     /// For each entry of [`Assignment::worker_table`], whether it owns a partition (the
@@ -280,20 +280,40 @@ impl Assignment {
     }
 }
 
+/// An assignment whose table lists exactly a strategy's input partitions, in their order
+/// ([`Assignment::listing`]): its owners are read by position and its table is shared.
+#[derive(Clone, Copy)]
+pub(crate) struct Listed<'a>(&'a Assignment);
+
+impl<'a> Listed<'a> {
+    /// The owner index of each input partition, by position ([`NONE`]: none).
+    pub(crate) fn owners(self) -> &'a [u32] {
+        &self.0.owners
+    }
+}
+
+/// [`Assignment::listing`] of `previous`, if there is one.
+pub(crate) fn listing<'a>(
+    previous: Option<&'a Assignment>,
+    partitions: &[Partition],
+) -> Option<Listed<'a>> {
+    previous.and_then(|previous| previous.listing(partitions))
+}
+
 /// How strategies build their result: the assignment of `partitions[i]` to the worker at
-/// `owners[i]` (an index into `workers`, or [`NONE`]). When `previous` lists exactly these
-/// partitions in this order, its table is shared — nothing is hashed or copied per
-/// partition, and the list cannot hold a partition twice, because a table never does;
-/// otherwise the table is built, refusing a partition listed twice.
+/// `owners[i]` (an index into `workers`, or [`NONE`]). With the previous assignment
+/// `listed` as listing exactly these partitions, its table is shared — nothing is hashed or
+/// copied per partition, and the list cannot hold a partition twice, because a table never
+/// does; otherwise the table is built, refusing a partition listed twice.
 pub(crate) fn build<'w>(
     workers: impl IntoIterator<Item = &'w WorkerId>,
     partitions: &[Partition],
     owners: Vec<u32>,
-    previous: Option<&Assignment>,
+    listed: Option<Listed<'_>>,
 ) -> Result<Assignment, StrategyError> {
     debug_assert_eq!(partitions.len(), owners.len());
-    let table = match previous.filter(|previous| previous.table.lists(partitions)) {
-        Some(previous) => Arc::clone(&previous.table),
+    let table = match listed {
+        Some(Listed(previous)) => Arc::clone(&previous.table),
         None => {
             let mut ids = Vec::with_capacity(partitions.len());
             let mut index = map_with_capacity(partitions.len());
@@ -406,13 +426,25 @@ mod tests {
         let workers = [WorkerId::new("w0"), WorkerId::new("w1")];
         let partitions = listed(&["a", "b", "c"]);
         let first = build(&workers, &partitions, vec![0, 1, 0], None).unwrap();
-        let second = build(&workers, &partitions, vec![0, 1, 1], Some(&first)).unwrap();
+        let second = build(
+            &workers,
+            &partitions,
+            vec![0, 1, 1],
+            first.listing(&partitions),
+        )
+        .unwrap();
         assert!(Arc::ptr_eq(&first.table, &second.table));
         assert_eq!(second.moved_from(&first), 1);
         assert_eq!(second.owner(&p("c")), Some(&workers[1]));
         // Another order (or another list) builds its own table, with the same meaning.
         let reordered = listed(&["c", "a", "b"]);
-        let third = build(&workers, &reordered, vec![1, 0, 1], Some(&second)).unwrap();
+        let third = build(
+            &workers,
+            &reordered,
+            vec![1, 0, 1],
+            second.listing(&reordered),
+        )
+        .unwrap();
         assert!(!Arc::ptr_eq(&second.table, &third.table));
         assert_eq!(third, second);
         assert_eq!(third.moved_from(&second), 0);
@@ -425,7 +457,7 @@ mod tests {
         let err = build(&workers, &twice, vec![0, 0, 0], None).unwrap_err();
         assert_eq!(err, StrategyError::DuplicatePartition(p("a")));
         let once = build(&workers, &listed(&["a", "b", "c"]), vec![0; 3], None).unwrap();
-        let err = build(&workers, &twice, vec![0, 0, 0], Some(&once)).unwrap_err();
+        let err = build(&workers, &twice, vec![0, 0, 0], once.listing(&twice)).unwrap_err();
         assert_eq!(err, StrategyError::DuplicatePartition(p("a")));
     }
 

@@ -57,7 +57,8 @@ impl Strategy for RoundRobin {
             owners[i] = (k % workers.len()) as u32;
         }
         let workers = workers.iter().map(|w| w.id());
-        assignment::build(workers, input.partitions, owners, input.previous)
+        let listed = assignment::listing(input.previous, input.partitions);
+        assignment::build(workers, input.partitions, owners, listed)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::assignment::{self, NONE};
+use crate::assignment::{self, Listed, NONE};
 use crate::hash::{FastMap, hash64};
 use crate::{Assignment, Partition, Strategy, StrategyError, StrategyInput, Worker, WorkerId};
 
@@ -78,7 +78,7 @@ impl Strategy for Sticky {
         } else {
             plan.balance_weights();
         }
-        plan.into_assignment(input.previous)
+        plan.into_assignment()
     }
 }
 
@@ -92,6 +92,8 @@ struct Plan<'a> {
     kept: Vec<Vec<usize>>,
     /// Partitions without a live previous owner, or released by theirs.
     pool: Vec<usize>,
+    /// The previous assignment, if it lists exactly the input partitions in their order.
+    listed: Option<Listed<'a>>,
 }
 
 impl<'a> Plan<'a> {
@@ -105,6 +107,7 @@ impl<'a> Plan<'a> {
             .collect();
         let mut kept = vec![Vec::new(); workers.len()];
         let mut pool = Vec::new();
+        let listed = assignment::listing(input.previous, input.partitions);
         match input.previous {
             None => pool.extend(0..input.partitions.len()),
             Some(previous) => {
@@ -118,18 +121,18 @@ impl<'a> Plan<'a> {
                 let owner_of = |owner: u32| live[owner as usize];
                 // Each partition's live previous owner: by position when the partition list
                 // is the one of last time (the steady state: nothing hashed), else by id.
-                let previous_owners: Vec<Option<usize>> =
-                    match previous.owners_of_listed(input.partitions) {
-                        Some(owners) => owners
-                            .iter()
-                            .map(|&owner| Some(owner).filter(|&o| o != NONE).and_then(owner_of))
-                            .collect(),
-                        None => input
-                            .partitions
-                            .iter()
-                            .map(|p| previous.owner_index(p.id()).and_then(owner_of))
-                            .collect(),
-                    };
+                let previous_owners: Vec<Option<usize>> = match listed {
+                    Some(listed) => listed
+                        .owners()
+                        .iter()
+                        .map(|&owner| Some(owner).filter(|&o| o != NONE).and_then(owner_of))
+                        .collect(),
+                    None => input
+                        .partitions
+                        .iter()
+                        .map(|p| previous.owner_index(p.id()).and_then(owner_of))
+                        .collect(),
+                };
                 // Sized once: no list grows partition by partition.
                 let mut counts = vec![0usize; workers.len()];
                 for w in previous_owners.iter().flatten() {
@@ -149,6 +152,7 @@ impl<'a> Plan<'a> {
             partitions: input.partitions,
             kept,
             pool,
+            listed,
         }
     }
 
@@ -260,7 +264,7 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn into_assignment(self, previous: Option<&Assignment>) -> Result<Assignment, StrategyError> {
+    fn into_assignment(self) -> Result<Assignment, StrategyError> {
         let mut owners = vec![NONE; self.partitions.len()];
         for (w, partitions) in self.kept.iter().enumerate() {
             for &p in partitions {
@@ -268,6 +272,6 @@ impl<'a> Plan<'a> {
             }
         }
         let workers = self.workers.iter().map(|w| w.id());
-        assignment::build(workers, self.partitions, owners, previous)
+        assignment::build(workers, self.partitions, owners, self.listed)
     }
 }

@@ -18,7 +18,7 @@
 //! With one, a join moves only partitions onto the joiner, a leave only the leaver's, and a
 //! new partition nothing else, unless a worker's cap fell below its load.
 
-use crate::assignment::{self, NONE};
+use crate::assignment::{self, Listed, NONE};
 use crate::hash::FastMap;
 use crate::{Assignment, Partition, StrategyError, StrategyInput, Worker, WorkerId};
 
@@ -144,7 +144,7 @@ pub(super) fn assign(
         owners[candidate.partition] = placement.owner[c];
     }
     let workers = workers.iter().map(|w| w.id());
-    assignment::build(workers, partitions, owners, input.previous)
+    assignment::build(workers, partitions, owners, previous.listed)
 }
 
 /// The cap of a worker whose fair share is `share / capacity`: max(⌈share⌉, ⌊(1+ε)·share⌋).
@@ -157,6 +157,8 @@ fn cap_of(share: u128, capacity: u128, epsilon: f64) -> u128 {
 /// The previous assignment, seen from the listed workers.
 struct Previous<'a> {
     assignment: Option<&'a Assignment>,
+    /// The previous assignment, if it lists exactly the input partitions in their order.
+    listed: Option<Listed<'a>>,
     /// For each worker of the previous assignment's table, its index in `workers` if listed.
     live: Vec<u32>,
     /// For each listed worker, whether it is a joiner: it owned nothing before. Without a
@@ -170,6 +172,7 @@ impl<'a> Previous<'a> {
         let Some(previous) = input.previous else {
             return Self {
                 assignment: None,
+                listed: None,
                 live: Vec::new(),
                 joined,
             };
@@ -191,6 +194,7 @@ impl<'a> Previous<'a> {
         }
         Self {
             assignment: Some(previous),
+            listed: previous.listing(input.partitions),
             live,
             joined,
         }
@@ -209,8 +213,8 @@ impl<'a> Previous<'a> {
                 self.live[owner as usize]
             }
         };
-        match previous.owners_of_listed(partitions) {
-            Some(owners) => owners.iter().map(|&owner| live(owner)).collect(),
+        match self.listed {
+            Some(listed) => listed.owners().iter().map(|&owner| live(owner)).collect(),
             None => partitions
                 .iter()
                 .map(|p| previous.owner_index(p.id()).map_or(NONE, live))

@@ -186,6 +186,7 @@ impl Strategy for ConsistentHash {
             owners[i] = ring.owner_at(start) as u32;
         }
         let workers = workers.iter().map(|w| w.id());
-        assignment::build(workers, input.partitions, owners, input.previous)
+        let listed = assignment::listing(input.previous, input.partitions);
+        assignment::build(workers, input.partitions, owners, listed)
     }
 }
