@@ -1,7 +1,7 @@
 //! Exclusive handoff: the leader's planner of safe record writes, [`Handoff`].
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use parti_strategy::{Assignment, PartitionId, WorkerId};
 
@@ -51,7 +51,7 @@ struct Seen {
 const ENDED_KEPT: usize = 8;
 
 /// `session` of `worker` as a record's session: 0 (of before) once it is seen ended.
-fn unless_ended(ended: &BTreeMap<WorkerId, BTreeSet<u64>>, worker: &WorkerId, session: u64) -> u64 {
+fn unless_ended(ended: &BTreeMap<WorkerId, VecDeque<u64>>, worker: &WorkerId, session: u64) -> u64 {
     if ended
         .get(worker)
         .is_some_and(|ended| ended.contains(&session))
@@ -223,7 +223,7 @@ pub struct Handoff {
     sessions: BTreeMap<WorkerId, Seen>,
     /// Sessions seen to have ended: a later entry of the key held another session. A
     /// record written for one of them counts as written for a session of before.
-    ended: BTreeMap<WorkerId, BTreeSet<u64>>,
+    ended: BTreeMap<WorkerId, VecDeque<u64>>,
     /// The heartbeat bucket was lost: heartbeats written before may have vanished without
     /// expiring, so neither absence nor a later session proves a release until every lease
     /// of before the loss has ended (the calculator lifts it after `heartbeat_ttl`).
@@ -270,10 +270,14 @@ impl Handoff {
     /// written for a session of before.
     fn session_ended(&mut self, worker: &WorkerId, session: u64) {
         let ended = self.ended.entry(worker.clone()).or_default();
-        ended.insert(session);
-        // Only recent ones can still come back in a record read or a write under way.
-        while ended.len() > ENDED_KEPT {
-            ended.pop_first();
+        if !ended.contains(&session) {
+            ended.push_back(session);
+        }
+        // Only recent ones can still come back in a record read or a write under way. The
+        // oldest go first — not the lowest: after a loss of the bucket a later session can
+        // have a lower number.
+        if ended.len() > ENDED_KEPT {
+            ended.pop_front();
         }
         if let Some(holder) = self.holders.get_mut(worker) {
             if holder.record_for == Some(session) {
@@ -530,7 +534,10 @@ impl Handoff {
                 }
             }
         }
-        for (worker, record) in found {
+        for (worker, mut record) in found {
+            record.holder = record
+                .holder
+                .map(|session| unless_ended(&self.ended, &worker, session));
             self.holders
                 .insert(worker, Holder::unconfirmed(record, after));
         }
@@ -584,7 +591,7 @@ impl Handoff {
         // A number can come back after a loss of the bucket (sessions raised to the same
         // record's session): the later session is a new one, current now.
         if let Some(ended) = self.ended.get_mut(worker) {
-            ended.remove(&beat.holder);
+            ended.retain(|session| *session != beat.holder);
         }
         let Some(holder) = self.holders.get_mut(worker) else {
             return false;

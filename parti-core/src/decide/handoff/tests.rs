@@ -581,3 +581,37 @@ proptest! {
         prop_assert_eq!(held, PARTITIONS);
     }
 }
+
+/// After a loss of the heartbeat bucket a later session can carry a lower number: the
+/// sessions remembered as ended are the most recent ones, not the highest, so a record read
+/// back for a recently ended session still counts as of before.
+#[test]
+fn the_most_recently_ended_sessions_are_remembered_whatever_their_numbers() {
+    let mut handoff = Handoff::new();
+    let worker = w(0);
+    let mut revision = 0;
+    let mut seen = |handoff: &mut Handoff, session: u64| {
+        revision += 1;
+        let beat = Beat {
+            holder: session,
+            revision,
+            applied: 0,
+            term_seen: 0,
+        };
+        handoff.heartbeat(&worker, &beat);
+    };
+    // Eight sessions end one after the other, then 900 (numbered above the current one) ends.
+    for session in 1000..1008 {
+        seen(&mut handoff, session);
+    }
+    seen(&mut handoff, 900);
+    seen(&mut handoff, 50);
+    // A record for 900 read back: of before, so the next record is for the current session.
+    handoff.reconcile([StoredRecord {
+        worker: w(0),
+        version: 3,
+        holder: Some(900),
+        partitions: BTreeSet::new(),
+    }]);
+    assert_eq!(handoff.holder(&w(0)), 50);
+}
