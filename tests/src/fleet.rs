@@ -39,6 +39,13 @@ pub struct Member<S: Store> {
     pub freezer: Freezer,
 }
 
+/// How soon after a lost bucket (or a store that answers again) every partition must be
+/// owned again: two heartbeat TTLs — one for the leases of before the loss to end, one for
+/// the new sessions to be granted — and the interval of the write that finds the loss.
+pub fn reown_bound(config: &Config) -> Duration {
+    2 * config.heartbeat_ttl + config.heartbeat_interval
+}
+
 /// Managers on one store, all sharing one partition source.
 pub struct Fleet<S: Store> {
     connect: Arc<dyn Fn() -> S + Send + Sync>,

@@ -10,7 +10,7 @@ use parti_core::config::Config;
 use parti_core::store::{Bucket, Store};
 use parti_core::wire::{Heartbeat, WireRecord};
 use parti_strategy::WorkerId;
-use tests::fleet::Fleet;
+use tests::fleet::{Fleet, reown_bound};
 use tests::nats::{NatsFixture, Servers};
 use tokio::time::Instant;
 
@@ -34,8 +34,8 @@ fn aftermath(config: &Config) -> Duration {
     2 * config.election_ttl.max(config.heartbeat_ttl) + config.emergency_grace
 }
 
-/// Every partition is owned again within two heartbeat TTLs and one heartbeat interval
-/// (the write that finds the loss) after the server answers or the bucket was lost, and
+/// Every partition is owned again within [`reown_bound`] after the server answers or the
+/// bucket was lost, and
 /// the fleet is never without a leader for more than `election_ttl` + 0.5 s; `slack` is
 /// added to both (after a restart, each connection must first notice it and reconnect).
 fn check_recovery(
@@ -49,7 +49,7 @@ fn check_recovery(
         "{what}: every partition owned again {reowned:?} after, longest without a leader {leaderless:?}"
     );
     assert!(
-        reowned <= 2 * config.heartbeat_ttl + config.heartbeat_interval + slack,
+        reowned <= reown_bound(config) + slack,
         "{what}: every partition owned again only {reowned:?} after"
     );
     assert!(
