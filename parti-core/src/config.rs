@@ -375,6 +375,15 @@ impl Config {
         self.heartbeat_interval / 2
     }
 
+    /// How often a process reads again what its watches keep it informed of — a worker its
+    /// assignment record — as a backstop for a watch that is alive but behind: ten
+    /// heartbeat TTLs (30 s by default). Watches lose nothing (they resume where they were),
+    /// and a stalled one is found by its missed idle heartbeats, so this read is rare: at
+    /// each heartbeat interval it was most of an idle fleet's traffic.
+    pub fn backstop_interval(&self) -> Duration {
+        self.heartbeat_ttl * 10
+    }
+
     /// The bucket of worker id claims, with its TTL, replicas and storage.
     ///
     /// # Errors

@@ -2,6 +2,7 @@
 //! underlying consumer fails or ends it is re-created from the revision after the last one
 //! delivered, dropping anything already seen.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -22,7 +23,9 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// (An ordered consumer on a replicated stream can stall silently, and async-nats only
 /// notices after missed heartbeats, several seconds later.) A bucket on one server is not
 /// asked: each ask is a JetStream API request, and every idle watch of a fleet asking once
-/// a second was most of a quiet fleet's API traffic.
+/// a second was most of a quiet fleet's API traffic. Every watch looks this often, without
+/// asking anything, whether its client connected again since it last looked (see
+/// [`ResumingWatch::after_reconnect`]).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// What a watch delivers.
@@ -58,6 +61,8 @@ struct ResumingWatch {
     /// `WatchFrom::Current`: records up to here are the snapshot, whose deletes are skipped.
     snapshot_end: u64,
     consumer: Option<kv::Watch>,
+    /// The client's connection count when the watch last looked.
+    connects: u64,
     /// Whether to ask the server after [`IDLE_CHECK`] without an event (replicated buckets).
     idle_check: bool,
     /// JetStream's advisory that the bucket's stream was deleted: the watch then ends.
@@ -92,7 +97,9 @@ pub(crate) async fn start(
         WatchFrom::Revision(revision) => (revision.get().max(1), 0),
     };
     let idle_check = kv.stream.cached_info().config.num_replicas > 1;
+    let connects = connects(&store);
     let mut watch = ResumingWatch {
+        connects,
         store,
         kv,
         watched,
@@ -115,6 +122,11 @@ pub(crate) async fn start(
             }
         },
     )))
+}
+
+/// How many times the store's client has connected (the first time included).
+fn connects(store: &NatsStore) -> u64 {
+    store.client().statistics().connects.load(Ordering::Relaxed)
 }
 
 /// The bucket's last revision (0 when empty), asked of the server (the client's cached
@@ -160,12 +172,16 @@ impl ResumingWatch {
                 _ = self.deleted.next() => {
                     return Err(watch_target(&self.kv, self.watched.as_str()).not_found());
                 }
-                () = tokio::time::sleep(IDLE_CHECK), if self.idle_check => {
-                    let target = watch_target(&self.kv, self.watched.as_str());
-                    if let Ok(last) = last_revision(&self.store, &self.kv, target).await {
-                        if last >= self.next {
-                            tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
-                            self.consumer = None;
+                () = tokio::time::sleep(IDLE_CHECK) => {
+                    if connects(&self.store) != self.connects {
+                        self.after_reconnect().await?;
+                    } else if self.idle_check {
+                        let target = watch_target(&self.kv, self.watched.as_str());
+                        if let Ok(last) = last_revision(&self.store, &self.kv, target).await {
+                            if last >= self.next {
+                                tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
+                                self.consumer = None;
+                            }
                         }
                     }
                     continue;
@@ -192,6 +208,35 @@ impl ResumingWatch {
                 }
             }
         }
+    }
+
+    /// The client connected again: the server may have restarted without its data, and
+    /// the bucket been created again (by anyone) with revisions starting over — which the
+    /// consumer, resumed by async-nats after the revision it saw last, would never deliver.
+    /// Asks the server once: a stream created anew, or behind what was delivered, ends the
+    /// watch as `NotFound` (the bucket this watch followed is gone); the caller watches
+    /// the new one from then on, and reads what it missed.
+    async fn after_reconnect(&mut self) -> StoreResult<()> {
+        let target = watch_target(&self.kv, self.watched.as_str());
+        let info = match self.kv.stream.get_info().await {
+            Ok(info) => info,
+            Err(e) => {
+                return match self.store.stream_exists(target).await {
+                    Ok(false) => Err(target.not_found()),
+                    // Asked again at the next look.
+                    _ => {
+                        tracing::debug!(bucket = %self.kv.name, error = %e, "cannot check the bucket after a reconnect yet");
+                        Ok(())
+                    }
+                };
+            }
+        };
+        self.connects = connects(&self.store);
+        let created_again = info.created != self.kv.stream.cached_info().created;
+        if created_again || info.state.last_sequence + 1 < self.next {
+            return Err(target.not_found());
+        }
+        Ok(())
     }
 
     /// Waits, then tries once to re-create the consumer from the next revision.

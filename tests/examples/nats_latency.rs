@@ -138,7 +138,48 @@ async fn measure(setup: &str, url: &str, replicas: usize, samples: usize) -> Res
         delays.push(start.elapsed());
     }
     report(setup, "watch_notification", delays);
+
+    report(
+        setup,
+        "expiry_notification",
+        expiry_delays(&store, replicas, samples / 100).await?,
+    );
     Ok(())
+}
+
+/// How long after its TTL a key's expiry reaches a watcher (the server's limit marker):
+/// keys written a little apart to a bucket with a 1 s TTL, each timed from its write's
+/// acknowledgement plus the TTL to its expiry event.
+async fn expiry_delays(store: &NatsStore, replicas: usize, keys: usize) -> Result<Vec<Duration>> {
+    const TTL: Duration = Duration::from_secs(1);
+    let bucket = store
+        .bucket(
+            &BucketSpec::new("latency-expiry")?
+                .with_ttl(TTL)
+                .with_replicas(replicas),
+        )
+        .await?;
+    let mut watch = bucket.watch("", WatchFrom::Now).await?;
+    let mut due = std::collections::HashMap::new();
+    for i in 0..keys {
+        bucket.put(&format!("k{i}"), "v".into()).await?;
+        due.insert(format!("k{i}"), Instant::now() + TTL);
+        tokio::time::sleep(Duration::from_millis(37)).await;
+    }
+    let mut delays = Vec::with_capacity(keys);
+    while delays.len() < keys {
+        match tokio::time::timeout(TTL * 10, watch.next()).await {
+            Ok(Some(Ok(WatchEvent::Delete { key, .. }))) => {
+                let at = due
+                    .remove(&key)
+                    .ok_or("an expiry event for a key not written")?;
+                delays.push(Instant::now().saturating_duration_since(at));
+            }
+            Ok(Some(Ok(_))) => {}
+            other => return Err(format!("no expiry event: {other:?}").into()),
+        }
+    }
+    Ok(delays)
 }
 
 /// Direct gets of the same keys through a plain async-nats handle on a stream with direct

@@ -268,3 +268,32 @@ async fn a_listing_through_a_handle_of_a_recreated_bucket_is_not_found() {
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert!(new.entries("worker-").await.unwrap().is_empty());
 }
+
+/// A server restarted without its data, the bucket created again by another handle: the
+/// open watch of the old bucket ends as `NotFound` (the new bucket's revisions start over,
+/// below what the watch delivered, so resuming it would deliver nothing for a long time),
+/// and its caller watches and reads the new bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_as_not_found_when_the_server_restarts_without_its_data() {
+    let fixture = NatsFixture::single().await;
+    let old = fixture.bucket(&spec("emptied")).await.unwrap();
+    let mut watch = old.watch_key("worker-1", WatchFrom::Now).await.unwrap();
+    for value in ["1", "2", "3"] {
+        old.put("worker-1", value.into()).await.unwrap();
+        assert!(matches!(next_event(&mut watch).await, WatchEvent::Put(_)));
+    }
+    fixture.with_servers(|servers| match servers {
+        Servers::Single(server) => server.restart_empty(),
+        Servers::Cluster(_) => unreachable!("single-node fixture"),
+    });
+    // Created again by someone else (stream creation times have a resolution of about a
+    // second: step over it), and written to.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let spec = spec("emptied");
+    let (new, _) = retry_transient("create the bucket again", || fixture.bucket(&spec)).await;
+    retry_transient("put to the new bucket", || new.put("worker-1", "4".into())).await;
+    match tokio::time::timeout(RECOVERY, watch.next()).await {
+        Ok(Some(Err(StoreError::NotFound { .. }))) => {}
+        other => panic!("expected the watch to end as NotFound, got {other:?}"),
+    }
+}

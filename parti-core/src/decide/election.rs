@@ -31,9 +31,13 @@ pub struct ElectionTimings {
     /// How long a lease lasts from the send time of its create or renewal: `election_ttl`
     /// minus the safety margin.
     pub hold: Duration,
-    /// How often the leader renews (and how often a follower reads the entry as a safety
-    /// net; the longest a read or a create may take).
+    /// How often the leader renews (and the longest a read or a create may take).
     pub renew_interval: Duration,
+    /// How long a follower goes without the entry showing, by watch or read, before it
+    /// reads it: a backstop for a watch that is behind. While a leader leads, its renewals
+    /// show every `renew_interval`, so an idle follower does not read at all; an entry
+    /// that expires shows as a delete, and the follower campaigns at once.
+    pub read_after_silence: Duration,
     /// How long to wait before trying a failed call again.
     pub retry: Duration,
 }
@@ -88,6 +92,9 @@ pub enum RenewOutcome {
 pub enum ElectionEvent {
     /// The watch delivered the entry (`None`: it was deleted or expired).
     Delivered(Option<LeaderEntry>),
+    /// The watch of the entry was set up (again): a follower reads the entry now, for
+    /// what changed while the watch was down.
+    WatchStarted,
     /// A read of the entry finished (`Err`: failed, already reported).
     Read {
         /// The read.
@@ -280,6 +287,7 @@ impl LeadOp {
 /// let timings = ElectionTimings {
 ///     hold: Duration::from_millis(4_500),
 ///     renew_interval: Duration::from_millis(1_666),
+///     read_after_silence: Duration::from_secs(5),
 ///     retry: Duration::from_millis(250),
 /// };
 /// let me = Candidate { worker_id: WorkerId::new("worker-0"), instance_id: "i-1".into() };
@@ -401,7 +409,13 @@ impl ElectionMachine {
         // While leading, the renewals say all: a change shows as a conflict.
         if let State::Following { op, next_read } = &mut self.state {
             match entry {
-                Some(entry) => actions.push(ElectionAction::ShowLeader(Some(entry))),
+                Some(entry) => {
+                    actions.push(ElectionAction::ShowLeader(Some(entry)));
+                    // The watch works: no backstop read while it keeps showing renewals.
+                    if op.is_none() {
+                        *next_read = now + self.timings.read_after_silence;
+                    }
+                }
                 None => {
                     actions.push(ElectionAction::ShowLeader(None));
                     // Gone: campaign at once (after the call in flight, if any).
@@ -442,10 +456,10 @@ impl ElectionMachine {
         self.state = match outcome {
             Ok(Some(entry)) => {
                 actions.push(ElectionAction::ShowLeader(Some(entry)));
-                // The watch reports changes; read again as a safety net.
+                // The watch reports changes; read again only if it goes silent.
                 State::Following {
                     op: None,
-                    next_read: now + self.timings.renew_interval,
+                    next_read: now + self.timings.read_after_silence,
                 }
             }
             Ok(None) => {
@@ -696,6 +710,15 @@ impl Machine for ElectionMachine {
                 self.depose(Deposed::CalculatorEnded, now, &mut actions);
             }
             ElectionEvent::Delivered(entry) => self.delivered(entry, now, &mut actions),
+            ElectionEvent::WatchStarted => {
+                if let State::Following {
+                    op: None,
+                    next_read,
+                } = &mut self.state
+                {
+                    *next_read = now;
+                }
+            }
             ElectionEvent::Read { op, outcome } => self.read(op, outcome, now, &mut actions),
             ElectionEvent::Created { op, outcome } => self.created(op, outcome, now, &mut actions),
             ElectionEvent::Renewed { op, outcome } => self.renewed(op, outcome, now, &mut actions),

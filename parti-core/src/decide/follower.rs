@@ -20,7 +20,11 @@
 //! - revocations are drained (bounded by `drain_timeout` and the lease) before the record's
 //!   version is reported, and grants are started after;
 //! - a grant hook is never cancelled while the lease holds;
-//! - every read has a deadline: the lease end, and at most one poll interval.
+//! - every read has a deadline: the lease end, and at most `read_timeout`; one that fails,
+//!   times out, or whose record's term is not the current leader's is tried again after
+//!   `read_timeout`;
+//! - while the lease holds, the record is read again every `poll_interval` — a backstop for
+//!   a watch that is alive but behind (a watch loses nothing: it resumes where it was).
 //!
 //! One operation runs at a time; records delivered meanwhile wait (the newest one only —
 //! the watch delivers in order).
@@ -37,8 +41,10 @@ use crate::wire::{AssignmentRecord, Grant};
 /// The timings the follower works with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerTimings {
-    /// How often the record is read as a safety net (and the longest a read may take).
+    /// How often the record is read as a backstop for the watch.
     pub poll_interval: Duration,
+    /// The longest a read may take.
+    pub read_timeout: Duration,
     /// The longest a revoke hook may drain, and a grant hook may delay a stop.
     pub drain_timeout: Duration,
     /// How long after the lease end the heartbeat entry is certainly still live: half the
@@ -76,6 +82,8 @@ pub enum FollowerEvent {
         /// What it found.
         outcome: Result<Option<AssignmentRecord>, ()>,
     },
+    /// The watch of the record was set up (again): what changed before is read afresh.
+    WatchStarted,
     /// A read of the election entry finished: the current term (`None`: no leader), or a
     /// failure (already reported).
     TermRead {
@@ -403,6 +411,7 @@ impl FollowerMachine {
                 Some(Op::Read { deadline, .. } | Op::Term { deadline, .. }) if now >= deadline => {
                     self.cancel_op(actions);
                     actions.push(FollowerAction::ReadTimedOut);
+                    self.read_again_soon(now);
                     continue;
                 }
                 Some(Op::Revoke {
@@ -474,9 +483,16 @@ impl FollowerMachine {
         }
     }
 
-    /// A read started at `now` is abandoned at the lease end, or after one poll interval.
+    /// After a read or a term check that failed, timed out or found a stale term: the
+    /// record is read again after `read_timeout`, not at the next backstop read.
+    fn read_again_soon(&mut self, now: Instant) {
+        let soon = now + self.timings.read_timeout;
+        self.next_poll = Some(self.next_poll.map_or(soon, |at| at.min(soon)));
+    }
+
+    /// A read started at `now` is abandoned at the lease end, or after `read_timeout`.
     fn read_deadline(&self, now: Instant) -> Instant {
-        let cap = now + self.timings.poll_interval;
+        let cap = now + self.timings.read_timeout;
         self.lease_end.map_or(cap, |end| end.min(cap))
     }
 
@@ -489,6 +505,11 @@ impl FollowerMachine {
         actions: &mut Vec<FollowerAction>,
     ) {
         if self.resync && !fresh {
+            // It may predate what a fresh read would show; but a record changed: read
+            // afresh now rather than at the next backstop read.
+            if self.lease_valid(now) {
+                self.next_poll = Some(now);
+            }
             return;
         }
         if record.holder != self.session {
@@ -665,6 +686,9 @@ impl Machine for FollowerMachine {
         self.check_lease(now, &mut actions);
         match event {
             FollowerEvent::Lease(_) | FollowerEvent::Tick => {}
+            // A change while the watch was down is found by a read issued now (the watch
+            // delivers every later one).
+            FollowerEvent::WatchStarted => self.next_poll = Some(now),
             FollowerEvent::Stop => self.stopping = true,
             FollowerEvent::Delivered(record) => {
                 if self.lease_valid(now) && !self.stopping {
@@ -679,7 +703,7 @@ impl Machine for FollowerMachine {
                     match outcome {
                         Ok(Some(record)) => self.on_record(record, true, now, &mut actions),
                         Ok(None) => self.on_deleted(true, now, &mut actions),
-                        Err(()) => {}
+                        Err(()) => self.read_again_soon(now),
                     }
                 }
             }
@@ -689,6 +713,10 @@ impl Machine for FollowerMachine {
                 {
                     if outcome == Ok(Some(record.term)) && self.lease_valid(now) {
                         self.accept(record, now, &mut actions);
+                    } else {
+                        // Not applied: the record (or the leader entry) is about to change,
+                        // or the read failed. Look again soon, not at the backstop read.
+                        self.read_again_soon(now);
                     }
                 }
             }

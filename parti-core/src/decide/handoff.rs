@@ -151,6 +151,20 @@ impl Holder {
         }
     }
 
+    /// A holder with no record whose worker may hold anything (it reported applying a
+    /// record the leader does not know) until a heartbeat reports a record written for it
+    /// applied, or a listing after `after` finds it absent.
+    fn unknown(after: ListingTicket) -> Self {
+        Self {
+            may_hold: MayHold::Unknown,
+            awaiting: Some(Awaiting {
+                version: u64::MAX,
+                after,
+            }),
+            ..Self::empty()
+        }
+    }
+
     /// Confirmed to hold at most its record — and whatever a write under way may grant.
     fn confirm(&mut self) {
         let mut may_hold = self.record.clone().unwrap_or_default();
@@ -232,6 +246,10 @@ pub struct Handoff {
     target: BTreeMap<WorkerId, BTreeSet<PartitionId>>,
     /// Committed writes so far.
     writes: u64,
+    /// Workers whose record this planner deleted (or never wrote) once they were
+    /// confirmed to hold nothing, and who are not in the plan: a heartbeat of theirs that
+    /// reports a version applied before says nothing new.
+    released: BTreeSet<WorkerId>,
 }
 
 impl Handoff {
@@ -368,9 +386,14 @@ impl Handoff {
     /// worker may hold, deletions of emptied and confirmed records of departed workers.
     /// Grants count as possibly held from here on, whether or not their write succeeds.
     pub fn step(&mut self) -> Step {
-        let members = &self.members;
+        let (members, released) = (&self.members, &mut self.released);
         self.holders.retain(|worker, holder| {
-            members.contains(worker) || holder.record.is_some() || holder.awaiting.is_some()
+            let kept =
+                members.contains(worker) || holder.record.is_some() || holder.awaiting.is_some();
+            if !kept {
+                released.insert(worker.clone());
+            }
+            kept
         });
         let mut blocked: BTreeMap<&PartitionId, BTreeSet<&WorkerId>> = BTreeMap::new();
         let mut unknown: BTreeSet<&WorkerId> = BTreeSet::new();
@@ -419,7 +442,11 @@ impl Handoff {
                 )
                 .cloned()
                 .collect();
-            let rewrite = stale || holder.is_some_and(|h| h.rewrite);
+            // A worker with no record that may hold more than nothing gets one (empty, if it
+            // is not in the plan): applying it is how it confirms, absence aside.
+            let unaccounted = record.is_none()
+                && holder.is_some_and(|h| h.awaiting.is_some() && h.writing.is_none());
+            let rewrite = stale || unaccounted || holder.is_some_and(|h| h.rewrite);
             let change = if !member
                 && next.is_empty()
                 && current.is_empty()
@@ -458,6 +485,7 @@ impl Handoff {
         match change {
             RecordChange::Delete => {
                 self.holders.remove(worker);
+                self.released.insert(worker.clone());
             }
             RecordChange::Write(partitions) => {
                 let holder = self
@@ -518,7 +546,10 @@ impl Handoff {
                 }
                 // Still no record: the create failed, and a record never written was
                 // never read.
-                None if holder.record.is_none() => holder.confirm(),
+                None if holder.record.is_none() && holder.awaiting.is_none() => holder.confirm(),
+                // Still no record, and what it held before its record vanished is not
+                // confirmed released yet.
+                None if holder.record.is_none() => {}
                 None => {
                     // The session it was written for is kept: a later session's heartbeat
                     // still proves that one holds nothing.
@@ -592,6 +623,15 @@ impl Handoff {
         // record's session): the later session is a new one, current now.
         if let Some(ended) = self.ended.get_mut(worker) {
             ended.retain(|session| *session != beat.holder);
+        }
+        if beat.applied > 0 && !self.holders.contains_key(worker) && !self.released.contains(worker)
+        {
+            // It applied a record this leader has no copy of (the records were lost, or
+            // deleted by a leader before this one): it may hold anything until it reports
+            // applying a record written now, or is found absent.
+            self.holders
+                .insert(worker.clone(), Holder::unknown(ListingTicket(self.writes)));
+            return false;
         }
         let Some(holder) = self.holders.get_mut(worker) else {
             return false;

@@ -15,7 +15,12 @@
 //! - after a write fails or is abandoned its outcome is unknown: the records are read back
 //!   and the planner reconciled before anything else is written;
 //! - after a write that revokes, the heartbeats are listed at once, so a crashed worker's
-//!   absence confirms its release and the next step can grant.
+//!   absence confirms its release and the next step can grant; so they are when a worker
+//!   the handoff waits for is seen gone;
+//! - otherwise heartbeats are listed every `poll_interval` only while the watch is silent
+//!   (it delivers nothing for a heartbeat TTL — every live worker, the leader included,
+//!   writes one per interval, so a working watch is never silent that long); while it
+//!   delivers, every `backstop_interval`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -34,8 +39,11 @@ use crate::wire::Lifecycle;
 /// [`Config`](crate::config::Config)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CalculatorTimings {
-    /// How often heartbeats are listed (and the longest a listing may take).
+    /// How often heartbeats are listed while their watch is silent (and the longest a
+    /// listing may take).
     pub poll_interval: Duration,
+    /// How often heartbeats are listed while their watch delivers.
+    pub backstop_interval: Duration,
     /// The longest any other call may take (`heartbeat_ttl`).
     pub call_timeout: Duration,
     /// The heartbeat TTL: after the heartbeat bucket is lost, how long absence proves
@@ -143,6 +151,9 @@ pub enum CalculatorEvent {
     },
     /// The watch saw a worker's heartbeat deleted or expire.
     HeartbeatGone(WorkerId),
+    /// The heartbeat watch was set up (again): what changed while it was down is for a
+    /// listing to find.
+    HeartbeatWatchStarted,
     /// The id claim of `worker` was seen: only a claimed id's heartbeat makes a worker
     /// join the plan. `parked`: a worker with a static identity stopped gracefully and is
     /// expected back; it stays in the plan, its partitions waiting for it, for
@@ -380,6 +391,7 @@ impl Op {
 /// let s = Duration::from_secs(1);
 /// let timings = CalculatorTimings {
 ///     poll_interval: s / 2,
+///     backstop_interval: 30 * s,
 ///     call_timeout: 3 * s,
 ///     heartbeat_ttl: 3 * s,
 ///     retry: s / 2,
@@ -443,7 +455,10 @@ pub struct CalculatorMachine {
     ops: OpIds,
     /// When the scheduler asked to be polled.
     wake: Option<Instant>,
-    next_poll: Instant,
+    /// When the last listing was asked for.
+    last_listing: Instant,
+    /// When the watch last delivered a heartbeat.
+    last_delivery: Option<Instant>,
     /// When to try the handoff's writes again after a failure.
     retry_handoff: Option<Instant>,
     /// When to ask the source again after it failed (a refresh then).
@@ -491,7 +506,8 @@ impl CalculatorMachine {
             op: None,
             ops: OpIds::default(),
             wake: None,
-            next_poll: now,
+            last_listing: now,
+            last_delivery: None,
             retry_handoff: None,
             retry_refresh: None,
             want_load: Some(now),
@@ -568,7 +584,6 @@ impl CalculatorMachine {
         }
         self.highest_applied = 0;
         self.want_list = true;
-        self.next_poll = now;
     }
 
     /// The heartbeat bucket was lost: absence and new sessions prove nothing until every
@@ -790,6 +805,20 @@ impl CalculatorMachine {
         self.decide(decision);
     }
 
+    /// When the next listing is due: a poll interval after the last one while the
+    /// heartbeat watch is silent (a TTL without a delivery, or none yet), a backstop
+    /// interval after it while the watch delivers.
+    fn listing_due(&self) -> Instant {
+        let poll = self.last_listing + self.timings.poll_interval;
+        match self.last_delivery {
+            None => poll,
+            Some(delivered) => {
+                let silent_from = delivered + self.timings.heartbeat_ttl;
+                (self.last_listing + self.timings.backstop_interval).min(poll.max(silent_from))
+            }
+        }
+    }
+
     fn decide(&mut self, decision: Decision) {
         match decision {
             Decision::Nothing => {}
@@ -825,9 +854,9 @@ impl CalculatorMachine {
         if !self.loaded {
             return;
         }
-        if now >= self.next_poll {
+        if now >= self.listing_due() {
             self.want_list = true;
-            self.next_poll = now + self.timings.poll_interval;
+            self.last_listing = now;
         }
         if self.retry_handoff.is_some_and(|at| now >= at) {
             self.retry_handoff = None;
@@ -878,6 +907,7 @@ impl CalculatorMachine {
         }
         if self.want_list {
             self.want_list = false;
+            self.last_listing = now;
             let id = self.ops.next();
             self.op = Some(Op::List {
                 id,
@@ -998,7 +1028,7 @@ impl Machine for CalculatorMachine {
             return None;
         }
         let op = self.op.as_ref().map(Op::deadline);
-        let poll = self.loaded.then_some(self.next_poll);
+        let poll = self.loaded.then(|| self.listing_due());
         let load = self.want_load.filter(|_| self.op.is_none());
         [
             op,
@@ -1021,6 +1051,12 @@ impl Machine for CalculatorMachine {
         let mut actions = Vec::new();
         if self.resigned {
             return actions;
+        }
+        if matches!(
+            event,
+            CalculatorEvent::Heartbeat { .. } | CalculatorEvent::HeartbeatGone(_)
+        ) {
+            self.last_delivery = Some(now);
         }
         match event {
             CalculatorEvent::Tick => {}
@@ -1091,8 +1127,13 @@ impl Machine for CalculatorMachine {
                 }
             }
             CalculatorEvent::Heartbeat { beat: None, .. } => {}
+            CalculatorEvent::HeartbeatWatchStarted => self.want_list |= self.loaded,
             CalculatorEvent::HeartbeatGone(worker) => {
                 if self.loaded && self.blind_until.is_none() {
+                    // A listing confirms a release by absence (the watch may be behind).
+                    if self.handoff.waiting_for().any(|w| *w == worker) {
+                        self.want_list = true;
+                    }
                     self.live.remove(&worker);
                     self.observe(now, &mut actions);
                 }

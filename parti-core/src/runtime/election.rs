@@ -67,6 +67,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let timings = ElectionTimings {
         hold: config.election_ttl - config.margin_for(config.election_ttl),
         renew_interval,
+        read_after_silence: config.election_ttl,
         retry: retry_delay(renew_interval),
     };
     let me = Candidate {
@@ -268,6 +269,7 @@ impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, 
                     Err(()) => ElectionEvent::Tick,
                 },
                 Delivery::Deleted(_) => ElectionEvent::Delivered(None),
+                Delivery::Started => ElectionEvent::WatchStarted,
                 Delivery::Failed(e) => {
                     self.session.report("leader watch failed", e);
                     ElectionEvent::Tick

@@ -116,6 +116,10 @@ pub(crate) enum Delivery {
     Deleted(String),
     /// The watch failed; it is set up again after the retry delay.
     Failed(StoreError),
+    /// The watch was set up (the first time, or again after a failure or an end): it
+    /// delivers what changes from now on, so what changed before — while it was down —
+    /// is for a read to find.
+    Started,
 }
 
 /// A watch of one key, or of every key with a prefix, that sets itself up (again after a
@@ -200,7 +204,10 @@ impl<B: Bucket> KeyWatch<B> {
                 let started = setup.await;
                 self.setup = None;
                 match started {
-                    Ok(stream) => self.stream = Some(stream),
+                    Ok(stream) => {
+                        self.stream = Some(stream);
+                        return Delivery::Started;
+                    }
                     Err(e) => {
                         self.retry_at = Instant::now() + self.retry;
                         return Delivery::Failed(e);

@@ -32,7 +32,8 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
 ) {
     let config = &session.config;
     let mut machine = FollowerMachine::new(FollowerTimings {
-        poll_interval: config.heartbeat_interval,
+        poll_interval: config.backstop_interval(),
+        read_timeout: config.heartbeat_interval,
         drain_timeout: config.drain_timeout,
         release_slack: config.margin_for(config.heartbeat_ttl) / 2,
     });
@@ -83,6 +84,7 @@ impl<B: Bucket, P: PartitionSource> Shell<FollowerMachine> for FollowerShell<B, 
                     Err(()) => FollowerEvent::Tick,
                 },
                 Delivery::Deleted(_) => FollowerEvent::Delivered(None),
+                Delivery::Started => FollowerEvent::WatchStarted,
                 Delivery::Failed(e) => {
                     self.session.report("watching the assignment failed", e);
                     FollowerEvent::Tick

@@ -50,6 +50,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let retry = retry_delay(config.heartbeat_interval);
     let timings = CalculatorTimings {
         poll_interval: config.heartbeat_poll_interval(),
+        backstop_interval: config.backstop_interval(),
         call_timeout: config.heartbeat_ttl,
         heartbeat_ttl: config.heartbeat_ttl,
         retry,
@@ -426,6 +427,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     Some(worker) => CalculatorEvent::HeartbeatGone(worker),
                     None => CalculatorEvent::Tick,
                 },
+                Delivery::Started => CalculatorEvent::HeartbeatWatchStarted,
                 Delivery::Failed(e @ StoreError::NotFound { .. }) => {
                     self.session.report("the heartbeat bucket is gone", e);
                     CalculatorEvent::BucketLost(LostBucket::Heartbeats)
@@ -444,7 +446,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     self.session.report("assignment watch failed", e);
                     CalculatorEvent::Tick
                 }
-                Delivery::Put(_) | Delivery::Deleted(_) => CalculatorEvent::Tick,
+                Delivery::Put(_) | Delivery::Deleted(_) | Delivery::Started => CalculatorEvent::Tick,
             },
             delivered = self.claims.next() => match delivered {
                 Delivery::Put(entry) => match worker_of(&entry.key) {
@@ -460,6 +462,8 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     Some(worker) => CalculatorEvent::Unclaimed(worker),
                     None => CalculatorEvent::Tick,
                 },
+                // It delivers the current claims first.
+                Delivery::Started => CalculatorEvent::Tick,
                 Delivery::Failed(e) => {
                     self.session.report("id claim watch failed", e);
                     CalculatorEvent::ClaimsUnknown
@@ -470,7 +474,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     tracing::info!(term = self.term, "partition refresh requested");
                     CalculatorEvent::Refresh
                 }
-                Delivery::Deleted(_) => CalculatorEvent::Tick,
+                Delivery::Deleted(_) | Delivery::Started => CalculatorEvent::Tick,
                 Delivery::Failed(e) => {
                     self.session.report("refresh watch failed", e);
                     CalculatorEvent::Tick

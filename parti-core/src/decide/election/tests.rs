@@ -10,11 +10,13 @@ use super::*;
 const HOLD: Duration = Duration::from_millis(4_500);
 const RENEW: Duration = Duration::from_millis(1_500);
 const RETRY: Duration = Duration::from_millis(250);
+const SILENCE: Duration = Duration::from_millis(6_000);
 
 fn timings() -> ElectionTimings {
     ElectionTimings {
         hold: HOLD,
         renew_interval: RENEW,
+        read_after_silence: SILENCE,
         retry: RETRY,
     }
 }
@@ -128,10 +130,51 @@ fn a_follower_campaigns_only_when_the_entry_is_absent() {
     );
     assert_eq!(create_op(&actions), None);
     assert!(actions.contains(&ElectionAction::ShowLeader(Some(entry(5, "other", 5)))));
-    // The safety-net read comes a renew interval later; a deletion starts a campaign now.
-    assert_eq!(m.next_deadline(), Some(t0 + RENEW));
+    // The backstop read comes after a silence; a deletion starts a campaign now.
+    assert_eq!(m.next_deadline(), Some(t0 + SILENCE));
     let actions = m.handle(ElectionEvent::Delivered(None), t0 + ms(100));
     assert!(read_op(&actions).is_some(), "{actions:?}");
+}
+
+#[test]
+fn a_follower_reads_the_entry_when_its_watch_is_set_up_again() {
+    let t0 = Instant::now();
+    let mut m = ElectionMachine::new(me(), timings(), t0);
+    let read = read_op(&m.handle(ElectionEvent::Tick, t0)).unwrap();
+    let outcome = Ok(Some(entry(5, "other", 5)));
+    m.handle(ElectionEvent::Read { op: read, outcome }, t0);
+    // An expiry while the watch was down is found by a read now.
+    let actions = m.handle(ElectionEvent::WatchStarted, t0 + ms(300));
+    assert!(read_op(&actions).is_some(), "{actions:?}");
+}
+
+#[test]
+fn an_idle_follower_reads_the_entry_only_when_its_watch_goes_silent() {
+    let t0 = Instant::now();
+    let mut m = ElectionMachine::new(me(), timings(), t0);
+    let read = read_op(&m.handle(ElectionEvent::Tick, t0)).unwrap();
+    let leader = |revision| Some(entry(revision, "other", 5));
+    m.handle(
+        ElectionEvent::Read {
+            op: read,
+            outcome: Ok(leader(5)),
+        },
+        t0,
+    );
+    // The leader's renewals, delivered by the watch, keep the read away.
+    let mut at = t0;
+    for revision in 6..30 {
+        at += RENEW;
+        let actions = m.handle(ElectionEvent::Delivered(leader(revision)), at);
+        assert_eq!(read_op(&actions), None, "read at {:?}", at - t0);
+        assert_eq!(m.next_deadline(), Some(at + SILENCE));
+    }
+    // Silence for `read_after_silence`: read.
+    assert_eq!(
+        read_op(&m.handle(ElectionEvent::Tick, at + SILENCE - ms(1))),
+        None
+    );
+    assert!(read_op(&m.handle(ElectionEvent::Tick, at + SILENCE)).is_some());
 }
 
 #[test]

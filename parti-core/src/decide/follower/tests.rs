@@ -11,13 +11,15 @@ use super::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, Lea
 use crate::decide::Machine;
 use crate::wire::{AssignmentRecord, FencingToken, Grant, Lifecycle};
 
-const POLL: Duration = Duration::from_millis(1000);
+const POLL: Duration = Duration::from_secs(30);
+const READ_TIMEOUT: Duration = Duration::from_millis(1000);
 const DRAIN: Duration = Duration::from_millis(5000);
 const SLACK: Duration = Duration::from_millis(150);
 
 fn timings() -> FollowerTimings {
     FollowerTimings {
         poll_interval: POLL,
+        read_timeout: READ_TIMEOUT,
         drain_timeout: DRAIN,
         release_slack: SLACK,
     }
@@ -222,8 +224,9 @@ fn a_record_written_for_another_process_grants_nothing() {
 #[test]
 fn a_grant_hook_is_not_cancelled_while_the_lease_holds() {
     let (mut h, grant) = granting(&[0, 1], 2000);
-    // The hook takes 10 s; the lease is renewed all along.
-    for t in (500..10_000).step_by(500) {
+    // The hook takes longer than the backstop interval; the lease is renewed all along.
+    let hook_time = POLL.as_millis() as u64 + 1000;
+    for t in (500..hook_time).step_by(500) {
         let mut actions = h.at(ms(t)).lease_until(ms(t + 2000));
         actions.extend(h.feed(FollowerEvent::Tick));
         assert!(
@@ -306,22 +309,27 @@ fn a_lease_that_ends_during_a_grant_hook_fences_at_the_lease_end() {
 #[test]
 fn a_read_that_hangs_past_the_lease_fences() {
     let mut h = holding(&[0, 1], 2000);
-    // The lease is renewed until 2.5 s; the poll at 1 s hangs.
-    h.at(ms(500)).lease_until(ms(2500));
-    let read = read_op(&h.at(ms(1000)).feed(FollowerEvent::Tick));
-    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(2000)));
-    // The read is given up after one poll interval, still under the lease.
-    let actions = h.at(ms(2000)).feed(FollowerEvent::Tick);
+    // The lease is renewed until 2.5 s past the backstop read, which hangs.
+    let poll_ms = POLL.as_millis() as u64;
+    for t in (500..poll_ms).step_by(500) {
+        assert!(h.at(ms(t)).lease_until(ms(t + 2000)).is_empty());
+    }
+    h.at(POLL - ms(500)).lease_until(POLL + ms(2500));
+    let read = read_op(&h.at(POLL).feed(FollowerEvent::Tick));
+    assert_eq!(h.machine.next_deadline(), Some(h.start + POLL + ms(1000)));
+    // The read is given up after the read timeout, still under the lease.
+    let actions = h.at(POLL + ms(1000)).feed(FollowerEvent::Tick);
     assert!(
         actions.contains(&FollowerAction::Cancel(read)),
         "{actions:?}"
     );
     assert!(actions.contains(&FollowerAction::ReadTimedOut));
     assert_eq!(h.held(), [p(0), p(1)]);
-    // A new poll starts at once and hangs too; the lease ends at 2.5 s: fenced then.
-    let read = read_op(&actions);
-    assert_eq!(h.machine.next_deadline(), Some(h.start + ms(2500)));
-    let actions = h.at(ms(2500)).feed(FollowerEvent::Tick);
+    // It is tried again a read timeout later and hangs too; the lease ends at 2.5 s:
+    // fenced then.
+    let read = read_op(&h.at(POLL + ms(2000)).feed(FollowerEvent::Tick));
+    assert_eq!(h.machine.next_deadline(), Some(h.start + POLL + ms(2500)));
+    let actions = h.at(POLL + ms(2500)).feed(FollowerEvent::Tick);
     assert!(actions.contains(&FollowerAction::Cancel(read)));
     assert!(actions.contains(&FollowerAction::Fenced { partitions: 2 }));
     assert!(h.held().is_empty());
@@ -384,6 +392,98 @@ fn a_renewal_acknowledged_after_the_lease_end_comes_after_a_lapse() {
         "{actions:?}"
     );
     assert!(h.held().is_empty());
+}
+
+#[test]
+fn a_record_delivered_while_no_fresh_read_found_one_is_read_afresh_at_once() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(2000)));
+    // The fresh read finds no record for this process yet.
+    let actions = h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(None),
+    });
+    assert!(actions.is_empty(), "{actions:?}");
+    // The leader writes one: the delivered record is not trusted, but read afresh at once
+    // (not at the next backstop read), and applied from that read.
+    let actions = h
+        .at(ms(10))
+        .feed(FollowerEvent::Delivered(Some(record(1, 1, &[0]))));
+    let read = read_op(&actions);
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 1, &[0]))),
+    }));
+    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    }));
+    h.feed(FollowerEvent::HookDone {
+        op: grant,
+        panicked: false,
+    });
+    assert_eq!(h.held(), [p(0)]);
+}
+
+#[test]
+fn a_failed_read_or_a_stale_term_is_looked_at_again_soon_not_at_the_backstop_read() {
+    let mut h = Harness::new();
+    let read = read_op(&h.lease_until(ms(60_000)));
+    h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Err(()),
+    });
+    assert_eq!(h.machine.next_deadline(), Some(h.now + READ_TIMEOUT));
+    let read = read_op(&h.at(READ_TIMEOUT).feed(FollowerEvent::Tick));
+    // The record names a term the election entry does not show (yet).
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 2, &[0]))),
+    }));
+    h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(1)),
+    });
+    assert!(h.held().is_empty());
+    assert_eq!(h.machine.next_deadline(), Some(h.now + READ_TIMEOUT));
+    // A read that hangs is abandoned at its deadline and tried again a timeout later.
+    let read = read_op(&h.at(2 * READ_TIMEOUT).feed(FollowerEvent::Tick));
+    let actions = h.at(3 * READ_TIMEOUT).feed(FollowerEvent::Tick);
+    assert!(
+        actions.contains(&FollowerAction::Cancel(read)),
+        "{actions:?}"
+    );
+    assert_eq!(h.machine.next_deadline(), Some(h.now + READ_TIMEOUT));
+    // Once applied, the record is read again only at the backstop interval.
+    let read = read_op(&h.at(4 * READ_TIMEOUT).feed(FollowerEvent::Tick));
+    let term = term_op(&h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(Some(record(1, 2, &[0]))),
+    }));
+    let grant = grant_op(&h.feed(FollowerEvent::TermRead {
+        op: term,
+        outcome: Ok(Some(2)),
+    }));
+    h.feed(FollowerEvent::HookDone {
+        op: grant,
+        panicked: false,
+    });
+    assert_eq!(h.held(), [p(0)]);
+    assert_eq!(h.machine.next_deadline(), Some(h.now + POLL));
+}
+
+#[test]
+fn a_watch_set_up_again_is_followed_by_a_fresh_read() {
+    let mut h = holding(&[0], 60_000);
+    // The watch failed and was set up again: a change while it was down (the record
+    // deleted with its bucket, say) is found by a read now, not at the backstop read.
+    let read = read_op(&h.at(ms(500)).feed(FollowerEvent::WatchStarted));
+    let actions = h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(None),
+    });
+    let (_, revoked) = revoke_op(&actions);
+    assert_eq!(revoked, [p(0)]);
 }
 
 #[test]

@@ -258,6 +258,10 @@ enum Action {
     Replace(usize, bool),
     /// The leader changes.
     NewLeader,
+    /// The records' bucket is lost: every record vanishes (a worker reading its record
+    /// finds none). The leader reads the records back, or (`true`) a new leader starts
+    /// from the empty bucket.
+    LoseRecords(bool),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -282,6 +286,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..WORKERS).prop_map(Action::Revive),
         1 => (0..WORKERS, prop::bool::weighted(0.3)).prop_map(|(w, raised)| Action::Replace(w, raised)),
         1 => Just(Action::NewLeader),
+        1 => any::<bool>().prop_map(Action::LoseRecords),
     ]
 }
 
@@ -307,6 +312,9 @@ struct World {
     history: BTreeMap<WorkerId, Vec<RecordVersion>>,
     workers: Vec<ModelWorker>,
     version: u64,
+    /// Records up to this version were written under an earlier leader's term: a worker
+    /// applies one only if it grants nothing new (a grant needs the current term).
+    earlier_terms: u64,
     /// The heartbeat bucket's revision: a new session is named by it.
     revision: u64,
     listing: Option<(ListingTicket, BTreeMap<WorkerId, Beat>)>,
@@ -317,6 +325,7 @@ impl World {
         Self {
             handoff: fleet(),
             history: BTreeMap::new(),
+            earlier_terms: 0,
             workers: (0..WORKERS)
                 .map(|i| ModelWorker {
                     alive: true,
@@ -438,9 +447,18 @@ impl World {
                     return;
                 }
                 let versions = self.history.get(&w(i)).cloned().unwrap_or_default();
+                // A record of an earlier term that grants something new is not applied (a
+                // grant needs the current term): the worker goes on to the next.
+                let earlier_terms = self.earlier_terms;
                 let newer: Vec<_> = versions
                     .iter()
                     .filter(|(version, _)| worker.resync || *version > worker.applied)
+                    .filter(|(version, content)| {
+                        *version > earlier_terms
+                            || content
+                                .as_ref()
+                                .is_none_or(|(_, content)| content.is_subset(&worker.held))
+                    })
                     .collect();
                 let pick = if lag && !worker.resync {
                     newer.first()
@@ -513,11 +531,36 @@ impl World {
                 worker.applied = 0;
                 worker.held.clear();
             }
-            Action::NewLeader => {
-                self.handoff = Handoff::resume(self.records());
-                self.listing = None;
+            Action::NewLeader => self.new_leader(),
+            Action::LoseRecords(new_leader) => {
+                self.version += 1;
+                for versions in self.history.values_mut() {
+                    if new_leader {
+                        // A record of an earlier term grants nothing (a worker checks the
+                        // term before it applies a grant): a lagging watch cannot bring
+                        // one back under the new leader.
+                        versions.clear();
+                    }
+                    versions.push((self.version, None));
+                }
+                if new_leader {
+                    self.new_leader();
+                } else {
+                    self.handoff.reconcile(self.records());
+                }
             }
         }
+    }
+
+    /// A new leader reads the records and, like the calculator, lists the heartbeats
+    /// before it writes anything, then stamps every record with its term.
+    fn new_leader(&mut self) {
+        self.handoff = Handoff::resume(self.records());
+        self.earlier_terms = self.version;
+        self.listing = None;
+        self.run(Action::BeginListing);
+        self.run(Action::EndListing);
+        self.handoff.rewrite_all();
     }
 
     fn assert_exclusive(&self) -> Result<(), TestCaseError> {

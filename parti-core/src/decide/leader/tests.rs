@@ -15,6 +15,7 @@ const S: Duration = Duration::from_secs(1);
 fn timings() -> CalculatorTimings {
     CalculatorTimings {
         poll_interval: S / 2,
+        backstop_interval: 30 * S,
         call_timeout: 3 * S,
         heartbeat_ttl: 3 * S,
         retry: S / 2,
@@ -304,6 +305,104 @@ fn settled_fleet(t0: Instant) -> (CalculatorMachine, Instant) {
     planned(&mut m, now, actions, 6);
     assert!(m.handoff().is_settled());
     (m, now)
+}
+
+/// The instants at which the machine lists heartbeats from `from` to `until`, answering
+/// each listing with the plan's members; `beats` says whether worker 0's heartbeat is
+/// delivered by the watch at each heartbeat interval (`S / 2` here).
+fn listings(
+    m: &mut CalculatorMachine,
+    from: Instant,
+    until: Instant,
+    beats: impl Fn(Instant) -> bool,
+) -> Vec<Instant> {
+    let (mut now, mut listed) = (from, Vec::new());
+    let mut next_beat = from;
+    while now < until {
+        let wake = m.next_deadline().unwrap_or(until).min(next_beat);
+        now = wake.max(now);
+        let actions = if now >= next_beat && beats(now) {
+            next_beat = now + S / 2;
+            heartbeat_seen(m, 0, now)
+        } else {
+            next_beat = next_beat
+                .max(now + S / 2)
+                .min(if beats(now) { now } else { until });
+            m.handle(CalculatorEvent::Tick, now)
+        };
+        if list_op(&actions).is_some() {
+            listed.push(now);
+        }
+        lists_answered(m, now, actions, 1);
+    }
+    listed
+}
+
+#[test]
+fn heartbeats_are_listed_rarely_while_the_watch_delivers_and_often_when_it_goes_silent() {
+    let t0 = Instant::now();
+    let (mut m, now) = settled_fleet(t0);
+    let t = timings();
+    // The watch delivers a heartbeat every interval: one backstop listing per backstop
+    // interval.
+    let healthy_until = now + 2 * t.backstop_interval + S;
+    let listed = listings(&mut m, now, healthy_until, |_| true);
+    assert!(
+        (2..=3).contains(&listed.len()),
+        "listed {} times in {:?}",
+        listed.len(),
+        healthy_until - now
+    );
+    // The watch goes silent: listings every poll interval, from a TTL after its last
+    // delivery on.
+    let silent_until = healthy_until + 10 * S;
+    let listed = listings(&mut m, healthy_until, silent_until, |_| false);
+    let first = *listed.first().expect("listed while silent");
+    assert!(
+        first <= healthy_until + t.heartbeat_ttl,
+        "{:?}",
+        first - healthy_until
+    );
+    let expected = ((silent_until - first).as_millis() / t.poll_interval.as_millis()) as usize;
+    assert!(listed.len() >= expected, "{} < {expected}", listed.len());
+}
+
+#[test]
+fn a_worker_the_handoff_waits_for_seen_gone_is_listed_at_once() {
+    let t0 = Instant::now();
+    let (mut m, now) = settled_fleet(t0);
+    heartbeat_seen(&mut m, 0, now);
+    // p.0 moves from worker-0 to worker-1: worker-0's record is written without it first.
+    let actions = m.handle(CalculatorEvent::Refresh, now);
+    let (op, _, workers, _) = compute_op(&actions).unwrap();
+    let mut moved = assign(&workers, &partitions(6));
+    moved.assign(partitions(6)[0].id().clone(), w(1));
+    let outcome = Ok(Computed {
+        assignment: moved,
+        partitions: partitions(6),
+        source_failed: false,
+    });
+    let actions = m.handle(CalculatorEvent::Computed { op, outcome }, now);
+    let actions = lists_answered(&mut m, now, actions, 1);
+    let (op, step) = write_op(&actions).expect("the revoke");
+    let committed = step.into_iter().map(|(w, c)| (w, c, 5)).collect();
+    let failed = false;
+    let actions = m.handle(
+        CalculatorEvent::Written {
+            op,
+            committed,
+            failed,
+        },
+        now,
+    );
+    // The listing after the write finds worker-0 still holding the old version.
+    lists_answered(&mut m, now, actions, 1);
+    assert!(m.handoff().waiting_for().any(|worker| *worker == w(0)));
+    // Its heartbeat is seen gone by the watch: a listing at once confirms the release.
+    let later = now + S / 10;
+    assert!(m.next_deadline().is_none_or(|at| at > later));
+    let actions = m.handle(CalculatorEvent::HeartbeatGone(w(0)), later);
+    assert!(list_op(&actions).is_some(), "{actions:?}");
 }
 
 #[test]
