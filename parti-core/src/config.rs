@@ -376,12 +376,14 @@ impl Config {
     }
 
     /// How often a process reads again what its watches keep it informed of — a worker its
-    /// assignment record — as a backstop for a watch that is alive but behind: ten
-    /// heartbeat TTLs (30 s by default). Watches lose nothing (they resume where they were),
-    /// and a stalled one is found by its missed idle heartbeats, so this read is rare: at
-    /// each heartbeat interval it was most of an idle fleet's traffic.
+    /// assignment record, the leader the heartbeats — as a backstop for a watch that is
+    /// alive but behind: ten heartbeat TTLs, and at least 30 s (30 s by default and with
+    /// [`Config::short_timings`]). Watches lose nothing (they resume where they were, and
+    /// are read after when set up again), and a stalled one is found by its missed idle
+    /// heartbeats, so this read is rare: at each heartbeat interval it was most of an idle
+    /// fleet's traffic.
     pub fn backstop_interval(&self) -> Duration {
-        self.heartbeat_ttl * 10
+        (self.heartbeat_ttl * 10).max(Duration::from_secs(30))
     }
 
     /// The bucket of worker id claims, with its TTL, replicas and storage.
@@ -746,6 +748,12 @@ mod tests {
         assert_eq!(config.id_renew_interval(), Duration::from_secs(10));
         assert_eq!(config.election_renew_interval(), Duration::from_secs(2));
         assert_eq!(config.heartbeat_poll_interval(), ms(500));
+        assert_eq!(config.backstop_interval(), ms(30_000));
+        let slow = Config {
+            heartbeat_ttl: ms(10_000),
+            ..config.clone()
+        };
+        assert_eq!(slow.backstop_interval(), ms(100_000));
         assert_eq!(config.margin_for(Duration::from_secs(3)), ms(300));
         assert_eq!(config.margin_for(Duration::from_millis(500)), ms(100));
     }

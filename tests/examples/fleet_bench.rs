@@ -23,7 +23,11 @@ use tokio::time::Instant;
 
 const USAGE: &str = "\
 usage: fleet-bench [--workers N] [--partitions P] [--timings short|default]
-                   [--store nats|memory] [--idle SECONDS]";
+                   [--store nats|memory] [--idle SECONDS] [--check]
+
+--check: exit with status 1 when the idle cost is over its bound: a worker's own connection
+(the median one) sending more than 1.2 times its heartbeat rate, or the whole fleet more
+than 10 JetStream API requests a second. (Every phase must complete in any case.)";
 
 struct Args {
     workers: usize,
@@ -31,6 +35,7 @@ struct Args {
     timings: String,
     store: String,
     idle: Duration,
+    check: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,7 +44,8 @@ fn parse_args() -> Result<Args, String> {
         partitions: 1_000,
         timings: "short".into(),
         store: "nats".into(),
-        idle: Duration::from_secs(10),
+        idle: Duration::from_secs(30),
+        check: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
             "--timings" => args.timings = value()?,
             "--store" => args.store = value()?,
             "--idle" => args.idle = Duration::from_secs(number(value()?)?),
+            "--check" => args.check = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -90,14 +97,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let rows = runtime.block_on(run(&args));
+    let (rows, over) = runtime.block_on(run(&args));
     println!();
     println!("| phase | seconds | detail |");
     println!("|---|---|---|");
     for (phase, seconds, detail) in rows {
         println!("| {phase} | {seconds:.2} | {detail} |");
     }
+    if args.check && !over.is_empty() {
+        eprintln!("\nover the bound:");
+        for line in &over {
+            eprintln!("  {line}");
+        }
+        std::process::exit(1);
+    }
 }
+
+/// Rows of the table, and the idle costs over their bound.
+type Results = (Vec<(String, f64, String)>, Vec<String>);
 
 /// What the server says about its traffic, and CPU counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,7 +126,7 @@ struct Counters {
     fleet_cpu_ticks: u64,
 }
 
-async fn run(args: &Args) -> Vec<(String, f64, String)> {
+async fn run(args: &Args) -> Results {
     let config = if args.timings == "short" {
         Config::short_timings()
     } else {
@@ -124,9 +141,28 @@ async fn run(args: &Args) -> Vec<(String, f64, String)> {
         _ => {
             let server = NatsServer::start_monitored();
             let url = server.url();
-            // Each manager its own connection, as separate processes would have.
+            // Each manager its own connection, as separate processes would have — made
+            // before the clock starts, all at once (the fleet asks for them one by one,
+            // which at 200 workers took longer than the cold start itself).
+            let mut connecting = tokio::task::JoinSet::new();
+            for _ in 0..args.workers + 3 {
+                let url = url.clone();
+                connecting.spawn(async move { NatsStore::connect(&url).await });
+            }
+            let mut pool = Vec::new();
+            while let Some(store) = connecting.join_next().await {
+                pool.push(
+                    store
+                        .expect("a connect task")
+                        .expect("connecting to the bench's server"),
+                );
+            }
+            let pool = std::sync::Mutex::new(pool);
             let fleet = Fleet::new(
                 move || {
+                    if let Some(store) = pool.lock().unwrap().pop() {
+                        return store;
+                    }
                     let url = url.clone();
                     tokio::task::block_in_place(|| {
                         tokio::runtime::Handle::current()
@@ -146,7 +182,8 @@ async fn phases<S: Store>(
     args: &Args,
     mut fleet: Fleet<S>,
     server: Option<&NatsServer>,
-) -> Vec<(String, f64, String)> {
+) -> Results {
+    let mut over = Vec::new();
     let config = fleet.config.clone();
     let limit = 4 * config.cold_start_window + 10 * config.election_ttl + Duration::from_secs(60);
     let mut rows = Vec::new();
@@ -193,6 +230,19 @@ async fn phases<S: Store>(
     rates.sort_by(f64::total_cmp);
     let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
     let busiest = rates.last().copied().unwrap_or(0.0);
+    let api = per(before.api_requests, after.api_requests);
+    if server.is_some() {
+        if median > 1.2 * heartbeats {
+            over.push(format!(
+                "a worker's connection sent {median:.2} messages a second idle, over 1.2 x its {heartbeats:.2} heartbeats"
+            ));
+        }
+        if api > 10.0 {
+            over.push(format!(
+                "the idle fleet made {api:.1} JetStream API requests a second, over 10"
+            ));
+        }
+    }
     report(
         "idle",
         secs,
@@ -201,7 +251,7 @@ async fn phases<S: Store>(
             per(before.in_msgs, after.in_msgs),
             per(before.out_msgs, after.out_msgs),
             per(before.in_msgs, after.in_msgs) / args.workers as f64,
-            per(before.api_requests, after.api_requests),
+            api,
             per(before.server_cpu_ticks, after.server_cpu_ticks) / TICKS_PER_SECOND,
             per(before.fleet_cpu_ticks, after.fleet_cpu_ticks) / TICKS_PER_SECOND,
         ),
@@ -299,7 +349,7 @@ async fn phases<S: Store>(
     fleet.check_ledger();
     fleet.stop_all().await;
     fleet.check_ledger();
-    rows
+    (rows, over)
 }
 
 fn leader_term<S: Store>(fleet: &Fleet<S>, leader: &WorkerId) -> u64 {

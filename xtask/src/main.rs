@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask test`: formatting check, clippy and rustdoc with warnings denied, every
 //!   test (nextest when installed, plus doc tests), after making sure a `nats-server` ≥ 2.11 is available
-//!   for the NATS tests (installing a pinned one under `target/` when none is found).
+//!   for the NATS tests (installing a pinned one under `target/` when none is found), then a
+//!   small `fleet_bench --check` (20 workers × 1,000 partitions: every phase completes, the
+//!   idle cost stays within its bound).
 //! - `cargo xtask nats-latency`: KV operation latency against a real `nats-server`.
 //! - `cargo xtask fleet-bench …`: a fleet of managers measured phase by phase (cold start,
 //!   idle cost, join, leave, crash, leader abort) on a real `nats-server` (release build).
@@ -20,8 +22,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    fmt check, clippy and rustdoc -D warnings, all tests (nextest if present) and
-          doc tests;
+  test    fmt check, clippy and rustdoc -D warnings, all tests (nextest if present),
+          doc tests and a fleet-bench check (20 x 1,000: phases complete, idle cost
+          within its bound);
           installs nats-server 2.12.8 under target/ when no nats-server >= 2.11 is found
   nats-latency [--samples N]
           p50/p99 of NatsStore get (through the stream leader, next to the direct get it
@@ -202,6 +205,22 @@ fn test() -> Result<(), String> {
         tests.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
         run(with_nats(tests))?;
     }
+    // A small fleet on a real server: every phase must complete, and the idle cost stay
+    // within its bound (counts, not times; a debug build, as the tests).
+    let mut fleet = cargo();
+    fleet
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "tests",
+            "--example",
+            "fleet_bench",
+            "--",
+        ])
+        .args(["--workers", "20", "--partitions", "1000", "--check"]);
+    run(with_nats(fleet))?;
+
     println!("\n==> all checks passed");
     Ok(())
 }
