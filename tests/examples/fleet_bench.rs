@@ -17,8 +17,7 @@ use parti_core::store::{MemoryStore, Store};
 use parti_nats::NatsStore;
 use parti_strategy::WorkerId;
 use tests::fleet::Fleet;
-use tests::nats_server::NatsServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tests::nats_server::{NatsServer, http_get, number_after};
 use tokio::time::Instant;
 
 const USAGE: &str = "\
@@ -431,38 +430,4 @@ fn resident_kib() -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// The number following `key` in `json` (a flat look-up, enough for the server's
-/// monitoring documents).
-fn number_after(json: &str, key: &str) -> Option<u64> {
-    let at = json.find(key)? + key.len();
-    let digits: String = json[at..]
-        .trim_start_matches([':', ' '])
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-/// A plain HTTP/1.0 GET of `path` on the monitoring endpoint; the body.
-async fn http_get(base: &str, path: &str) -> String {
-    let address = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("the monitoring endpoint answers");
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("sending the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("reading the response");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
 }

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -355,4 +357,38 @@ impl NatsCluster {
     pub fn nodes(&mut self) -> &mut [NatsServer] {
         &mut self.nodes
     }
+}
+
+/// The number following `key` in `json` (a flat look-up, enough for the server's
+/// monitoring documents).
+pub fn number_after(json: &str, key: &str) -> Option<u64> {
+    let at = json.find(key)? + key.len();
+    let digits: String = json[at..]
+        .trim_start_matches([':', ' '])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// A plain HTTP/1.0 GET of `path` on the monitoring endpoint; the body.
+pub async fn http_get(base: &str, path: &str) -> String {
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("the monitoring endpoint answers");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("sending the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("reading the response");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }

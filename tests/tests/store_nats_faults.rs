@@ -297,3 +297,53 @@ async fn a_watch_ends_as_not_found_when_the_server_restarts_without_its_data() {
         other => panic!("expected the watch to end as NotFound, got {other:?}"),
     }
 }
+
+/// While every key is written again and again (heartbeats), a listing still ends and shows
+/// each live key exactly once. (A listing by an ordered consumer delivering each subject's
+/// last message, two API requests instead of one per key, lost about one key in 200 here:
+/// with history 1 a key's last record is removed when it is written again, under the
+/// consumer's feet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_under_continuous_writes_shows_every_key_once() {
+    const KEYS: usize = 200;
+    let fixture = NatsFixture::single().await;
+    let bucket = fixture.bucket(&spec("listed")).await.unwrap();
+    for i in 0..KEYS {
+        bucket
+            .put(&format!("worker-{i}"), "0".into())
+            .await
+            .unwrap();
+    }
+    bucket.put("other", "x".into()).await.unwrap();
+    assert_eq!(bucket.entries("worker-").await.unwrap().len(), KEYS);
+
+    // Writes all along: every listing still ends and shows each key once.
+    let writer = {
+        let bucket = bucket.clone();
+        tokio::spawn(async move {
+            for round in 1.. {
+                for i in 0..KEYS {
+                    let value = round.to_string().into();
+                    if bucket.put(&format!("worker-{i}"), value).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    for _ in 0..20 {
+        let listed = tokio::time::timeout(RECOVERY, bucket.entries("worker-"))
+            .await
+            .expect("a listing ends")
+            .unwrap();
+        let keys: std::collections::BTreeSet<&str> =
+            listed.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys.len(), KEYS, "each key once");
+        assert_eq!(listed.len(), KEYS, "each key once");
+        assert!(
+            listed.windows(2).all(|w| w[0].key < w[1].key),
+            "sorted by key"
+        );
+    }
+    writer.abort();
+}
