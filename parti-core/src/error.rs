@@ -1,6 +1,6 @@
 //! The error type of parti's API.
 
-use parti_strategy::StrategyError;
+use parti_strategy::{PartitionIdError, StrategyError};
 
 use crate::config::ConfigError;
 use crate::store::StoreError;
@@ -34,6 +34,13 @@ pub enum Error {
     /// A record could not be encoded.
     #[error(transparent)]
     Wire(#[from] WireError),
+
+    /// A partition id that cannot be used (building a partition source, say): `?` on
+    /// [`PartitionId::new`](parti_strategy::PartitionId::new) or
+    /// [`StaticSource::numbered`](crate::runtime::StaticSource::numbered) in a function
+    /// returning [`Result`] works.
+    #[error(transparent)]
+    PartitionId(#[from] PartitionIdError),
 
     /// A static identity that cannot be used: empty, or longer than 256 bytes.
     #[error("invalid identity {identity:?}: {reason}")]
@@ -174,6 +181,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
     use crate::store::Operation;
+
+    #[test]
+    fn an_invalid_partition_id_converts_with_question_mark() {
+        fn source() -> Result<crate::runtime::StaticSource> {
+            Ok(crate::runtime::StaticSource::numbered("bad key", 4)?)
+        }
+        let err = source().unwrap_err();
+        assert!(matches!(err, Error::PartitionId(_)), "{err:?}");
+        assert!(!err.is_transient());
+    }
 
     #[test]
     fn transient_only_for_transient_store_errors() {

@@ -50,5 +50,10 @@ pub use parti_strategy as strategy;
 #[cfg(feature = "nats")]
 pub use parti_nats as nats;
 
+/// The README's snippets, compiled with the doc tests so that they stay true.
+#[cfg(all(doctest, feature = "nats"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(feature = "prometheus")]
 pub use parti_metrics as metrics;
