@@ -149,6 +149,143 @@ impl Default for Config {
     }
 }
 
+/// Builder-style setters, one per field, for code outside this crate (the struct is
+/// `#[non_exhaustive]`, so it cannot be built with a literal there). Check the result with
+/// [`Config::validate`] (the manager does, at start).
+///
+/// ```
+/// use std::time::Duration;
+/// use parti_core::config::Config;
+///
+/// let config = Config::default()
+///     .with_heartbeat_interval(Duration::from_millis(500))
+///     .with_heartbeat_ttl(Duration::from_secs(2))
+///     .with_replicas(3)
+///     .with_restart_grace(Duration::from_secs(20));
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.restart_grace, Some(Duration::from_secs(20)));
+/// ```
+impl Config {
+    /// Sets [`Config::buckets`]: the bucket names.
+    #[must_use]
+    pub fn with_buckets(mut self, buckets: BucketNames) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// Sets [`Config::replicas`]: how many replicas each bucket has.
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Sets [`Config::storage`]: where the buckets are stored.
+    #[must_use]
+    pub fn with_storage(mut self, storage: StorageKind) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Sets [`Config::min_worker_id`]: the lowest worker id number.
+    #[must_use]
+    pub fn with_min_worker_id(mut self, min_worker_id: u32) -> Self {
+        self.min_worker_id = min_worker_id;
+        self
+    }
+
+    /// Sets [`Config::max_worker_id`]: the highest worker id number.
+    #[must_use]
+    pub fn with_max_worker_id(mut self, max_worker_id: u32) -> Self {
+        self.max_worker_id = max_worker_id;
+        self
+    }
+
+    /// Sets [`Config::id_ttl`]: how long a worker id claim lives without renewal.
+    #[must_use]
+    pub fn with_id_ttl(mut self, id_ttl: Duration) -> Self {
+        self.id_ttl = id_ttl;
+        self
+    }
+
+    /// Sets [`Config::election_ttl`]: how long the leader's lease lives without renewal.
+    #[must_use]
+    pub fn with_election_ttl(mut self, election_ttl: Duration) -> Self {
+        self.election_ttl = election_ttl;
+        self
+    }
+
+    /// Sets [`Config::heartbeat_interval`]: how often a worker writes its heartbeat.
+    #[must_use]
+    pub fn with_heartbeat_interval(mut self, heartbeat_interval: Duration) -> Self {
+        self.heartbeat_interval = heartbeat_interval;
+        self
+    }
+
+    /// Sets [`Config::heartbeat_ttl`]: how long a heartbeat lives after its last write.
+    #[must_use]
+    pub fn with_heartbeat_ttl(mut self, heartbeat_ttl: Duration) -> Self {
+        self.heartbeat_ttl = heartbeat_ttl;
+        self
+    }
+
+    /// Sets [`Config::cold_start_window`]: the stabilization window after a cold start.
+    #[must_use]
+    pub fn with_cold_start_window(mut self, cold_start_window: Duration) -> Self {
+        self.cold_start_window = cold_start_window;
+        self
+    }
+
+    /// Sets [`Config::planned_scale_window`]: the stabilization window after workers join.
+    #[must_use]
+    pub fn with_planned_scale_window(mut self, planned_scale_window: Duration) -> Self {
+        self.planned_scale_window = planned_scale_window;
+        self
+    }
+
+    /// Sets [`Config::restart_ratio`]: the share of the fleet that, gone together, counts as a restart.
+    #[must_use]
+    pub fn with_restart_ratio(mut self, restart_ratio: f64) -> Self {
+        self.restart_ratio = restart_ratio;
+        self
+    }
+
+    /// Sets [`Config::emergency_grace`]: how long a worker must be gone before its loss is an emergency.
+    #[must_use]
+    pub fn with_emergency_grace(mut self, emergency_grace: Duration) -> Self {
+        self.emergency_grace = emergency_grace;
+        self
+    }
+
+    /// Sets [`Config::cooldown`]: the minimum time between two planned rebalances.
+    #[must_use]
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Sets [`Config::drain_timeout`]: how long a revoke hook may drain.
+    #[must_use]
+    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Sets [`Config::restart_grace`]: how long a parked worker's partitions wait for it (instead of `id_ttl`).
+    #[must_use]
+    pub fn with_restart_grace(mut self, restart_grace: Duration) -> Self {
+        self.restart_grace = Some(restart_grace);
+        self
+    }
+
+    /// Sets [`Config::safety_margin`]: the self-fencing margin before each lease's end (instead of 10 % of its TTL, at least 100 ms).
+    #[must_use]
+    pub fn with_safety_margin(mut self, safety_margin: Duration) -> Self {
+        self.safety_margin = Some(safety_margin);
+        self
+    }
+}
+
 impl Config {
     /// [`Config::default`] with the protocol timings shortened for a fleet on one machine —
     /// demos, and integration tests against a local nats-server: heartbeats every 250 ms
