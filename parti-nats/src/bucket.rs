@@ -1,9 +1,11 @@
 //! `NatsBucket`: the key-value operations on one JetStream KV bucket.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use async_nats::HeaderMap;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
@@ -148,8 +150,10 @@ impl NatsBucket {
     /// expiry marker, history being 1), then each key's last message is read from it. A key
     /// live when the listing began has a subject in the list, and its read comes later, so
     /// each key is reported as it was at some instant of the listing: it sees every write
-    /// acknowledged before it began. (async-nats's `keys` uses an ordered consumer instead,
-    /// which a cluster may place on any replica, one that has not caught up included.)
+    /// acknowledged before it began. On one server an ordered consumer delivers the keys'
+    /// last records first ([`last_records`](Self::last_records): one request), and only the
+    /// keys it missed are read one by one. (On a cluster a consumer may be placed on any
+    /// replica, one that has not caught up included, so every key is read from the leader.)
     async fn listing(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
         let target = self.target(Operation::Keys, prefix);
         check_prefix(prefix)?;
@@ -193,6 +197,21 @@ impl NatsBucket {
             }
         }
         keys.sort_unstable();
+        // On one server, a consumer delivers every key's last record in one request; the
+        // keys it did not deliver (it can miss one written again under its feet) are read
+        // one by one like every key of a replicated bucket.
+        let mut entries = Vec::new();
+        if self.kv.stream.cached_info().config.num_replicas <= 1 {
+            match self.last_records(prefix, target).await {
+                Ok(delivered) => {
+                    keys.retain(|key| !delivered.contains_key(key));
+                    entries.extend(delivered.into_values().flatten());
+                }
+                Err(e) => {
+                    tracing::debug!(bucket = %self.kv.name, error = %e, "listing key by key");
+                }
+            }
+        }
         // The reads are independent: keep several in flight.
         let mut reads = futures_util::stream::iter(keys)
             .map(|key| {
@@ -207,7 +226,6 @@ impl NatsBucket {
                 }
             })
             .buffered(LISTING_READS_IN_FLIGHT);
-        let mut entries = Vec::new();
         while let Some((key, read)) = reads.next().await {
             let message = match read {
                 Ok(message) => message,
@@ -223,7 +241,62 @@ impl NatsBucket {
                 });
             }
         }
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(entries)
+    }
+
+    /// Each key's last record under `prefix` as an ordered consumer delivers them (on one
+    /// server, from the store that acknowledged every write): the entry, or `None` for a
+    /// delete or an expiry marker. The consumer starts after the call began and delivers in
+    /// order until it has caught up, so each key's value is one it had during the call.
+    /// With history 1 a key written again while the consumer runs can be missing: callers
+    /// read the keys it did not deliver.
+    async fn last_records(
+        &self,
+        prefix: &str,
+        target: Target<'_>,
+    ) -> StoreResult<BTreeMap<String, Option<Entry>>> {
+        let unavailable = |e: &dyn std::fmt::Display| target.unavailable(e.to_string(), None);
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.store.client().new_inbox(),
+                description: Some("parti listing".to_owned()),
+                filter_subject: format!("{}>", self.kv.prefix),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut records = BTreeMap::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(records);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unavailable(&e))?;
+            let info = message.info().map_err(|e| unavailable(&e))?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            let key = message
+                .subject
+                .as_str()
+                .strip_prefix(self.kv.prefix.as_str());
+            if let Some(key) = key.filter(|key| key.starts_with(prefix)) {
+                let live = message.headers.as_ref().is_none_or(is_put);
+                let entry = live.then(|| Entry {
+                    key: key.to_owned(),
+                    value: message.payload.clone(),
+                    revision: Revision::new(sequence),
+                });
+                records.insert(key.to_owned(), entry);
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(records)
     }
 
     /// A failed read: `NotFound` when the bucket is gone, else the mapped error.
