@@ -491,8 +491,8 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
             CalculatorNote::TopologyChange { kind, joined, left } => tracing::info!(
                 term,
                 kind = kind.as_str(),
-                joined = ?joined,
-                left = ?left,
+                joined = %plain(&joined),
+                left = %plain(&left),
                 "topology change"
             ),
             CalculatorNote::Planned {
@@ -526,7 +526,12 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
             CalculatorNote::StepWritten {
                 changes,
                 waiting_for,
-            } => tracing::debug!(term, changes, waiting_for = ?waiting_for, "handoff step written"),
+            } => tracing::debug!(
+                term,
+                changes,
+                waiting_for = %plain(&waiting_for),
+                "handoff step written"
+            ),
             CalculatorNote::HandoffComplete { took } => {
                 tracing::info!(term, ?took, "handoff complete");
                 telemetry::handoff(&session.worker_id, took);
@@ -615,10 +620,29 @@ impl Garbage {
 }
 
 /// The worker a key of the heartbeat or ids bucket belongs to (`None`: not a worker key).
+/// Worker ids for a log line, as plain names: `worker-1, worker-2` (not
+/// `[WorkerId("worker-1"), …]`).
+fn plain(workers: &[WorkerId]) -> String {
+    let names: Vec<&str> = workers.iter().map(WorkerId::as_str).collect();
+    names.join(", ")
+}
+
 fn worker_of(key: &str) -> Option<WorkerId> {
     worker_number(key).map(|_| WorkerId::new(key))
 }
 
 fn retry_delay(interval: Duration) -> Duration {
     (interval / 2).max(Duration::from_millis(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_are_logged_as_plain_names() {
+        let workers = [WorkerId::new("worker-1"), WorkerId::new("worker-12")];
+        assert_eq!(plain(&workers), "worker-1, worker-12");
+        assert_eq!(plain(&[]), "");
+    }
 }
