@@ -8,10 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use parti::config::Config;
-use parti::store::MemoryStore;
 use parti::strategy::{Assignment, Sticky, WorkerId};
-use parti::{Manager, StaticSource};
+use parti::{Config, Manager, MemoryStore, StaticSource};
 use tokio::time::{Instant, sleep};
 
 const PARTITIONS: usize = 60;
@@ -84,7 +82,7 @@ fn settled(fleet: &Fleet) -> bool {
         && owners(fleet).len() == PARTITIONS
         && fleet
             .values()
-            .all(|m| m.state() == parti::decide::ManagerState::Stable)
+            .all(|m| m.state() == parti::ManagerState::Stable)
 }
 
 #[tokio::main(flavor = "current_thread")]

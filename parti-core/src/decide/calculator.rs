@@ -18,12 +18,15 @@ pub fn phase_can_become(from: Lifecycle, to: Lifecycle) -> bool {
         (from, to),
         (Stable, Scaling)
             | (Stable, Emergency)
+            | (Stable, Rebalancing)
             | (Scaling, Rebalancing)
             | (Scaling, Emergency)
             | (Rebalancing, Stable)
             | (Rebalancing, Scaling)
             | (Rebalancing, Emergency)
+            | (Rebalancing, Rebalancing)
             | (Emergency, Stable)
+            | (Emergency, Rebalancing)
             | (Emergency, Scaling)
             | (Emergency, Emergency)
     )
@@ -40,6 +43,8 @@ pub enum RebalanceReason {
     Restart,
     /// Workers were lost: at once.
     Emergency,
+    /// Workers stopped gracefully: at once.
+    Leave,
     /// The partition set changed: at once.
     Refresh,
 }
@@ -52,7 +57,20 @@ impl RebalanceReason {
             Self::PlannedScale => "planned_scale",
             Self::Restart => "restart",
             Self::Emergency => "emergency",
+            Self::Leave => "leave",
             Self::Refresh => "refresh",
+        }
+    }
+
+    /// The phase the leader publishes while this rebalance runs: only a lost worker is an
+    /// emergency; a graceful leave and a refresh of the partition set are rebalances, also
+    /// when they run at once.
+    pub fn lifecycle(self) -> Lifecycle {
+        match self {
+            Self::Emergency => Lifecycle::Emergency,
+            Self::ColdStart | Self::PlannedScale | Self::Restart | Self::Leave | Self::Refresh => {
+                Lifecycle::Rebalancing
+            }
         }
     }
 }
@@ -65,6 +83,7 @@ impl From<ChangeKind> for RebalanceReason {
             ChangeKind::PlannedScale => Self::PlannedScale,
             ChangeKind::Restart => Self::Restart,
             ChangeKind::Emergency => Self::Emergency,
+            ChangeKind::Leave => Self::Leave,
         }
     }
 }
@@ -195,6 +214,11 @@ impl RebalanceScheduler {
         if self.rebalancing() {
             match kind {
                 ChangeKind::Emergency => self.queued_immediate = Some(RebalanceReason::Emergency),
+                ChangeKind::Leave => {
+                    if self.queued_immediate != Some(RebalanceReason::Emergency) {
+                        self.queued_immediate = Some(RebalanceReason::Leave);
+                    }
+                }
                 windowed => {
                     self.queued_windowed = Some(match (self.queued_windowed, windowed) {
                         // A cold start or restart outweighs joins.
@@ -209,7 +233,7 @@ impl RebalanceScheduler {
             return Decision::Nothing;
         }
         match kind {
-            ChangeKind::Emergency => self.immediately(kind.into()),
+            ChangeKind::Emergency | ChangeKind::Leave => self.immediately(kind.into()),
             ChangeKind::ColdStart | ChangeKind::Restart => {
                 match &mut self.window {
                     Some(window)
@@ -262,7 +286,7 @@ impl RebalanceScheduler {
     fn immediately(&mut self, reason: RebalanceReason) -> Decision {
         // The rebalance covers whatever the open window was waiting for.
         self.window = None;
-        self.enter(Lifecycle::Emergency);
+        self.enter(reason.lifecycle());
         Decision::Rebalance(reason)
     }
 
@@ -299,7 +323,7 @@ impl RebalanceScheduler {
         if let Some(reason) = self.queued_immediate.take() {
             // Pending window changes are covered by this rebalance too.
             self.queued_windowed = None;
-            self.enter(Lifecycle::Emergency);
+            self.enter(reason.lifecycle());
             return Decision::Rebalance(reason);
         }
         self.enter(Lifecycle::Stable);
@@ -317,6 +341,39 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn only_a_lost_worker_makes_an_emergency_phase() {
+        let policy = WindowPolicy {
+            cold_start_window: 30 * S,
+            planned_scale_window: 10 * S,
+            cooldown: 10 * S,
+        };
+        let t0 = Instant::now();
+        for (kind, reason, phase) in [
+            (
+                Some(ChangeKind::Emergency),
+                RebalanceReason::Emergency,
+                Lifecycle::Emergency,
+            ),
+            (
+                Some(ChangeKind::Leave),
+                RebalanceReason::Leave,
+                Lifecycle::Rebalancing,
+            ),
+            (None, RebalanceReason::Refresh, Lifecycle::Rebalancing),
+        ] {
+            let mut scheduler = RebalanceScheduler::new(policy);
+            let decision = match kind {
+                Some(kind) => scheduler.on_change(kind, t0),
+                None => scheduler.on_refresh(t0),
+            };
+            assert_eq!(decision, Decision::Rebalance(reason), "at once, no window");
+            assert_eq!(scheduler.phase(), phase, "{reason:?}");
+            assert_eq!(scheduler.finished(t0), Decision::Nothing);
+            assert_eq!(scheduler.phase(), Lifecycle::Stable);
+        }
+    }
 
     fn policy() -> WindowPolicy {
         WindowPolicy {

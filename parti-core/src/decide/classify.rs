@@ -16,9 +16,14 @@ pub enum ChangeKind {
     /// one worker): a fleet restart. Wait the cold-start window for the stable ids to come
     /// back instead of piling everything onto the survivors.
     Restart,
-    /// Workers left (crashed past their grace, or stopped gracefully): re-own their
+    /// Workers left (crashed past their grace, or vanished with no word): re-own their
     /// partitions now, with no window and no cooldown.
     Emergency,
+    /// Every worker that left stopped gracefully (deleted its own heartbeat): re-own their
+    /// partitions now, as for an emergency, but nothing failed. [`classify`] sees only sets
+    /// and says [`ChangeKind::Emergency`]; the leader, which saw the deletions, makes it a
+    /// leave.
+    Leave,
 }
 
 impl ChangeKind {

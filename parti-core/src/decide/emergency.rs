@@ -26,6 +26,8 @@ use parti_strategy::WorkerId;
 pub struct EmergencyDetector {
     grace: Duration,
     missing_since: BTreeMap<WorkerId, Instant>,
+    /// Workers that said they left (a graceful stop): lost with no grace.
+    left: BTreeSet<WorkerId>,
 }
 
 impl EmergencyDetector {
@@ -34,6 +36,7 @@ impl EmergencyDetector {
         Self {
             grace,
             missing_since: BTreeMap::new(),
+            left: BTreeSet::new(),
         }
     }
 
@@ -48,14 +51,31 @@ impl EmergencyDetector {
     ) -> Vec<WorkerId> {
         self.missing_since
             .retain(|worker, _| known.contains(worker) && !live.contains(worker));
+        self.left
+            .retain(|worker| known.contains(worker) && !live.contains(worker));
         for worker in known.difference(live) {
             self.missing_since.entry(worker.clone()).or_insert(now);
         }
         self.missing_since
             .iter()
-            .filter(|(_, since)| now.saturating_duration_since(**since) >= self.grace)
+            .filter(|(worker, since)| {
+                self.left.contains(*worker) || now.saturating_duration_since(**since) >= self.grace
+            })
             .map(|(worker, _)| worker.clone())
             .collect()
+    }
+
+    /// `worker` left on purpose (it stopped gracefully): missing at the next
+    /// [`observe`](Self::observe), it is lost at once, with no grace — there is no blip to
+    /// wait out. Seen live again (or no longer known), it is forgotten.
+    pub fn left(&mut self, worker: WorkerId) {
+        self.left.insert(worker);
+    }
+
+    /// Whether `worker` left on purpose ([`EmergencyDetector::left`]) and was not seen live
+    /// since.
+    pub fn has_left(&self, worker: &WorkerId) -> bool {
+        self.left.contains(worker)
     }
 
     /// When the next missing worker's grace runs out, if any is missing.
@@ -81,6 +101,23 @@ mod tests {
     }
 
     const GRACE: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_worker_that_left_on_purpose_is_lost_with_no_grace_and_forgotten_when_back() {
+        let mut detector = EmergencyDetector::new(GRACE);
+        let t0 = Instant::now();
+        let known = set(&["w0", "w1"]);
+        detector.left(WorkerId::new("w1"));
+        assert!(detector.has_left(&WorkerId::new("w1")));
+        assert_eq!(
+            detector.observe(&known, &set(&["w0"]), t0),
+            set(&["w1"]).into_iter().collect::<Vec<_>>()
+        );
+        // Back before it was taken out of the plan: forgiven, and a later absence has its grace.
+        assert!(detector.observe(&known, &known, t0).is_empty());
+        assert!(!detector.has_left(&WorkerId::new("w1")));
+        assert!(detector.observe(&known, &set(&["w0"]), t0).is_empty());
+    }
 
     #[test]
     fn a_worker_is_lost_exactly_when_its_grace_runs_out() {

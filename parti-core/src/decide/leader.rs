@@ -149,8 +149,12 @@ pub enum CalculatorEvent {
         /// The heartbeat.
         beat: Option<Beat>,
     },
-    /// The watch saw a worker's heartbeat deleted or expire.
+    /// The watch saw a worker's heartbeat expire (or go, for a reason it cannot tell).
     HeartbeatGone(WorkerId),
+    /// The watch saw a worker's heartbeat deleted: the worker stopped gracefully. Like
+    /// [`HeartbeatGone`](Self::HeartbeatGone), but the worker is lost with no
+    /// `emergency_grace` and its departure is a [`ChangeKind::Leave`], not an emergency.
+    HeartbeatDeleted(WorkerId),
     /// The heartbeat watch was set up (again): what changed while it was down is for a
     /// listing to find.
     HeartbeatWatchStarted,
@@ -717,10 +721,7 @@ impl CalculatorMachine {
                     .iter()
                     .filter(|(p, owner)| self.target.owner(p).is_some_and(|old| old != *owner))
                     .count();
-                let lifecycle = match reason {
-                    RebalanceReason::Emergency | RebalanceReason::Refresh => Lifecycle::Emergency,
-                    _ => Lifecycle::Rebalancing,
-                };
+                let lifecycle = reason.lifecycle();
                 let began = self.handing_off.map_or(started, |(_, began)| began);
                 self.handing_off = Some((lifecycle, began));
                 self.handoff.plan(self.members.clone(), &next);
@@ -789,10 +790,15 @@ impl CalculatorMachine {
             .filter(|w| self.handoff.follows_its_record(w))
             .cloned()
             .collect();
-        let Some(change) = classify(&self.members, &next, &running, self.timings.restart_ratio)
+        let Some(mut change) = classify(&self.members, &next, &running, self.timings.restart_ratio)
         else {
             return;
         };
+        if change.kind == ChangeKind::Emergency
+            && change.left.iter().all(|w| self.detector.has_left(w))
+        {
+            change.kind = ChangeKind::Leave;
+        }
         actions.push(CalculatorAction::Note(CalculatorNote::TopologyChange {
             kind: change.kind,
             joined: change.joined.iter().cloned().collect(),
@@ -1054,10 +1060,13 @@ impl Machine for CalculatorMachine {
         }
         if matches!(
             event,
-            CalculatorEvent::Heartbeat { .. } | CalculatorEvent::HeartbeatGone(_)
+            CalculatorEvent::Heartbeat { .. }
+                | CalculatorEvent::HeartbeatGone(_)
+                | CalculatorEvent::HeartbeatDeleted(_)
         ) {
             self.last_delivery = Some(now);
         }
+        let deleted = matches!(event, CalculatorEvent::HeartbeatDeleted(_));
         match event {
             CalculatorEvent::Tick => {}
             CalculatorEvent::Loaded { op, outcome } => {
@@ -1128,16 +1137,20 @@ impl Machine for CalculatorMachine {
             }
             CalculatorEvent::Heartbeat { beat: None, .. } => {}
             CalculatorEvent::HeartbeatWatchStarted => self.want_list |= self.loaded,
-            CalculatorEvent::HeartbeatGone(worker) => {
-                if self.loaded && self.blind_until.is_none() {
-                    // A listing confirms a release by absence (the watch may be behind).
-                    if self.handoff.waiting_for().any(|w| *w == worker) {
-                        self.want_list = true;
-                    }
-                    self.live.remove(&worker);
-                    self.observe(now, &mut actions);
+            CalculatorEvent::HeartbeatGone(worker) | CalculatorEvent::HeartbeatDeleted(worker)
+                if self.loaded && self.blind_until.is_none() =>
+            {
+                if deleted {
+                    self.detector.left(worker.clone());
                 }
+                // A listing confirms a release by absence (the watch may be behind).
+                if self.handoff.waiting_for().any(|w| *w == worker) {
+                    self.want_list = true;
+                }
+                self.live.remove(&worker);
+                self.observe(now, &mut actions);
             }
+            CalculatorEvent::HeartbeatGone(_) | CalculatorEvent::HeartbeatDeleted(_) => {}
             CalculatorEvent::Claimed { worker, parked } => {
                 self.unclaimed_noted.remove(&worker);
                 let new = self.claimed.insert(worker.clone());

@@ -268,7 +268,7 @@ impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, 
                     Ok(entry) => ElectionEvent::Delivered(Some(entry)),
                     Err(()) => ElectionEvent::Tick,
                 },
-                Delivery::Deleted(_) => ElectionEvent::Delivered(None),
+                Delivery::Deleted(..) => ElectionEvent::Delivered(None),
                 Delivery::Started => ElectionEvent::WatchStarted,
                 Delivery::Failed(e) => {
                     self.session.report("leader watch failed", e);

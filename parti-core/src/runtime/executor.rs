@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 
 use crate::decide::{Machine, OpId};
-use crate::store::{Bucket, Entry, StoreError, StoreResult, WatchEvent, WatchFrom, WatchStream};
+use crate::store::{
+    Bucket, DeleteReason, Entry, StoreError, StoreResult, WatchEvent, WatchFrom, WatchStream,
+};
 
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -112,8 +114,8 @@ where
 pub(crate) enum Delivery {
     /// The key was written.
     Put(Entry),
-    /// The key was deleted (or expired).
-    Deleted(String),
+    /// The key was deleted, or expired.
+    Deleted(String, DeleteReason),
     /// The watch failed; it is set up again after the retry delay.
     Failed(StoreError),
     /// The watch was set up (the first time, or again after a failure or an end): it
@@ -186,8 +188,8 @@ impl<B: Bucket> KeyWatch<B> {
                     Some(Ok(WatchEvent::Put(entry))) if self.matches(&entry.key) => {
                         return Delivery::Put(entry);
                     }
-                    Some(Ok(WatchEvent::Delete { key, .. })) if self.matches(&key) => {
-                        return Delivery::Deleted(key);
+                    Some(Ok(WatchEvent::Delete { key, reason, .. })) if self.matches(&key) => {
+                        return Delivery::Deleted(key, reason);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {

@@ -83,7 +83,7 @@ impl<B: Bucket, P: PartitionSource> Shell<FollowerMachine> for FollowerShell<B, 
                     Ok(record) => FollowerEvent::Delivered(Some(record)),
                     Err(()) => FollowerEvent::Tick,
                 },
-                Delivery::Deleted(_) => FollowerEvent::Delivered(None),
+                Delivery::Deleted(..) => FollowerEvent::Delivered(None),
                 Delivery::Started => FollowerEvent::WatchStarted,
                 Delivery::Failed(e) => {
                     self.session.report("watching the assignment failed", e);

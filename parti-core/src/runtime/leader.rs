@@ -30,7 +30,7 @@ use crate::decide::{
     Backoff, Beat, CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine,
     CalculatorNote, CalculatorTimings, Computed, LostBucket, RecordsRead, WindowPolicy,
 };
-use crate::store::{Bucket, Entry, Operation as StoreOperation, StoreError};
+use crate::store::{Bucket, DeleteReason, Entry, Operation as StoreOperation, StoreError};
 use crate::telemetry;
 use crate::wire::{
     Heartbeat, IdClaim, Lifecycle, REFRESH_KEY, WORKER_ID_PREFIX, WireError, WireRecord,
@@ -423,9 +423,10 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                         None => CalculatorEvent::Tick,
                     }
                 }
-                Delivery::Deleted(key) => match worker_of(&key) {
-                    Some(worker) => CalculatorEvent::HeartbeatGone(worker),
-                    None => CalculatorEvent::Tick,
+                Delivery::Deleted(key, reason) => match (worker_of(&key), reason) {
+                    (Some(worker), DeleteReason::Deleted) => CalculatorEvent::HeartbeatDeleted(worker),
+                    (Some(worker), DeleteReason::Expired) => CalculatorEvent::HeartbeatGone(worker),
+                    (None, _) => CalculatorEvent::Tick,
                 },
                 Delivery::Started => CalculatorEvent::HeartbeatWatchStarted,
                 Delivery::Failed(e @ StoreError::NotFound { .. }) => {
@@ -446,7 +447,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     self.session.report("assignment watch failed", e);
                     CalculatorEvent::Tick
                 }
-                Delivery::Put(_) | Delivery::Deleted(_) | Delivery::Started => CalculatorEvent::Tick,
+                Delivery::Put(_) | Delivery::Deleted(..) | Delivery::Started => CalculatorEvent::Tick,
             },
             delivered = self.claims.next() => match delivered {
                 Delivery::Put(entry) => match worker_of(&entry.key) {
@@ -458,7 +459,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     },
                     None => CalculatorEvent::Tick,
                 },
-                Delivery::Deleted(key) => match worker_of(&key) {
+                Delivery::Deleted(key, _) => match worker_of(&key) {
                     Some(worker) => CalculatorEvent::Unclaimed(worker),
                     None => CalculatorEvent::Tick,
                 },
@@ -474,7 +475,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     tracing::info!(term = self.term, "partition refresh requested");
                     CalculatorEvent::Refresh
                 }
-                Delivery::Deleted(_) | Delivery::Started => CalculatorEvent::Tick,
+                Delivery::Deleted(..) | Delivery::Started => CalculatorEvent::Tick,
                 Delivery::Failed(e) => {
                     self.session.report("refresh watch failed", e);
                     CalculatorEvent::Tick
@@ -508,7 +509,7 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
                     workers,
                     partitions,
                     moved,
-                    "planned assignment"
+                    "assignment computed"
                 );
                 telemetry::rebalance(&session.worker_id, reason, took, moved, workers);
             }

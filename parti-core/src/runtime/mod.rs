@@ -34,6 +34,7 @@ mod status;
 #[cfg_attr(not(feature = "testing"), allow(unused_imports))]
 pub(crate) use freeze::Freezer;
 pub use hooks::{Hooks, LeadershipChange};
+#[doc(hidden)]
 pub use id_claim::{ClaimedId, IdClaimer};
 pub use instance::InstanceId;
 pub use manager::{Manager, ManagerBuilder};

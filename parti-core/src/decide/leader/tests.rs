@@ -420,6 +420,22 @@ fn an_emergency_plans_with_the_last_good_list_without_asking_the_source() {
 }
 
 #[test]
+fn a_graceful_leave_is_rebalanced_at_once_as_a_leave_not_an_emergency() {
+    let t0 = Instant::now();
+    let (mut m, now) = settled_fleet(t0);
+    // worker-2 stopped: it deleted its heartbeat. No grace to wait out.
+    let actions = m.handle(CalculatorEvent::HeartbeatDeleted(w(2)), now);
+    let kind = find(&actions, |a| match a {
+        CalculatorAction::Note(CalculatorNote::TopologyChange { kind, .. }) => Some(*kind),
+        _ => None,
+    });
+    assert_eq!(kind, Some(ChangeKind::Leave), "{actions:?}");
+    let (_, reason, workers, _) = compute_op(&actions).expect("a rebalance at once");
+    assert_eq!(reason, RebalanceReason::Leave);
+    assert_eq!(workers, vec![w(0), w(1)]);
+}
+
+#[test]
 fn a_parked_worker_keeps_its_partitions_for_the_restart_grace() {
     let t0 = Instant::now();
     let (mut m, mut now) = settled_fleet(t0);
