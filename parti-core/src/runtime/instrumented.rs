@@ -7,20 +7,23 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::store::{Bucket, Entry, Operation, Revision, StoreResult, WatchFrom, WatchStream};
-use crate::telemetry;
+use crate::telemetry::{self, WorkerLabel};
 
-/// `B`, with every operation timed and its errors counted.
+/// `B`, with every operation timed and its errors counted under the manager's worker label.
 #[derive(Debug, Clone)]
-pub(crate) struct Instrumented<B>(pub(crate) B);
+pub(crate) struct Instrumented<B>(pub(crate) B, pub(crate) WorkerLabel);
 
-async fn timed<T>(
-    operation: Operation,
-    fut: impl Future<Output = StoreResult<T>>,
-) -> StoreResult<T> {
-    let start = Instant::now();
-    let result = fut.await;
-    telemetry::store_operation(operation, start.elapsed(), result.as_ref().err());
-    result
+impl<B> Instrumented<B> {
+    async fn timed<T>(
+        &self,
+        operation: Operation,
+        fut: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let start = Instant::now();
+        let result = fut.await;
+        telemetry::store_operation(&self.1, operation, start.elapsed(), result.as_ref().err());
+        result
+    }
 }
 
 impl<B: Bucket> Bucket for Instrumented<B> {
@@ -29,38 +32,43 @@ impl<B: Bucket> Bucket for Instrumented<B> {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Entry>> {
-        timed(Operation::Get, self.0.get(key)).await
+        self.timed(Operation::Get, self.0.get(key)).await
     }
 
     async fn create(&self, key: &str, value: Bytes) -> StoreResult<Revision> {
-        timed(Operation::Create, self.0.create(key, value)).await
+        self.timed(Operation::Create, self.0.create(key, value))
+            .await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> StoreResult<Revision> {
-        timed(Operation::Update, self.0.update(key, value, expected)).await
+        self.timed(Operation::Update, self.0.update(key, value, expected))
+            .await
     }
 
     async fn put(&self, key: &str, value: Bytes) -> StoreResult<Revision> {
-        timed(Operation::Put, self.0.put(key, value)).await
+        self.timed(Operation::Put, self.0.put(key, value)).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> StoreResult<()> {
-        timed(Operation::Delete, self.0.delete(key, expected)).await
+        self.timed(Operation::Delete, self.0.delete(key, expected))
+            .await
     }
 
     async fn keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        timed(Operation::Keys, self.0.keys(prefix)).await
+        self.timed(Operation::Keys, self.0.keys(prefix)).await
     }
 
     async fn entries(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
-        timed(Operation::Keys, self.0.entries(prefix)).await
+        self.timed(Operation::Keys, self.0.entries(prefix)).await
     }
 
     async fn watch(&self, prefix: &str, from: WatchFrom) -> StoreResult<WatchStream> {
-        timed(Operation::Watch, self.0.watch(prefix, from)).await
+        self.timed(Operation::Watch, self.0.watch(prefix, from))
+            .await
     }
 
     async fn watch_key(&self, key: &str, from: WatchFrom) -> StoreResult<WatchStream> {
-        timed(Operation::Watch, self.0.watch_key(key, from)).await
+        self.timed(Operation::Watch, self.0.watch_key(key, from))
+            .await
     }
 }

@@ -511,7 +511,16 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
                     moved,
                     "assignment computed"
                 );
-                telemetry::rebalance(&session.worker_id, reason, took, moved, workers);
+                telemetry::rebalance(
+                    &session.worker_id,
+                    telemetry::Rebalance {
+                        reason,
+                        took,
+                        moved,
+                        workers,
+                        partitions,
+                    },
+                );
             }
             CalculatorNote::NoWorkers(reason) => {
                 tracing::info!(term, reason = reason.as_str(), "no workers to assign to")

@@ -107,9 +107,16 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             }
         }
         let config = self.config;
+        let status = Arc::new(Status::new(self.hooks));
         let open = |spec, losses| {
             let store = self.store.clone();
-            async move { Ok::<_, Error>(Instrumented(Reopening::open(store, spec, losses).await?)) }
+            let label = status.worker_label();
+            async move {
+                Ok::<_, Error>(Instrumented(
+                    Reopening::open(store, spec, losses).await?,
+                    label,
+                ))
+            }
         };
         let heartbeat_losses = Arc::new(Losses::default());
         let buckets = Buckets {
@@ -118,7 +125,6 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             heartbeat: open(config.heartbeat_bucket()?, heartbeat_losses.clone()).await?,
             assignment: open(config.assignment_bucket()?, Arc::default()).await?,
         };
-        let status = Arc::new(Status::new(self.hooks));
         let instance = InstanceId::generate();
         status.set_stage(ManagerState::ClaimingId);
         let claimer = IdClaimer::new(

@@ -15,7 +15,7 @@ use super::Hooks;
 use super::hooks::LeadershipChange;
 pub use crate::decide::WorkerAssignment;
 use crate::decide::{DegradedReason, LeaseRenewal, ManagerState};
-use crate::telemetry;
+use crate::telemetry::{self, WorkerLabel};
 use crate::wire::Lifecycle;
 
 /// The leader as a worker sees it.
@@ -79,6 +79,8 @@ pub(crate) struct Status {
     /// then blamed on the store, else on the process).
     heartbeat_unanswered: AtomicBool,
     hooks: Hooks,
+    /// The `worker` label of this manager's metrics.
+    label: WorkerLabel,
 }
 
 impl Status {
@@ -101,12 +103,17 @@ impl Status {
             lease: watch::Sender::new(None),
             heartbeat_unanswered: AtomicBool::new(false),
             hooks,
+            label: WorkerLabel::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inputs> {
         // Nothing panics under this lock; if something ever did, the inputs are still whole.
         self.inputs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn worker_label(&self) -> WorkerLabel {
+        self.label.clone()
     }
 
     pub(crate) fn hooks(&self) -> &Hooks {
@@ -189,7 +196,7 @@ impl Status {
             return;
         }
         inputs.degraded = reason;
-        telemetry::degraded(&inputs.worker_id, reason.is_some());
+        telemetry::degraded(&self.label, reason.is_some());
         self.update(&mut inputs);
         self.deliver(inputs);
     }
@@ -241,7 +248,9 @@ impl Status {
     }
 
     pub(crate) fn set_worker_id(&self, worker_id: WorkerId) {
-        self.lock().worker_id = worker_id;
+        let mut inputs = self.lock();
+        self.label.claimed(&worker_id, self.state());
+        inputs.worker_id = worker_id;
     }
 
     pub(crate) fn set_leader(&self, leader: Option<LeaderInfo>) {
@@ -258,7 +267,7 @@ impl Status {
     pub(crate) fn set_is_leader(&self, change: LeadershipChange) {
         let mut inputs = self.lock();
         if self.is_leader.send_replace(change.is_leader) != change.is_leader {
-            telemetry::leadership(&inputs.worker_id, change.is_leader);
+            telemetry::leadership(&self.label, change.is_leader);
             inputs.hook_calls.push_back(HookCall::Leadership(change));
         }
         self.deliver(inputs);
@@ -271,7 +280,7 @@ impl Status {
         inputs.has_assignment = assignment.is_some() && inputs.stage == ManagerState::Election;
         // Holding nothing keeps the version last applied: versions a manager shows only grow.
         let assignment = assignment.unwrap_or_else(|| self.assignment.borrow().retain(|_| false));
-        telemetry::applied(&inputs.worker_id, assignment.version(), assignment.len());
+        telemetry::applied(&self.label, assignment.version(), assignment.len());
         self.assignment.send_replace(Arc::new(assignment));
         self.update(&mut inputs);
         self.deliver(inputs);
@@ -304,7 +313,7 @@ impl Status {
                 })
                 .is_ok()
             });
-            telemetry::state_transition(&inputs.worker_id, current, next);
+            telemetry::state_transition(&self.label, current, next);
             tracing::debug!(worker = %inputs.worker_id, from = %current, to = %next, "state");
             inputs.hook_calls.push_back(HookCall::State(Transition {
                 from: current,
