@@ -8,6 +8,7 @@ use std::time::Duration;
 use parti_strategy::{Strategy, WorkerId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::InstanceId;
 use super::freeze::Freezer;
@@ -56,11 +57,13 @@ pub(crate) struct Shared<B, P> {
 
 impl<B, P> Shared<B, P> {
     /// Spawns one of this manager's tasks (every one goes through here, so a freezer pauses
-    /// them all).
+    /// them all), inside the caller's tracing span (the manager's, its session's, its
+    /// term's): a task's log lines carry the worker id and term they belong to.
     pub(crate) fn spawn<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> OwnedTask<T> {
+        let future = future.in_current_span();
         match &self.freezer {
             Some(freezer) => OwnedTask::spawn(freezer.gate(future)),
             None => OwnedTask::spawn(future),

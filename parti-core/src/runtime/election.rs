@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::PartitionSource;
 use super::context::{OwnedTask, Session, stopped};
@@ -200,8 +201,10 @@ impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, 
                 tracing::info!(worker = %session.worker_id, term, "elected leader");
                 let lease = Arc::new(Lease::new(Instant::from_std(lease_end)));
                 let (phase_tx, phase) = watch::channel(Lifecycle::Stable);
-                let calculator =
-                    session.spawn(leader::run(session.clone(), term, lease.clone(), phase_tx));
+                let span = tracing::info_span!("term", term);
+                let calculator = session.spawn(
+                    leader::run(session.clone(), term, lease.clone(), phase_tx).instrument(span),
+                );
                 self.leading = Some(Leadership {
                     lease,
                     calculator,

@@ -20,6 +20,7 @@ use std::time::Duration;
 use parti_strategy::{Partition, PartitionId, StrategyInput, Worker, WorkerId};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
+use tracing::Instrument;
 
 use super::PartitionSource;
 use super::context::Session;
@@ -233,7 +234,8 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 let (session, shared, lease) =
                     (session.clone(), self.records.clone(), self.lease.clone());
                 let term = self.term;
-                operation.start(op, async move {
+                let span = tracing::info_span!("handoff_step", changes = step.len());
+                let write = async move {
                     let mut committed = Vec::new();
                     let Some(mut records) = shared.take() else {
                         // Lost with an abandoned write: the machine reads them back first,
@@ -278,7 +280,8 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                         committed,
                         failed,
                     }
-                });
+                };
+                operation.start(op, write.instrument(span));
             }
             CalculatorAction::Compute {
                 op,
@@ -290,7 +293,8 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
             } => {
                 let session = session.clone();
                 let limit = self.call_timeout;
-                operation.start(op, async move {
+                let span = tracing::info_span!("rebalance", reason = reason.as_str());
+                let compute = async move {
                     let asked = if source {
                         Some(partitions(&session, limit).await)
                     } else {
@@ -340,7 +344,8 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     };
                     tracing::trace!(reason = reason.as_str(), "rebalance computed");
                     CalculatorEvent::Computed { op, outcome }
-                });
+                };
+                operation.start(op, compute.instrument(span));
             }
             CalculatorAction::CheckCoverage(op) => {
                 let (session, shared) = (session.clone(), self.records.clone());

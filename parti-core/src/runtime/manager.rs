@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parti_strategy::{PartitionId, Strategy, WorkerId};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::context::{Buckets, OwnedTask, Shared, within};
 use super::instrumented::Instrumented;
@@ -159,7 +160,8 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             heartbeat_doubts: Losses::began_now(),
         });
         let (stop, stop_rx) = watch::channel(false);
-        let task = shared.spawn(session::drive(shared.clone(), claimed, stop_rx));
+        let span = tracing::info_span!("parti", instance = %instance);
+        let task = shared.spawn(session::drive(shared.clone(), claimed, stop_rx).instrument(span));
         Ok(Manager {
             status,
             election,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
+use tracing::Instrument;
 
 use super::context::{Applied, Session, Shared, stopped, within};
 use super::status::WorkerAssignment;
@@ -39,7 +40,10 @@ pub(crate) async fn drive<B: Bucket, P: PartitionSource>(
         shared.identity.clone(),
     );
     loop {
-        let (end, cleanup) = run_session(&shared, &claimer, claimed, &mut stop).await;
+        let span = tracing::info_span!("session", worker = %claimed.worker_id());
+        let (end, cleanup) = run_session(&shared, &claimer, claimed, &mut stop)
+            .instrument(span)
+            .await;
         match end {
             End::Stopped => return cleanup,
             End::IdLost | End::TaskEnded(_) => {
