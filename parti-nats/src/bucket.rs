@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::SystemTime;
 
 use async_nats::HeaderMap;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
@@ -74,6 +75,28 @@ impl From<StoreError> for WriteError {
 impl NatsBucket {
     pub(crate) fn new(store: NatsStore, kv: kv::Store) -> Self {
         Self { store, kv }
+    }
+
+    /// The live entry of `key` and when the server stored it (for status views: how old a
+    /// heartbeat is, when a record was written). `None` when it is absent, deleted or
+    /// expired.
+    ///
+    /// # Errors
+    /// As [`Bucket::get`].
+    pub async fn get_with_time(&self, key: &str) -> StoreResult<Option<(Entry, SystemTime)>> {
+        Ok(self
+            .record(Operation::Get, key)
+            .await?
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| {
+                let stored = SystemTime::from(entry.created);
+                let entry = Entry {
+                    key: key.to_owned(),
+                    value: entry.value,
+                    revision: Revision::new(entry.revision),
+                };
+                (entry, stored)
+            }))
     }
 
     fn target<'a>(&'a self, operation: Operation, key: &'a str) -> Target<'a> {

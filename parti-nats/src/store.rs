@@ -100,6 +100,29 @@ impl NatsStore {
         &self.client
     }
 
+    /// Opens the bucket `name` for reading, if it exists: unlike [`Store::bucket`] it never
+    /// creates a bucket and never changes one (not even the direct-gets setting `bucket`
+    /// turns off, so on a replicated bucket with direct gets on a read may come from a
+    /// replica that is behind). For tools that look at a fleet without taking part —
+    /// `parti status`. `None` when there is no such bucket.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidBucket`] for an invalid name; transient errors when the server
+    /// cannot say.
+    pub async fn open_existing(&self, name: &str) -> StoreResult<Option<NatsBucket>> {
+        parti_core::store::check_bucket_name(name)?;
+        let target = Target {
+            operation: Operation::OpenBucket,
+            bucket: name,
+            key: "",
+        };
+        self.check_connected(target)?;
+        Ok(self
+            .lookup(name, target)
+            .await?
+            .map(|kv| NatsBucket::new(self.clone(), kv)))
+    }
+
     /// Fails fast when the client knows it is disconnected: a write sent now would wait in
     /// the client's buffer and might be applied long after the caller gave up on it.
     pub(crate) fn check_connected(&self, target: Target<'_>) -> StoreResult<()> {
@@ -151,18 +174,8 @@ impl NatsStore {
 
     /// The existing bucket, checked against `spec`; `None` when it does not exist.
     async fn bind(&self, spec: &BucketSpec, target: Target<'_>) -> StoreResult<Option<kv::Store>> {
-        let store = match self.jetstream.get_key_value(spec.name()).await {
-            Ok(store) => store,
-            Err(e) => {
-                // `get_key_value` looks the stream up: a missing one is its error's source.
-                let missing = std::error::Error::source(&e)
-                    .and_then(|cause| cause.downcast_ref::<GetStreamError>())
-                    .is_some_and(is_stream_not_found);
-                if missing {
-                    return Ok(None);
-                }
-                return Err(target.unavailable(e.to_string(), Some(Box::new(e) as _)));
-            }
+        let Some(store) = self.lookup(spec.name(), target).await? else {
+            return Ok(None);
         };
         let config = &store.stream.cached_info().config;
         let ttl = spec.ttl().unwrap_or(Duration::ZERO);
@@ -176,6 +189,24 @@ impl NatsStore {
             });
         }
         Ok(Some(store))
+    }
+
+    /// The existing bucket `name` as it is; `None` when it does not exist.
+    async fn lookup(&self, name: &str, target: Target<'_>) -> StoreResult<Option<kv::Store>> {
+        match self.jetstream.get_key_value(name).await {
+            Ok(store) => Ok(Some(store)),
+            Err(e) => {
+                // `get_key_value` looks the stream up: a missing one is its error's source.
+                let missing = std::error::Error::source(&e)
+                    .and_then(|cause| cause.downcast_ref::<GetStreamError>())
+                    .is_some_and(is_stream_not_found);
+                if missing {
+                    Ok(None)
+                } else {
+                    Err(target.unavailable(e.to_string(), Some(Box::new(e) as _)))
+                }
+            }
+        }
     }
 
     /// Binds the existing bucket and makes sure its reads go through the stream leader: a

@@ -79,3 +79,8 @@ pub struct ReadmeDoctests;
 
 #[cfg(feature = "prometheus")]
 pub use parti_metrics as metrics;
+
+/// The `parti` command's implementation (feature `cli`): the binary calls [`cli::main`].
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;

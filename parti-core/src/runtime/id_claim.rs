@@ -39,6 +39,18 @@ impl ClaimedId {
     }
 }
 
+/// The name of the host this process runs on, for operators (`parti status`): `HOSTNAME`
+/// when the environment exports it, else the kernel's (Linux), else `unknown`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// Claims, renews and releases stable worker ids in the ids bucket.
 ///
 /// ```
@@ -84,7 +96,7 @@ impl<B: Bucket> IdClaimer<B> {
             max: config.max_worker_id,
             record: IdClaim {
                 instance_id: instance.to_string(),
-                host: std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned()),
+                host: host_name(),
                 since_unix_ms,
                 identity,
                 parked: false,
