@@ -94,8 +94,9 @@ pub struct Config {
     /// How long the leader lease lives after its last renewal; bounds failover time. Renewed
     /// every third of it. Default 6 s.
     pub election_ttl: Duration,
-    /// How often a worker publishes its heartbeat. The leader also lists heartbeats every
-    /// half of it as a safety net for missed watch events. Default 1 s.
+    /// How often a worker publishes its heartbeat — its whole idle cost to the store. The
+    /// leader lists heartbeats every half of it only while its heartbeat watch has been
+    /// silent for a `heartbeat_ttl` (else every [`Config::backstop_interval`]). Default 1 s.
     pub heartbeat_interval: Duration,
     /// How long a heartbeat lives after its last write: a worker silent this long is gone.
     /// Default 3 s.
