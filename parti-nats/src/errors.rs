@@ -96,8 +96,9 @@ pub(crate) fn publish_failure(
         PublishErrorKind::WrongLastSequence => return PublishFailure::WrongRevision,
         PublishErrorKind::StreamNotFound => return PublishFailure::NoStream,
         // Sent, but no acknowledgement came back: it may or may not have been applied.
-        // async-nats raises `BrokenPipe` when the connection drops while it waits for the
-        // acknowledgement of a publish it has already written out: the same.
+        // async-nats raises `BrokenPipe` when the connection drops the publish's reply
+        // channel (the connection was lost) — before or after the publish went out, it
+        // cannot say: so it may have been applied too, and is the same case.
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
             target.outcome_unknown(message, source)
         }
