@@ -24,6 +24,10 @@
 //! | `parti_partitions_moved_total` | counter | | partitions whose owner changed (leader) |
 //! | `parti_workers` | gauge | | workers in the leader's plan (leader) |
 //! | `parti_partitions` | gauge | | partitions in the leader's plan (leader) |
+//! | `parti_consumer_messages_total` | counter | `result` | messages handled by `parti_nats::PartitionConsumer` |
+//! | `parti_consumer_handler_duration_seconds` | histogram | | its handler's time per message |
+//! | `parti_consumer_naks_total` | counter | `reason` | messages it naked |
+//! | `parti_consumer_redeliveries_total` | counter | | messages it received again |
 //!
 //! Two alerts every fleet wants (PromQL):
 //!
@@ -80,6 +84,18 @@ pub const HEARTBEAT_AGE: &str = "parti_heartbeat_age_seconds";
 /// partition released by its old owner and granted to its new one (leader only).
 pub const HANDOFF_DURATION: &str = "parti_handoff_duration_seconds";
 
+/// Counter of messages handled by a `parti_nats::PartitionConsumer`, labelled `result`
+/// (`ok`, `error`, `panic`, `cancelled`).
+pub const CONSUMER_MESSAGES: &str = "parti_consumer_messages_total";
+/// Histogram of the time a `PartitionConsumer`'s handler took per message.
+pub const CONSUMER_HANDLER_DURATION: &str = "parti_consumer_handler_duration_seconds";
+/// Counter of messages a `PartitionConsumer` naked, labelled `reason` (`error`, `panic`:
+/// the handler failed, redelivered after a backoff; `unhanded`, `cancelled`: the partition
+/// was let go, redelivered at once).
+pub const CONSUMER_NAKS: &str = "parti_consumer_naks_total";
+/// Counter of messages a `PartitionConsumer` received that had been delivered before.
+pub const CONSUMER_REDELIVERIES: &str = "parti_consumer_redeliveries_total";
+
 /// Registers the description and unit of every metric above with the installed recorder.
 pub fn describe() {
     describe_gauge!(
@@ -124,6 +140,23 @@ pub fn describe() {
         HEARTBEAT_AGE,
         Unit::Seconds,
         "Seconds since this worker's last acknowledged heartbeat was sent."
+    );
+    describe_counter!(
+        CONSUMER_MESSAGES,
+        "Messages handled by the partition consumer, by result."
+    );
+    describe_histogram!(
+        CONSUMER_HANDLER_DURATION,
+        Unit::Seconds,
+        "Time the partition consumer's handler took per message."
+    );
+    describe_counter!(
+        CONSUMER_NAKS,
+        "Messages the partition consumer naked, by reason."
+    );
+    describe_counter!(
+        CONSUMER_REDELIVERIES,
+        "Messages the partition consumer received again."
     );
 }
 

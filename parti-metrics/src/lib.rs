@@ -44,6 +44,11 @@ pub const REBALANCE_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// Histogram buckets of message handler durations, in seconds: 1 ms to 1 min.
+pub const HANDLER_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
 /// How often the recorder's upkeep runs (it drains the histograms' samples into their
 /// buckets, so memory stays bounded between scrapes).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -73,6 +78,10 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(
             Matcher::Full(names::HANDOFF_DURATION.to_owned()),
             REBALANCE_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(names::CONSUMER_HANDLER_DURATION.to_owned()),
+            HANDLER_BUCKETS,
         )?
         .install_recorder()?;
     names::describe();

@@ -18,13 +18,21 @@
 //! - **Watches** resume by themselves after a reconnect or a server restart, from the
 //!   revision after the last one delivered: nothing lost, nothing twice.
 //!
+//! - **Consuming** (the [`consumer`] module): [`PartitionConsumer`] reads a JetStream stream
+//!   with Kafka-group semantics — one durable pull consumer per owned partition, handed over
+//!   with a drain when the partition moves.
+//!
 //! The whole Store conformance suite runs against a real `nats-server`, single node and a
 //! 3-node cluster with 3 replicas (`tests/tests/store_nats.rs` in the repository).
 
 mod bucket;
+pub mod consumer;
 mod errors;
+mod source;
 mod store;
 mod watch;
 
 pub use bucket::NatsBucket;
+pub use consumer::{ConsumerConfig, ConsumerConfigError, MessageContext, PartitionConsumer};
+pub use source::{BadEntry, KvPartitionSource};
 pub use store::{DEFAULT_REQUEST_TIMEOUT, MIN_SERVER_VERSION, NatsStore};

@@ -36,11 +36,11 @@ async fn main() -> parti::Result<()> {
     let store = NatsStore::connect(&url).await?;
     let source = StaticSource::numbered("p", 60)?;
     let hooks = Hooks::new()
-        .on_assigned(|grants| async move {
+        .on_assigned(|grants, _ctx| async move {
             let names: Vec<String> = grants.iter().map(|g| g.partition.to_string()).collect();
             println!("+ {}", names.join(" "));
         })
-        .on_revoked(|partitions| async move {
+        .on_revoked(|partitions, _ctx| async move {
             let names: Vec<String> = partitions.iter().map(ToString::to_string).collect();
             println!("- {}", names.join(" "));
         });

@@ -7,7 +7,7 @@
 //! | item | what it is |
 //! |---|---|
 //! | [`Manager`], [`ManagerBuilder`] | the coordinator each worker process runs |
-//! | [`Hooks`], [`LeadershipChange`] | callbacks for grants, revocations, state, leadership, errors |
+//! | [`Hooks`], [`HookContext`], [`LeadershipChange`] | callbacks for grants, revocations, state, leadership, errors; what they know of their manager |
 //! | [`WorkerAssignment`], [`Grant`], [`FencingToken`] | what a worker owns, and the token of each partition |
 //! | [`ManagerState`], [`DegradedReason`], [`Transition`], [`LeaderInfo`] | where a manager is, and who leads |
 //! | [`Config`] | every timing and bucket setting, built with `with_*` methods |
@@ -35,8 +35,8 @@
 //! let store = MemoryStore::new();
 //! let source = StaticSource::numbered("tenants", 16)?;
 //! let hooks = Hooks::new()
-//!     .on_assigned(|grants| async move { /* start consuming these partitions */ })
-//!     .on_revoked(|partitions| async move { /* drain and stop these */ });
+//!     .on_assigned(|grants, _ctx| async move { /* start consuming these partitions */ })
+//!     .on_revoked(|partitions, _ctx| async move { /* drain and stop these */ });
 //! let manager = Manager::builder(store, source, Sticky::default())
 //!     .hooks(hooks)
 //!     .start()
@@ -56,8 +56,8 @@
 pub use parti_core::config::Config;
 pub use parti_core::decide::{DegradedReason, ManagerState};
 pub use parti_core::runtime::{
-    Hooks, InstanceId, LeaderInfo, LeadershipChange, Manager, ManagerBuilder, PartitionSource,
-    StaticSource, Transition, WorkerAssignment,
+    HookContext, Hooks, InstanceId, LeaderInfo, LeadershipChange, Manager, ManagerBuilder,
+    PartitionSource, StaticSource, Transition, WorkerAssignment,
 };
 pub use parti_core::store::MemoryStore;
 pub use parti_core::wire::{FencingToken, Grant};

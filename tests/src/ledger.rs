@@ -168,7 +168,7 @@ impl Ledger {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(error.to_string());
             })
-            .on_assigned(move |grants| {
+            .on_assigned(move |grants, _ctx| {
                 let mut inner = assigned.lock();
                 for grant in grants {
                     let from = inner.tick();
@@ -201,7 +201,7 @@ impl Ledger {
                     grants_finished.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .on_revoked(move |partitions| {
+            .on_revoked(move |partitions, _ctx| {
                 let release = Release {
                     ledger: revoked.clone(),
                     owner,

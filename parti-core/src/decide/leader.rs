@@ -431,6 +431,9 @@ pub struct CalculatorMachine {
     claims_unknown_until: Option<Instant>,
     /// Unclaimed ids with a heartbeat, already noted.
     unclaimed_noted: BTreeSet<WorkerId>,
+    /// Workers that deleted their own heartbeat (a graceful stop) and were not seen live
+    /// since: their departure is a leave, not an emergency.
+    left_gracefully: BTreeSet<WorkerId>,
     /// Parked workers (stopped, expected back) and until when they stay in the plan.
     parked: BTreeMap<WorkerId, Instant>,
     /// After the heartbeat bucket was lost: until when absence proves nothing (workers
@@ -494,6 +497,7 @@ impl CalculatorMachine {
             claimed: BTreeSet::new(),
             claims_unknown_until: None,
             unclaimed_noted: BTreeSet::new(),
+            left_gracefully: BTreeSet::new(),
             parked: BTreeMap::new(),
             blind_until: None,
             lost_before_load: false,
@@ -795,9 +799,12 @@ impl CalculatorMachine {
             return;
         };
         if change.kind == ChangeKind::Emergency
-            && change.left.iter().all(|w| self.detector.has_left(w))
+            && change.left.iter().all(|w| self.left_gracefully.contains(w))
         {
             change.kind = ChangeKind::Leave;
+        }
+        for worker in &change.left {
+            self.left_gracefully.remove(worker);
         }
         actions.push(CalculatorAction::Note(CalculatorNote::TopologyChange {
             kind: change.kind,
@@ -1131,6 +1138,7 @@ impl Machine for CalculatorMachine {
                     if self.handoff.heartbeat(&worker, &beat) {
                         self.want_advance = true;
                     }
+                    self.left_gracefully.remove(&worker);
                     self.live.insert(worker);
                     self.observe(now, &mut actions);
                 }
@@ -1141,7 +1149,15 @@ impl Machine for CalculatorMachine {
                 if self.loaded && self.blind_until.is_none() =>
             {
                 if deleted {
-                    self.detector.left(worker.clone());
+                    self.left_gracefully.insert(worker.clone());
+                    // Lost at once only once its claim is gone too (a worker without an
+                    // identity releases it right after): a worker with one parks its claim
+                    // instead, and that notice comes through another watch, maybe later —
+                    // the grace waits for it.
+                    let claims_known = self.claims_unknown_until.is_none_or(|until| now >= until);
+                    if claims_known && !self.claimed.contains(&worker) {
+                        self.detector.left(worker.clone());
+                    }
                 }
                 // A listing confirms a release by absence (the watch may be behind).
                 if self.handoff.waiting_for().any(|w| *w == worker) {
@@ -1167,6 +1183,12 @@ impl Machine for CalculatorMachine {
             }
             CalculatorEvent::Unclaimed(worker) => {
                 self.claimed.remove(&worker);
+                if self.left_gracefully.contains(&worker) && !self.live.contains(&worker) {
+                    self.detector.left(worker.clone());
+                    if self.loaded {
+                        self.observe(now, &mut actions);
+                    }
+                }
                 if self.parked.remove(&worker).is_some() && self.loaded {
                     self.observe(now, &mut actions);
                 }

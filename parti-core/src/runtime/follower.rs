@@ -17,6 +17,7 @@ use super::PartitionSource;
 use super::context::{Applied, Session, stopped};
 use super::election::read_leader;
 use super::executor::{self, BoxFuture, Delivery, KeyWatch, Operation, Shell};
+use super::hooks::HookContext;
 use crate::Error;
 use crate::decide::{
     DegradedReason, FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId,
@@ -128,11 +129,17 @@ fn carry_out<B: Bucket, P: PartitionSource>(
         // The hook is called here, at once: even when the machine abandons it right after
         // (its deadline has passed), the application has been told.
         FollowerAction::Revoke(id, partitions) => {
-            let hook = session.status.hooks().revoked(partitions);
+            let hook = session
+                .status
+                .hooks()
+                .revoked(partitions, hook_context(session));
             operation.start(id, hook_done(session, id, hook, "on_revoked"));
         }
         FollowerAction::Grant(id, grants) => {
-            let hook = session.status.hooks().assigned(grants);
+            let hook = session
+                .status
+                .hooks()
+                .assigned(grants, hook_context(session));
             operation.start(id, hook_done(session, id, hook, "on_assigned"));
         }
         FollowerAction::Cancel(id) => operation.cancel(id),
@@ -179,6 +186,15 @@ fn carry_out<B: Bucket, P: PartitionSource>(
         }
         FollowerAction::Finished => {}
     }
+}
+
+/// What the hooks are told of their manager.
+fn hook_context<B, P>(session: &Arc<Session<B, P>>) -> HookContext {
+    HookContext::new(
+        session.worker_id.clone(),
+        session.status.clone(),
+        session.config.drain_timeout,
+    )
 }
 
 /// The completion of a hook: a panic is caught, reported and counts as done. The hook runs

@@ -2,18 +2,87 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
+use parti_strategy::{PartitionId, WorkerId};
+use tokio::sync::watch;
+
+use super::status::{Status, WorkerAssignment};
 use crate::Error;
 use crate::decide::ManagerState;
-use crate::wire::Grant;
-use parti_strategy::PartitionId;
+use crate::wire::{FencingToken, Grant};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-type AsyncHook<T> = Arc<dyn Fn(T) -> BoxFuture + Send + Sync>;
+type AsyncHook<T> = Arc<dyn Fn(T, HookContext) -> BoxFuture + Send + Sync>;
+
+/// What a hook (or anything it starts) knows of its manager: which worker it is, what it
+/// owns now, and how long a revocation may drain. Cheap to clone and to keep: a task started
+/// in [`Hooks::on_assigned`] keeps it to check [`owns`](Self::owns) before each piece of
+/// work, so no hook needs a handle on the [`Manager`](super::Manager) (which does not exist
+/// yet when the hooks are built).
+#[derive(Clone)]
+pub struct HookContext {
+    worker_id: WorkerId,
+    status: Arc<Status>,
+    drain_timeout: Duration,
+}
+
+impl HookContext {
+    pub(crate) fn new(worker_id: WorkerId, status: Arc<Status>, drain_timeout: Duration) -> Self {
+        Self {
+            worker_id,
+            status,
+            drain_timeout,
+        }
+    }
+
+    /// The worker id this manager holds.
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.worker_id
+    }
+
+    /// Whether this worker owns `partition` under `token` now: as
+    /// [`Manager::owns`](super::Manager::owns).
+    pub fn owns(&self, partition: &PartitionId, token: FencingToken) -> bool {
+        self.status.owns(partition, token)
+    }
+
+    /// What this worker holds now (as [`Manager::assignment`](super::Manager::assignment)).
+    pub fn assignment(&self) -> Arc<WorkerAssignment> {
+        self.status.assignment()
+    }
+
+    /// A receiver of what this worker holds (as
+    /// [`Manager::watch_assignment`](super::Manager::watch_assignment)): a revoked
+    /// partition leaves it before `on_revoked` is called, and the whole assignment empties
+    /// at once when the worker fences itself.
+    pub fn watch_assignment(&self) -> watch::Receiver<Arc<WorkerAssignment>> {
+        self.status.watch_assignment()
+    }
+
+    /// The manager's state now.
+    pub fn state(&self) -> ManagerState {
+        self.status.state()
+    }
+
+    /// How long `on_revoked` may drain (`Config::drain_timeout`); a worker whose lease
+    /// lapsed gets less — it must stop at once ([`state`](Self::state) is `Degraded`).
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+}
+
+impl fmt::Debug for HookContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookContext")
+            .field("worker_id", &self.worker_id)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
+    }
+}
 type SyncHook<T> = Arc<dyn Fn(T) + Send + Sync>;
 type StateHook = Arc<dyn Fn(ManagerState, ManagerState) + Send + Sync>;
 type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
@@ -52,12 +121,13 @@ pub struct LeadershipChange {
 /// use parti_core::runtime::Hooks;
 ///
 /// let hooks = Hooks::new()
-///     .on_assigned(|grants| async move {
+///     .on_assigned(|grants, ctx| async move {
+///         println!("{} was granted {} partitions", ctx.worker_id(), grants.len());
 ///         for grant in grants {
 ///             println!("start {} with token {:?}", grant.partition, grant.token);
 ///         }
 ///     })
-///     .on_revoked(|partitions| async move { println!("stop {partitions:?}") })
+///     .on_revoked(|partitions, _ctx| async move { println!("stop {partitions:?}") })
 ///     .on_state_changed(|from, to| println!("{from} → {to}"))
 ///     .on_error(|error| eprintln!("parti: {error}"));
 /// # drop(hooks);
@@ -77,23 +147,28 @@ impl Hooks {
         Self::default()
     }
 
-    /// Called with the partitions granted to this worker (with their fencing tokens).
+    /// Called with the partitions granted to this worker (with their fencing tokens) and
+    /// the [`HookContext`].
     pub fn on_assigned<F, Fut>(mut self, hook: F) -> Self
     where
-        F: Fn(Vec<Grant>) -> Fut + Send + Sync + 'static,
+        F: Fn(Vec<Grant>, HookContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.assigned = Some(Arc::new(move |grants| Box::pin(hook(grants))));
+        self.assigned = Some(Arc::new(move |grants, ctx| Box::pin(hook(grants, ctx))));
         self
     }
 
-    /// Called with the partitions taken from this worker.
+    /// Called with the partitions taken from this worker and the [`HookContext`]. The
+    /// closure itself is called at once when the revocation begins; the future it returns
+    /// is the drain, cut at `drain_timeout`.
     pub fn on_revoked<F, Fut>(mut self, hook: F) -> Self
     where
-        F: Fn(Vec<PartitionId>) -> Fut + Send + Sync + 'static,
+        F: Fn(Vec<PartitionId>, HookContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.revoked = Some(Arc::new(move |partitions| Box::pin(hook(partitions))));
+        self.revoked = Some(Arc::new(move |partitions, ctx| {
+            Box::pin(hook(partitions, ctx))
+        }));
         self
     }
 
@@ -125,19 +200,29 @@ impl Hooks {
     /// Calls the assign hook now and returns its future (`Err`: the call itself panicked).
     /// Calling eagerly means the hook has been told even if its future is then dropped at
     /// once (a deadline that has passed already).
-    pub(crate) fn assigned(&self, grants: Vec<Grant>) -> std::thread::Result<BoxFuture> {
+    pub(crate) fn assigned(
+        &self,
+        grants: Vec<Grant>,
+        ctx: HookContext,
+    ) -> std::thread::Result<BoxFuture> {
         match &self.assigned {
-            Some(hook) if !grants.is_empty() => catch_unwind(AssertUnwindSafe(|| hook(grants))),
+            Some(hook) if !grants.is_empty() => {
+                catch_unwind(AssertUnwindSafe(|| hook(grants, ctx)))
+            }
             _ => Ok(Box::pin(async {})),
         }
     }
 
     /// Calls the revoke hook now and returns its future (`Err`: the call itself panicked);
     /// see [`assigned`](Self::assigned).
-    pub(crate) fn revoked(&self, partitions: Vec<PartitionId>) -> std::thread::Result<BoxFuture> {
+    pub(crate) fn revoked(
+        &self,
+        partitions: Vec<PartitionId>,
+        ctx: HookContext,
+    ) -> std::thread::Result<BoxFuture> {
         match &self.revoked {
             Some(hook) if !partitions.is_empty() => {
-                catch_unwind(AssertUnwindSafe(|| hook(partitions)))
+                catch_unwind(AssertUnwindSafe(|| hook(partitions, ctx)))
             }
             _ => Ok(Box::pin(async {})),
         }

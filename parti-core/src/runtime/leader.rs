@@ -87,6 +87,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         .heartbeat_losses
         .last()
         .filter(|at| Instant::now() >= *at + config.heartbeat_ttl);
+    let source_changes = session.source.subscribe_changes();
     let mut shell = CalculatorShell {
         session,
         term,
@@ -98,6 +99,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         refreshes,
         claims,
         records_watch,
+        source_changes,
         heartbeat_revision: 0,
         heartbeat_lost,
         heartbeat_doubt: None,
@@ -146,6 +148,8 @@ struct CalculatorShell<B, P> {
     claims: KeyWatch<B>,
     /// The records, for their bucket being lost.
     records_watch: KeyWatch<B>,
+    /// The partition source's own change notices, if it has them.
+    source_changes: Option<watch::Receiver<u64>>,
     /// The highest revision the heartbeat watch delivered: a lower one means the bucket
     /// was created again.
     heartbeat_revision: u64,
@@ -475,6 +479,16 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     CalculatorEvent::ClaimsUnknown
                 }
             },
+            Some(changed) = source_changed(&mut self.source_changes) => {
+                if changed {
+                    tracing::info!(term = self.term, "the partition source changed");
+                    CalculatorEvent::Refresh
+                } else {
+                    // The source stopped sending: only refreshes from now on.
+                    self.source_changes = None;
+                    CalculatorEvent::Tick
+                }
+            }
             delivered = self.refreshes.next() => match delivered {
                 Delivery::Put(_) => {
                     tracing::info!(term = self.term, "partition refresh requested");
@@ -583,6 +597,15 @@ async fn partitions<B, P: PartitionSource>(
         Ok(Ok(partitions)) => Ok(partitions),
         Ok(Err(e)) => Err(Error::Source(e)),
         Err(_) => Err(Error::Source(format!("no answer within {limit:?}").into())),
+    }
+}
+
+/// The next change notice of the partition source: `Some(true)` a change, `Some(false)`
+/// the source stopped sending; pending forever without a subscription. Cancel-safe.
+async fn source_changed(changes: &mut Option<watch::Receiver<u64>>) -> Option<bool> {
+    match changes {
+        Some(changes) => Some(changes.changed().await.is_ok()),
+        None => std::future::pending().await,
     }
 }
 

@@ -322,7 +322,7 @@ impl<S: Store> Manager<S> {
     /// assert!(ledger.write(&p, old, "from the old owner").is_err());
     /// ```
     pub fn owns(&self, partition: &PartitionId, token: FencingToken) -> bool {
-        self.status.assignment().token(partition) == Some(token) && self.status.lease_valid()
+        self.status.owns(partition, token)
     }
 
     /// A receiver of the assignment: it always reaches the latest value.

@@ -33,10 +33,12 @@ mod status;
 
 #[cfg_attr(not(feature = "testing"), allow(unused_imports))]
 pub(crate) use freeze::Freezer;
-pub use hooks::{Hooks, LeadershipChange};
+pub use hooks::{HookContext, Hooks, LeadershipChange};
 #[doc(hidden)]
 pub use id_claim::{ClaimedId, IdClaimer};
 pub use instance::InstanceId;
 pub use manager::{Manager, ManagerBuilder};
+#[doc(hidden)]
+pub use repeats::{QUIET, Repeats, Verdict};
 pub use source::{PartitionSource, StaticSource};
 pub use status::{LeaderInfo, Transition, WorkerAssignment};

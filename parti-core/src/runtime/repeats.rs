@@ -10,20 +10,23 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long repeats of one kind of report are only counted.
-pub(crate) const QUIET: Duration = Duration::from_secs(5);
+pub const QUIET: Duration = Duration::from_secs(5);
 
 /// What to do with a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Report it; `suppressed` repeats were only counted since the last one reported.
-    Report { suppressed: u64 },
+    Report {
+        /// Repeats only counted since the last one reported.
+        suppressed: u64,
+    },
     /// Only count it.
     Count,
 }
 
 /// Counts reports by kind.
 #[derive(Debug, Default)]
-pub(crate) struct Repeats(Mutex<HashMap<String, Window>>);
+pub struct Repeats(Mutex<HashMap<String, Window>>);
 
 #[derive(Debug)]
 struct Window {
@@ -33,7 +36,7 @@ struct Window {
 
 impl Repeats {
     /// A report of `kind` now: report it, or only count it.
-    pub(crate) fn verdict(&self, kind: &str) -> Verdict {
+    pub fn verdict(&self, kind: &str) -> Verdict {
         let now = Instant::now();
         let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match windows.get_mut(kind) {

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use parti_strategy::Partition;
+use tokio::sync::watch;
 
 use crate::store::BoxError;
 
@@ -20,6 +21,14 @@ pub trait PartitionSource: Send + Sync + 'static {
     /// The current partitions. An error makes the leader keep the current assignment and try
     /// again shortly.
     fn partitions(&self) -> impl Future<Output = Result<Vec<Partition>, BoxError>> + Send;
+
+    /// Changes of the partitions, for a source that can see them happen (a watched bucket,
+    /// say): the leader subscribes once per term, and every value sent makes it re-read the
+    /// source at once, as [`Manager::refresh_partitions`](super::Manager::refresh_partitions)
+    /// would. The default, `None`: the source changes only when a worker asks for a refresh.
+    fn subscribe_changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A partition list held in memory. Clones share the list, so an application (or a test) can

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use parti_strategy::WorkerId;
+use parti_strategy::{PartitionId, WorkerId};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -16,7 +16,7 @@ use super::hooks::LeadershipChange;
 pub use crate::decide::WorkerAssignment;
 use crate::decide::{DegradedReason, LeaseRenewal, ManagerState};
 use crate::telemetry::{self, WorkerLabel};
-use crate::wire::Lifecycle;
+use crate::wire::{FencingToken, Lifecycle};
 
 /// The leader as a worker sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +203,12 @@ impl Status {
 
     pub(crate) fn watch_lease(&self) -> watch::Receiver<Option<LeaseRenewal>> {
         self.lease.subscribe()
+    }
+
+    /// Whether this worker owns `partition` under `token` now: it is in the published
+    /// assignment with that token, and the heartbeat lease is valid.
+    pub(crate) fn owns(&self, partition: &PartitionId, token: FencingToken) -> bool {
+        self.assignment().token(partition) == Some(token) && self.lease_valid()
     }
 
     /// Whether the heartbeat lease is valid now.

@@ -423,8 +423,14 @@ fn an_emergency_plans_with_the_last_good_list_without_asking_the_source() {
 fn a_graceful_leave_is_rebalanced_at_once_as_a_leave_not_an_emergency() {
     let t0 = Instant::now();
     let (mut m, now) = settled_fleet(t0);
-    // worker-2 stopped: it deleted its heartbeat. No grace to wait out.
+    // worker-2 stopped: it deleted its heartbeat, then released its id. No grace to wait
+    // out once both are seen.
     let actions = m.handle(CalculatorEvent::HeartbeatDeleted(w(2)), now);
+    assert!(
+        compute_op(&actions).is_none(),
+        "its claim may yet be parked: {actions:?}"
+    );
+    let actions = m.handle(CalculatorEvent::Unclaimed(w(2)), now);
     let kind = find(&actions, |a| match a {
         CalculatorAction::Note(CalculatorNote::TopologyChange { kind, .. }) => Some(*kind),
         _ => None,
@@ -433,6 +439,21 @@ fn a_graceful_leave_is_rebalanced_at_once_as_a_leave_not_an_emergency() {
     let (_, reason, workers, _) = compute_op(&actions).expect("a rebalance at once");
     assert_eq!(reason, RebalanceReason::Leave);
     assert_eq!(workers, vec![w(0), w(1)]);
+}
+
+#[test]
+fn a_claim_parked_after_the_heartbeat_was_deleted_still_keeps_the_partitions() {
+    let t0 = Instant::now();
+    let (mut m, mut now) = settled_fleet(t0);
+    // The two notices come through two watches: the deletion may come first.
+    m.handle(CalculatorEvent::HeartbeatDeleted(w(2)), now);
+    now += S / 10;
+    let parked_at = now;
+    m.handle(parked(2), now);
+    let grace = timings().restart_grace;
+    let actions = run_until_without(&mut m, &mut now, parked_at + grace - S / 10, &[w(2)]);
+    assert!(compute_op(&actions).is_none(), "{actions:?}");
+    assert!(m.members().contains(&w(2)), "still in the plan");
 }
 
 #[test]
