@@ -21,6 +21,7 @@
 //! [`nats_server`] (real server processes on loopback), [`nats`] (a `Store` fixture that
 //! owns its servers) and [`outage`] (cutting a fleet off from its store, on every backend).
 
+pub mod consumer;
 pub mod fleet;
 pub mod ledger;
 pub mod nats;
