@@ -6,6 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use parti::nats::{ConsumerConfig, PartitionConsumer};
+use parti::store::BoxError;
+use parti::strategy::{PartitionId, Sticky};
+use parti::{Config, Manager, NatsStore, StaticSource};
 use tokio::time::Instant;
 
 /// The record of every handling.
@@ -75,8 +81,23 @@ pub struct Report {
     pub out_of_order: Vec<String>,
     /// The longest wait between two first handlings of one partition.
     pub longest_gap: Duration,
-    /// Handled messages per partition.
-    pub per_partition: BTreeMap<String, u64>,
+    /// Per partition.
+    pub per_partition: BTreeMap<String, PartitionReport>,
+}
+
+/// What one partition saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionReport {
+    /// Messages published to it.
+    pub published: u64,
+    /// Distinct messages handled to the end.
+    pub handled: u64,
+    /// Handlings beyond the first of a message.
+    pub duplicates: u64,
+    /// Sequence numbers published but never handled (gaps).
+    pub missing: u64,
+    /// The longest wait between two of its first handlings.
+    pub longest_gap: Duration,
 }
 
 impl Ledger {
@@ -133,13 +154,26 @@ impl Ledger {
         let mut lost = 0;
         let mut per_partition = BTreeMap::new();
         for (partition, count) in published {
+            let mut report = PartitionReport {
+                published: *count,
+                longest_gap: state
+                    .longest_gap
+                    .get(partition)
+                    .copied()
+                    .unwrap_or_default(),
+                ..PartitionReport::default()
+            };
             for seq in 1..=*count {
-                if !state.handled.contains_key(&(partition.clone(), seq)) {
-                    lost += 1;
+                match state.handled.get(&(partition.clone(), seq)) {
+                    Some(times) => {
+                        report.handled += 1;
+                        report.duplicates += u64::from(times - 1);
+                    }
+                    None => report.missing += 1,
                 }
             }
-            let handled = state.handled.keys().filter(|(p, _)| p == partition).count() as u64;
-            per_partition.insert(partition.clone(), handled);
+            lost += report.missing;
+            per_partition.insert(partition.clone(), report);
         }
         let duplicates = state.handled.values().map(|n| u64::from(n - 1)).sum();
         let duplicated_messages = state.handled.values().filter(|n| **n > 1).count() as u64;
@@ -159,4 +193,133 @@ impl Ledger {
             per_partition,
         }
     }
+}
+
+/// A worker of a consuming fleet: its manager and its consumer.
+pub struct ConsumerWorker {
+    /// A name unique in the run (worker ids are reused across processes).
+    pub label: String,
+    /// The manager.
+    pub manager: Manager<NatsStore>,
+    /// The consumer its hooks drive.
+    pub consumer: PartitionConsumer,
+}
+
+/// The stream the consuming fleets read: subjects `events.<partition>`.
+pub const STREAM: &str = "EVENTS";
+
+/// Creates [`STREAM`] on the server at `url`.
+pub async fn create_stream(url: &str) -> jetstream::stream::Stream {
+    let js = jetstream::new(async_nats::connect(url).await.expect("server reachable"));
+    js.create_stream(jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["events.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream created")
+}
+
+/// `p.0` … `p.<n - 1>`.
+pub fn partition(n: u64) -> PartitionId {
+    PartitionId::from_keys(["p", &n.to_string()]).expect("valid id")
+}
+
+/// Starts a worker consuming [`STREAM`] over `partitions` partitions, with short timings and
+/// a 2 s `ack_wait`; its handler records every handling in `ledger` under `label`. Every
+/// `slow_every`-th message of a partition takes 300 ms (longer than a handoff), the others
+/// 1 ms.
+pub async fn start_worker(
+    url: &str,
+    label: String,
+    ledger: &Ledger,
+    partitions: u64,
+    slow_every: u64,
+) -> ConsumerWorker {
+    let store = NatsStore::connect(url).await.expect("server reachable");
+    let (ledger, handler_label) = (ledger.clone(), label.clone());
+    let config = ConsumerConfig::new(STREAM, "events")
+        .with_ack_wait(Duration::from_secs(2))
+        .with_fetch_expiry(Duration::from_millis(300));
+    let consumer = PartitionConsumer::new(&store, config, move |message, ctx| {
+        let (ledger, label) = (ledger.clone(), handler_label.clone());
+        async move {
+            let seq: u64 = std::str::from_utf8(&message.payload)?.parse()?;
+            let handling = ledger.start(ctx.partition.as_str(), &label, seq);
+            let work = if seq % slow_every == 0 { 300 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(work)).await;
+            handling.done();
+            Ok::<_, BoxError>(())
+        }
+    })
+    .expect("valid consumer config");
+    let source = StaticSource::numbered("p", partitions as usize).expect("valid ids");
+    let manager = Manager::builder(store, source, Sticky::default())
+        .config(Config::short_timings())
+        .hooks(consumer.hooks())
+        .start()
+        .await
+        .expect("manager starts");
+    ConsumerWorker {
+        label,
+        manager,
+        consumer,
+    }
+}
+
+/// A crash: nothing acked, naked or released; the connection goes with the process.
+pub async fn kill(worker: ConsumerWorker) {
+    worker.consumer.abort();
+    worker.manager.abort().await;
+}
+
+/// Publishes `messages` round-robin over `partitions` partitions — message `i` of a
+/// partition carrying sequence number `i` (from 1) — in batches of 200 spread over about
+/// `over`. Returns how many each partition got.
+pub async fn produce(
+    url: String,
+    partitions: u64,
+    messages: u64,
+    over: Duration,
+) -> BTreeMap<String, u64> {
+    let js = jetstream::new(async_nats::connect(&url).await.expect("server reachable"));
+    let mut published = BTreeMap::new();
+    let mut acks = Vec::new();
+    let batches = u32::try_from(messages.div_ceil(200))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let pause = over / batches;
+    for i in 0..messages {
+        let partition = partition(i % partitions);
+        let seq = i / partitions + 1;
+        published.insert(partition.to_string(), seq);
+        let ack = js
+            .publish(partition.subject("events"), seq.to_string().into())
+            .await
+            .expect("published");
+        acks.push(ack);
+        if acks.len() == 200 {
+            for ack in acks.drain(..) {
+                ack.await.expect("stored");
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+    published
+}
+
+/// Messages not yet delivered, and delivered but not acknowledged, over every durable of
+/// `stream`.
+pub async fn outstanding(stream: &jetstream::stream::Stream) -> (u64, u64) {
+    let mut consumers = stream.consumers();
+    let (mut pending, mut unacked) = (0, 0);
+    while let Some(info) = consumers.next().await {
+        let info = info.expect("consumer info");
+        pending += info.num_pending;
+        unacked += info.num_ack_pending as u64;
+    }
+    (pending, unacked)
 }

@@ -380,3 +380,88 @@ async fn an_outage_is_reported_not_flooded() {
     fleet.check_ledger();
     fleet.stop_all().await;
 }
+
+/// Hooks know their manager through the context: the grants of `on_assigned` are owned by
+/// the time its future runs (worker id and `owns` from the context, no handle on the
+/// manager needed), and what `on_revoked` gets is no longer owned.
+#[tokio::test(start_paused = true)]
+async fn hooks_know_their_manager_through_the_context() {
+    use parti_core::runtime::HookContext;
+
+    #[derive(Default)]
+    struct Seen {
+        granted_owned: Vec<bool>,
+        revoked_owned: Vec<bool>,
+        workers: Vec<String>,
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let store = MemoryStore::new();
+    let source = StaticSource::numbered("p", 8).unwrap();
+    let hooks = |seen: Arc<Mutex<Seen>>| {
+        let on_revoke = seen.clone();
+        Hooks::new()
+            .on_assigned(move |grants, ctx: HookContext| {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.workers.push(ctx.worker_id().to_string());
+                    for grant in grants {
+                        seen.granted_owned
+                            .push(ctx.owns(&grant.partition, grant.token));
+                    }
+                }
+            })
+            .on_revoked(move |partitions, ctx: HookContext| {
+                let owned = ctx.assignment();
+                let mut seen = on_revoke.lock().unwrap();
+                seen.revoked_owned
+                    .extend(partitions.iter().map(|p| owned.contains(p)));
+                async {}
+            })
+    };
+    let first = Manager::builder(store.connect(), source.clone(), Sticky::default())
+        .hooks(hooks(seen.clone()))
+        .start()
+        .await
+        .unwrap();
+    first
+        .wait_state(
+            parti_core::decide::ManagerState::Stable,
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    let second = Manager::builder(store.connect(), source, Sticky::default())
+        .hooks(hooks(seen.clone()))
+        .start()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while second.assignment().len() != 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(
+        seen.granted_owned.len(),
+        8 + 4,
+        "8 to the first, then 4 to the second"
+    );
+    assert!(
+        seen.granted_owned.iter().all(|owned| *owned),
+        "grants owned when the hook runs"
+    );
+    assert_eq!(
+        seen.revoked_owned,
+        vec![false; 4],
+        "revoked ones no longer shown as owned"
+    );
+    assert_eq!(
+        seen.workers,
+        vec![
+            first.worker_id().to_string(),
+            second.worker_id().to_string()
+        ]
+    );
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+}

@@ -8,6 +8,8 @@
 //! - `cargo xtask nats-latency`: KV operation latency against a real `nats-server`.
 //! - `cargo xtask fleet-bench …`: a fleet of managers measured phase by phase (cold start,
 //!   idle cost, join, leave, crash, leader abort) on a real `nats-server` (release build).
+//! - `cargo xtask consumer-demo`: `PartitionConsumer` on a real `nats-server`, with a
+//!   worker killed and one added while messages flow (release build).
 //! - `cargo xtask strategy-report …`: compute time, balance and movement of every
 //!   assignment strategy (always measured on a release build).
 
@@ -37,6 +39,10 @@ tasks:
           starts (release build): cold start, idle cost (server messages, JetStream API
           requests, CPU, memory), join, graceful leave, crash, leader abort; one JSON
           object per phase, then a table
+  consumer-demo
+          a stream of 60 partitions consumed by 3 workers on a nats-server it starts,
+          with a producer; one worker killed, one added; per-partition counts,
+          duplicates and gaps at the end (release build)
 ";
 
 fn main() -> ExitCode {
@@ -46,6 +52,7 @@ fn main() -> ExitCode {
         Some("strategy-report") => strategy_report(&args[1..]),
         Some("nats-latency") => nats_latency(&args[1..]),
         Some("fleet-bench") => release_example("fleet_bench", &args[1..]),
+        Some("consumer-demo") => release_example("consumer_demo", &args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}{}", strategy_report::USAGE);
             Ok(())
