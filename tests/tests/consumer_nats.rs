@@ -127,3 +127,115 @@ async fn consumers_follow_ownership_through_kills_stops_and_joins() {
 async fn sleep_until_after(begun: Instant, secs: u64) {
     tokio::time::sleep_until(begun + Duration::from_secs(secs)).await;
 }
+
+/// A handler that fails or panics gets the message again (after a backoff) and the worker
+/// goes on; a stream that does not exist yet is waited for; successes stay in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_panicking_handlers_are_retried_and_a_missing_stream_is_waited_for() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use parti::nats::{ConsumerConfig, PartitionConsumer};
+    use parti::strategy::Sticky;
+    use parti::{Config, Manager, ManagerState, NatsStore, StaticSource};
+
+    let server = NatsServer::start();
+    let url = server.url();
+    /// Successes per partition, in the order they happened: sequence and deliveries taken.
+    type Successes = BTreeMap<String, Vec<(u64, u64)>>;
+    let successes: Arc<Mutex<Successes>> = Arc::default();
+    let seen = successes.clone();
+    let store = NatsStore::connect(&url).await.unwrap();
+    let config = ConsumerConfig::new("LATER", "later")
+        .with_nak_backoff(Duration::from_millis(50), Duration::from_millis(200));
+    let consumer = PartitionConsumer::new(&store, config, move |message, ctx| {
+        let seen = seen.clone();
+        async move {
+            let seq: u64 = std::str::from_utf8(&message.payload)
+                .unwrap()
+                .parse()
+                .unwrap();
+            if seq % 15 == 0 && ctx.delivered == 1 {
+                panic!("the handler panics on #{seq}");
+            }
+            if seq % 10 == 0 && ctx.delivered < 3 {
+                return Err(format!("#{seq} fails on delivery {}", ctx.delivered));
+            }
+            seen.lock()
+                .unwrap()
+                .entry(ctx.partition.to_string())
+                .or_default()
+                .push((seq, ctx.delivered));
+            Ok(())
+        }
+    })
+    .unwrap();
+    let manager = Manager::builder(
+        store,
+        StaticSource::numbered("p", 4).unwrap(),
+        Sticky::default(),
+    )
+    .config(Config::short_timings())
+    .hooks(consumer.hooks())
+    .start()
+    .await
+    .unwrap();
+    manager
+        .wait_state(ManagerState::Stable, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.partitions().len(),
+        4,
+        "consuming, waiting for the stream"
+    );
+    // The stream comes later.
+    sleep(Duration::from_millis(1500)).await;
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LATER".into(),
+        subjects: vec!["later.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for seq in 1..=50u64 {
+        for p in 0..4 {
+            js.publish(format!("later.p.{p}"), seq.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: usize = successes.lock().unwrap().values().map(Vec::len).sum();
+        if done == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of 200 handled");
+        sleep(Duration::from_millis(50)).await;
+    }
+    let successes = successes.lock().unwrap().clone();
+    for (partition, handled) in &successes {
+        let seqs: Vec<u64> = handled.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=50).collect::<Vec<_>>(),
+            "{partition}: in order, each once"
+        );
+        for (seq, delivered) in handled {
+            let expected = if seq % 10 == 0 {
+                3
+            } else if seq % 15 == 0 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(*delivered, expected, "{partition} #{seq}");
+        }
+    }
+    manager.stop().await.unwrap();
+    assert!(consumer.partitions().is_empty());
+}
