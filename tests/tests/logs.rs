@@ -237,3 +237,71 @@ async fn a_source_listing_a_partition_twice_is_reported_then_only_counted() {
     );
     manager.stop().await.unwrap();
 }
+
+/// A refresh of the partition set and a graceful leave are rebalances, not emergencies: no
+/// worker enters `Emergency` for them. (Revokes drain for 5 s, so the handoffs last longer
+/// than a renewal of the leader's entry, which is what carries the phase to the workers.)
+#[tokio::test(start_paused = true)]
+async fn a_refresh_and_a_leave_put_no_worker_in_emergency() {
+    use parti_core::runtime::{Hooks, Transition};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    fn states(rx: &mut UnboundedReceiver<Transition>) -> Vec<ManagerState> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|t| t.to)
+            .collect()
+    }
+
+    let store = MemoryStore::new();
+    let source = StaticSource::numbered("p", 12).unwrap();
+    let mut managers = Vec::new();
+    for _ in 0..3 {
+        let hooks = Hooks::new().on_revoked(|_, _| tokio::time::sleep(Duration::from_secs(5)));
+        let manager = Manager::builder(store.connect(), source.clone(), Sticky::default())
+            .hooks(hooks)
+            .start()
+            .await
+            .unwrap();
+        managers.push(manager);
+    }
+    stable(&managers).await;
+    let mut transitions: Vec<_> = managers
+        .iter()
+        .map(Manager::subscribe_transitions)
+        .collect();
+    // Half the partitions replaced: revokes on every worker.
+    let mut next = StaticSource::numbered("p", 6).unwrap().get();
+    next.extend(StaticSource::numbered("q", 10).unwrap().get());
+    source.set(next);
+    managers[0].refresh_partitions().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    stable(&managers).await;
+    let owned: usize = managers.iter().map(|m| m.assignment().len()).sum();
+    assert_eq!(owned, 16);
+    let seen: Vec<Vec<ManagerState>> = transitions.iter_mut().map(states).collect();
+    assert!(
+        seen.iter()
+            .flatten()
+            .any(|s| *s == ManagerState::Rebalancing),
+        "the phase reached the workers: {seen:?}"
+    );
+    assert!(
+        !seen.iter().flatten().any(|s| *s == ManagerState::Emergency),
+        "{seen:?}"
+    );
+
+    let at = managers.iter().position(|m| !m.is_leader()).unwrap();
+    let leaving = managers.remove(at);
+    transitions.remove(at);
+    leaving.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    stable(&managers).await;
+    let seen: Vec<Vec<ManagerState>> = transitions.iter_mut().map(states).collect();
+    assert!(
+        !seen.iter().flatten().any(|s| *s == ManagerState::Emergency),
+        "{seen:?}"
+    );
+    for manager in managers {
+        manager.stop().await.unwrap();
+    }
+}

@@ -339,13 +339,17 @@ impl PartitionConsumer {
         let (on_grant, on_revoke) = (self.clone(), self.clone());
         Hooks::new()
             .on_assigned(move |grants, ctx| {
-                on_grant.assigned(grants, ctx);
-                async {}
+                let consumer = on_grant.clone();
+                // In the future, not the call: the grants are published (`owns` is true)
+                // by the time it runs, and each partition's task checks `owns` first.
+                async move { consumer.assigned(grants, ctx) }
             })
             .on_revoked(move |partitions, ctx| on_revoke.revoked(partitions, &ctx))
     }
 
-    /// Starts consuming `grants` (call it from `on_assigned`; it returns at once).
+    /// Starts consuming `grants`: call it from the future `on_assigned` returns (by then the
+    /// grants are published and owned; a task that finds its partition not owned ends at
+    /// once). It returns at once.
     pub fn assigned(&self, grants: Vec<Grant>, ctx: HookContext) {
         let mut running = self.lock();
         for grant in grants {
