@@ -184,11 +184,14 @@ async fn failing_and_panicking_handlers_are_retried_and_a_missing_stream_is_wait
         .wait_state(ManagerState::Stable, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(
-        consumer.partitions().len(),
-        4,
-        "consuming, waiting for the stream"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer.partitions().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "consuming 4 partitions, waiting for the stream"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
     // The stream comes later.
     sleep(Duration::from_millis(1500)).await;
     let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());

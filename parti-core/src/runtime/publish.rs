@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::{StreamExt, stream};
 use parti_strategy::{Assignment, PartitionId, WorkerId};
 
 use crate::decide::{Committed, RecordChange, Step, StoredRecord};
@@ -190,11 +191,12 @@ impl Records {
             version: self.version,
             ..Published::default()
         };
+        // Every change of a step is safe on its own (the planner only puts together what may
+        // land in any order), so they are written at once, a bounded number at a time: a
+        // step of a cold start or of a new leader touches every worker's record.
+        let mut planned = Vec::with_capacity(step.len());
         for (worker, change) in step {
-            if !may_write() {
-                return Err(Error::LeaseLost);
-            }
-            match change {
+            let write = match change {
                 RecordChange::Write(partitions) => {
                     let holder = holders.get(worker).copied().unwrap_or(0);
                     let tokens = self.tokens(worker, holder);
@@ -215,11 +217,58 @@ impl Records {
                             .collect(),
                     };
                     let value = record.encode()?;
-                    let written = match self.slots.get(worker) {
-                        Some(slot) => bucket.update(worker.as_str(), value, slot.revision).await,
-                        None => bucket.create(worker.as_str(), value).await,
-                    };
-                    let revision = written.map_err(|e| changed(worker, e))?;
+                    let expected = self.slots.get(worker).map(|slot| slot.revision);
+                    Planned::Write {
+                        record,
+                        value,
+                        expected,
+                    }
+                }
+                RecordChange::Delete => match self.slots.get(worker) {
+                    Some(slot) => Planned::Delete(slot.revision),
+                    None => Planned::Nothing,
+                },
+            };
+            planned.push((worker.clone(), change.clone(), write));
+        }
+        let may_write = &may_write;
+        let outcomes: Vec<_> = stream::iter(planned)
+            .map(|(worker, change, write)| async move {
+                if !may_write() {
+                    return (worker, change, Err(Error::LeaseLost));
+                }
+                let key = worker.as_str();
+                let to_error = |e| changed(&worker, e);
+                let outcome = match write {
+                    Planned::Write {
+                        record,
+                        value,
+                        expected,
+                    } => {
+                        let written = match expected {
+                            Some(revision) => bucket.update(key, value, revision).await,
+                            None => bucket.create(key, value).await,
+                        };
+                        written
+                            .map(|revision| Landed::Written(revision, record))
+                            .map_err(to_error)
+                    }
+                    Planned::Delete(revision) => bucket
+                        .delete(key, Some(revision))
+                        .await
+                        .map(|()| Landed::Deleted)
+                        .map_err(to_error),
+                    Planned::Nothing => Ok(Landed::Nothing),
+                };
+                (worker, change, outcome)
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut failure = None;
+        for (worker, change, outcome) in outcomes {
+            match outcome {
+                Ok(Landed::Written(revision, record)) => {
                     self.version = version;
                     done.version = version;
                     done.written += 1;
@@ -231,21 +280,46 @@ impl Records {
                         },
                     );
                 }
-                RecordChange::Delete => {
-                    if let Some(slot) = self.slots.get(worker) {
-                        bucket
-                            .delete(worker.as_str(), Some(slot.revision))
-                            .await
-                            .map_err(|e| changed(worker, e))?;
-                        self.slots.remove(worker);
-                        done.deleted += 1;
-                    }
+                Ok(Landed::Deleted) => {
+                    self.slots.remove(&worker);
+                    done.deleted += 1;
+                }
+                Ok(Landed::Nothing) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
                 }
             }
-            committed.push((worker.clone(), change.clone(), version));
+            committed.push((worker, change, version));
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         Ok(done)
     }
+}
+
+/// Record writes of one step in flight at once.
+const WRITES_IN_FLIGHT: usize = 32;
+
+/// One change of a step, ready to be written.
+enum Planned {
+    Write {
+        record: AssignmentRecord,
+        value: bytes::Bytes,
+        /// The revision to update at (`None`: create).
+        expected: Option<Revision>,
+    },
+    Delete(Revision),
+    /// A deletion of a record that is not there.
+    Nothing,
+}
+
+/// What a change did.
+enum Landed {
+    Written(Revision, AssignmentRecord),
+    Deleted,
+    Nothing,
 }
 
 fn changed(worker: &WorkerId, error: StoreError) -> Error {
