@@ -806,6 +806,11 @@ impl CalculatorMachine {
         for worker in &change.left {
             self.left_gracefully.remove(worker);
         }
+        // Kept only while it can still matter: for a worker in the plan, or one whose claim
+        // is yet to go.
+        let (members, claimed) = (&self.members, &self.claimed);
+        self.left_gracefully
+            .retain(|w| next.contains(w) || members.contains(w) || claimed.contains(w));
         actions.push(CalculatorAction::Note(CalculatorNote::TopologyChange {
             kind: change.kind,
             joined: change.joined.iter().cloned().collect(),
