@@ -295,12 +295,18 @@ impl Run {
             delivered,
             hook: self.ctx.clone(),
         };
-        let handled = AssertUnwindSafe((self.inner.handler)(message.message.clone(), ctx));
+        // A handler may panic in the call itself, before it returns its future: caught too.
+        let handler = &self.inner.handler;
+        let handled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| handler(message.message.clone(), ctx)));
         async move {
             let started = Instant::now();
-            let outcome = match handled.catch_unwind().await {
-                Ok(Ok(())) => Outcome::Done,
-                Ok(Err(_)) => Outcome::Failed,
+            let outcome = match handled {
+                Ok(handled) => match AssertUnwindSafe(handled).catch_unwind().await {
+                    Ok(Ok(())) => Outcome::Done,
+                    Ok(Err(_)) => Outcome::Failed,
+                    Err(_) => Outcome::Panicked,
+                },
                 Err(_) => Outcome::Panicked,
             };
             (number, outcome, started.elapsed())
