@@ -1,7 +1,8 @@
 //! KV operation latency of `NatsStore` against real `nats-server`s on loopback: get, put,
 //! compare-and-set update, a 200-key listing, and the delay from a put to its watch
 //! notification, as p50 and p99 over many samples — on one server and on a 3-node cluster
-//! with 3 replicas. `get_direct` is the read parti no longer uses: a direct get (any replica
+//! with 3 replicas, and on the cluster how long a bucket's stream takes to take writes again
+//! after its leader's node is killed (`stream_failover`). `get_direct` is the read parti no longer uses: a direct get (any replica
 //! may answer, possibly stale) through a plain async-nats handle, measured for comparison.
 //! Run it with `cargo xtask nats-latency` (release build, installs the server when
 //! missing); prints one JSON object per line.
@@ -61,9 +62,56 @@ async fn main() -> Result {
         wait_for_jetstream(&server.url(), 1).await;
         measure("single", &server.url(), 1, samples).await?;
     }
-    let cluster = NatsCluster::start();
+    let mut cluster = NatsCluster::start();
     wait_for_jetstream(&cluster.url(), 3).await;
-    measure("cluster-r3", &cluster.url(), 3, samples).await
+    measure("cluster-r3", &cluster.url(), 3, samples).await?;
+    report(
+        "cluster-r3",
+        "stream_failover",
+        stream_failovers(&mut cluster, 5).await?,
+    );
+    Ok(())
+}
+
+/// How long a bucket's stream takes to accept writes again after the node leading it is
+/// killed (SIGKILL), seen by a client connected the ordinary way (to any node): `rounds`
+/// times, the node restarted with its data between rounds.
+async fn stream_failovers(cluster: &mut NatsCluster, rounds: usize) -> Result<Vec<Duration>> {
+    let url = cluster.url();
+    let mut times = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let client = NatsStore::connect(&url).await?.client().clone();
+        let store = NatsStore::with_request_timeout(client.clone(), Duration::from_millis(500));
+        let spec = BucketSpec::new("failover")?.with_replicas(3);
+        let bucket = store.bucket(&spec).await?;
+        bucket.put("k", format!("{round}").into()).await?;
+        let js = jetstream::new(client);
+        let info = js.get_stream("KV_failover").await?.info().await?.clone();
+        let leader = info
+            .cluster
+            .and_then(|cluster| cluster.leader)
+            .ok_or("the stream has no leader")?;
+        let node = cluster
+            .nodes()
+            .iter()
+            .position(|node| node.name() == leader)
+            .ok_or_else(|| format!("no node named {leader}"))?;
+        let killed = Instant::now();
+        cluster.nodes()[node].kill();
+        loop {
+            if bucket.put("k", "after".into()).await.is_ok() {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(60) {
+                return Err(format!("{leader}'s streams never took writes again").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        times.push(killed.elapsed());
+        cluster.nodes()[node].restart();
+        wait_for_jetstream(&url, 3).await;
+    }
+    Ok(times)
 }
 
 async fn measure(setup: &str, url: &str, replicas: usize, samples: usize) -> Result {

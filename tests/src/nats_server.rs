@@ -249,6 +249,11 @@ impl NatsServer {
         }
     }
 
+    /// The server's name (`-n`), as JetStream names stream and meta leaders.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Starts the server again on the same port with the same data.
     pub fn restart(&mut self) {
         self.stop();
