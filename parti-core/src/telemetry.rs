@@ -160,19 +160,13 @@ pub fn describe() {
     );
 }
 
-/// The names of the states as the `state` label of [`STATE`] says them, each once.
-const STATE_NAMES: [&str; 10] = [
-    "init",
-    "claiming_id",
-    "election",
-    "waiting_assignment",
-    "stable",
-    "scaling",
-    "rebalancing",
-    "emergency",
-    "degraded",
-    "shutdown",
-];
+/// The names of the states as the `state` label of [`STATE`] says them, each once (the
+/// reasons of `Degraded` share one).
+fn state_names() -> impl Iterator<Item = &'static str> {
+    let mut names: Vec<&'static str> = ManagerState::ALL.iter().map(|s| s.as_str()).collect();
+    names.dedup();
+    names.into_iter()
+}
 
 /// The `worker` label of one manager's metrics: the id it holds. It is shared by the
 /// manager's status and its store wrapper (the buckets are opened before an id is claimed);
@@ -200,13 +194,13 @@ impl WorkerLabel {
             .replace(worker.clone());
         if let Some(previous) = previous.filter(|p| *p != worker) {
             gauge!(IS_LEADER, "worker" => previous.clone()).set(0.0);
-            for name in STATE_NAMES {
+            for name in state_names() {
                 gauge!(STATE, "worker" => previous.clone(), "state" => name).set(0.0);
             }
         }
         gauge!(IS_LEADER, "worker" => worker.clone()).set(0.0);
         gauge!(DEGRADED, "worker" => worker.clone()).set(0.0);
-        for name in STATE_NAMES {
+        for name in state_names() {
             let value = f64::from(u8::from(name == state.as_str()));
             gauge!(STATE, "worker" => worker.clone(), "state" => name).set(value);
         }

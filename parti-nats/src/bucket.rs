@@ -351,15 +351,7 @@ impl Bucket for NatsBucket {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Entry>> {
-        Ok(self
-            .record(Operation::Get, key)
-            .await?
-            .filter(|entry| entry.operation == kv::Operation::Put)
-            .map(|entry| Entry {
-                key: key.to_owned(),
-                value: entry.value,
-                revision: Revision::new(entry.revision),
-            }))
+        Ok(self.get_with_time(key).await?.map(|(entry, _)| entry))
     }
 
     async fn create(&self, key: &str, value: Bytes) -> StoreResult<Revision> {

@@ -125,6 +125,20 @@ async fn stable(managers: &[Manager<MemoryStore>]) {
     }
 }
 
+/// Waits (bounded, on the paused clock) until the managers together own `partitions`
+/// partitions and are all `Stable`.
+async fn settled_on(managers: &[Manager<MemoryStore>], partitions: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while managers.iter().map(|m| m.assignment().len()).sum::<usize>() != partitions {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never owned {partitions}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stable(managers).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn log_lines_carry_worker_and_term_spans_and_name_reasons_plainly() {
     let capture = Capture::default();
@@ -145,8 +159,7 @@ async fn log_lines_carry_worker_and_term_spans_and_name_reasons_plainly() {
     let leaving = managers.remove(at);
     let leaving_id = leaving.worker_id();
     leaving.stop().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    stable(&managers).await;
+    settled_on(&managers, 12).await;
     let leader = managers.iter().find(|m| m.is_leader()).unwrap();
     let (leader_id, term) = (leader.worker_id(), leader.leader().unwrap().term);
 
@@ -274,8 +287,7 @@ async fn a_refresh_and_a_leave_put_no_worker_in_emergency() {
     next.extend(StaticSource::numbered("q", 10).unwrap().get());
     source.set(next);
     managers[0].refresh_partitions().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    stable(&managers).await;
+    settled_on(&managers, 16).await;
     let owned: usize = managers.iter().map(|m| m.assignment().len()).sum();
     assert_eq!(owned, 16);
     let seen: Vec<Vec<ManagerState>> = transitions.iter_mut().map(states).collect();
@@ -294,8 +306,7 @@ async fn a_refresh_and_a_leave_put_no_worker_in_emergency() {
     let leaving = managers.remove(at);
     transitions.remove(at);
     leaving.stop().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    stable(&managers).await;
+    settled_on(&managers, 16).await;
     let seen: Vec<Vec<ManagerState>> = transitions.iter_mut().map(states).collect();
     assert!(
         !seen.iter().flatten().any(|s| *s == ManagerState::Emergency),

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::InstanceId;
 use super::freeze::Freezer;
+use super::hooks::HookContext;
 use super::reopen::Losses;
 use super::repeats::{Repeats, Verdict};
 use super::status::Status;
@@ -106,6 +107,17 @@ pub(crate) struct Session<B, P> {
     pub(crate) shared: Arc<Shared<B, P>>,
     pub(crate) worker_id: WorkerId,
     pub(crate) applied: watch::Sender<Applied>,
+}
+
+impl<B, P> Session<B, P> {
+    /// What this session's hooks are told of their manager.
+    pub(crate) fn hook_context(&self) -> HookContext {
+        HookContext::new(
+            self.worker_id.clone(),
+            self.status.clone(),
+            self.config.drain_timeout,
+        )
+    }
 }
 
 impl<B, P> std::ops::Deref for Session<B, P> {

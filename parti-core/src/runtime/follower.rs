@@ -17,7 +17,6 @@ use super::PartitionSource;
 use super::context::{Applied, Session, stopped};
 use super::election::read_leader;
 use super::executor::{self, BoxFuture, Delivery, KeyWatch, Operation, Shell};
-use super::hooks::HookContext;
 use crate::Error;
 use crate::decide::{
     DegradedReason, FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, OpId,
@@ -132,14 +131,14 @@ fn carry_out<B: Bucket, P: PartitionSource>(
             let hook = session
                 .status
                 .hooks()
-                .revoked(partitions, hook_context(session));
+                .revoked(partitions, session.hook_context());
             operation.start(id, hook_done(session, id, hook, "on_revoked"));
         }
         FollowerAction::Grant(id, grants) => {
             let hook = session
                 .status
                 .hooks()
-                .assigned(grants, hook_context(session));
+                .assigned(grants, session.hook_context());
             operation.start(id, hook_done(session, id, hook, "on_assigned"));
         }
         FollowerAction::Cancel(id) => operation.cancel(id),
@@ -186,15 +185,6 @@ fn carry_out<B: Bucket, P: PartitionSource>(
         }
         FollowerAction::Finished => {}
     }
-}
-
-/// What the hooks are told of their manager.
-fn hook_context<B, P>(session: &Arc<Session<B, P>>) -> HookContext {
-    HookContext::new(
-        session.worker_id.clone(),
-        session.status.clone(),
-        session.config.drain_timeout,
-    )
 }
 
 /// The completion of a hook: a panic is caught, reported and counts as done. The hook runs

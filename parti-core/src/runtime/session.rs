@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::context::{Applied, Session, Shared, stopped, within};
 use super::status::WorkerAssignment;
-use super::{ClaimedId, HookContext, IdClaimer, PartitionSource, election, follower, heartbeat};
+use super::{ClaimedId, IdClaimer, PartitionSource, election, follower, heartbeat};
 use crate::decide::ManagerState;
 use crate::store::{Bucket, Operation};
 use crate::{Error, Result};
@@ -180,12 +180,11 @@ async fn run_session<B: Bucket, P: PartitionSource>(
         // drain timeout (the heartbeat still runs, so the lease holds meanwhile).
         let partitions = owned.partitions().cloned().collect();
         let release = async {
-            let ctx = HookContext::new(
-                session.worker_id.clone(),
-                shared.status.clone(),
-                config.drain_timeout,
-            );
-            if let Ok(hook) = shared.status.hooks().revoked(partitions, ctx) {
+            if let Ok(hook) = shared
+                .status
+                .hooks()
+                .revoked(partitions, session.hook_context())
+            {
                 let _ = AssertUnwindSafe(hook).catch_unwind().await;
             }
         };

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parti_core::config::BucketNames;
+use parti_core::decide::ManagerState;
 use parti_core::store::{Bucket, StoreError};
 use parti_core::wire::{
-    AssignmentRecord, Heartbeat, IdClaim, LEADER_KEY, LeaderRecord, Lifecycle, WireRecord,
-    worker_number,
+    AssignmentRecord, Heartbeat, IdClaim, LEADER_KEY, LeaderRecord, WireRecord, worker_number,
 };
 use parti_nats::{NatsBucket, NatsStore};
 use serde::Serialize;
@@ -199,7 +199,8 @@ impl FleetBuckets {
             worker: read.value.worker_id.to_string(),
             instance: read.value.instance_id.clone(),
             term: read.value.term_at(read.revision),
-            phase: phase_name(read.value.phase),
+            // The workers' state names: the phase is what their state mirrors.
+            phase: ManagerState::from(read.value.phase).as_str(),
         });
         let claims = Self::read_all::<IdClaim>(&self.ids, &mut problems).await?;
         let beats = Self::read_all::<Heartbeat>(&self.heartbeat, &mut problems).await?;
@@ -287,16 +288,6 @@ impl FleetBuckets {
             partitions,
             problems,
         })
-    }
-}
-
-/// The phase's name, as the workers' states say it.
-fn phase_name(phase: Lifecycle) -> &'static str {
-    match phase {
-        Lifecycle::Stable => "stable",
-        Lifecycle::Scaling => "scaling",
-        Lifecycle::Rebalancing => "rebalancing",
-        Lifecycle::Emergency => "emergency",
     }
 }
 
