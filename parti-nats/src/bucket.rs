@@ -146,7 +146,47 @@ impl NatsBucket {
                 PublishFailure::WrongRevision => Err(WriteError::WrongRevision),
                 PublishFailure::Other(e) => Err(WriteError::Failed(e)),
                 PublishFailure::NoStream => Err(WriteError::Failed(self.no_stream(target).await)),
+                PublishFailure::StorageLost(e) => {
+                    Err(WriteError::Failed(self.storage_lost(target, e).await))
+                }
             },
+        }
+    }
+
+    /// The server lost the stream's files (see [`PublishFailure::StorageLost`]): when the
+    /// stream is still the one this handle opened, it is deleted, and the bucket reported
+    /// gone, so that it is created again (see `parti-core`'s reopening of lost buckets);
+    /// a stream created since is left alone (this handle is the stale one). Nothing it held
+    /// can be read or written any more.
+    async fn storage_lost(&self, target: Target<'_>, lost: StoreError) -> StoreError {
+        let info = match self.kv.stream.get_info().await {
+            Ok(info) => info,
+            Err(e) => {
+                return match info_error(target, e) {
+                    gone @ StoreError::NotFound { .. } => gone,
+                    _ => lost,
+                };
+            }
+        };
+        if info.created != self.kv.stream.cached_info().created {
+            return target.not_found();
+        }
+        tracing::warn!(
+            bucket = %self.kv.name,
+            error = %lost,
+            "the server lost this bucket's files and can store nothing in it: deleting it to create it again"
+        );
+        match self
+            .store
+            .jetstream()
+            .delete_stream(&self.kv.stream_name)
+            .await
+        {
+            Ok(_) => target.not_found(),
+            Err(e) => {
+                tracing::debug!(bucket = %self.kv.name, error = %e, "deleting the broken bucket failed");
+                lost
+            }
         }
     }
 

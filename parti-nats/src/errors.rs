@@ -78,6 +78,11 @@ pub(crate) enum PublishFailure {
     WrongRevision,
     /// No stream answered: the bucket is gone, or the server is not ready.
     NoStream,
+    /// The stream's files are gone from the server's disk, so it stores nothing any more
+    /// (nats-server removes a deleted stream's files in the background; a stream created
+    /// again under the same name at once can lose its files to that removal). Only
+    /// deleting the stream and creating it again heals it.
+    StorageLost(StoreError),
     /// Anything else, already mapped.
     Other(StoreError),
 }
@@ -91,7 +96,11 @@ pub(crate) fn publish_failure(
     }
     let kind = error.kind();
     let message = error.to_string();
+    let storage_lost = is_storage_lost(&error);
     let source: parti_core::store::BoxError = Box::new(error);
+    if storage_lost {
+        return PublishFailure::StorageLost(target.unavailable(message, source));
+    }
     PublishFailure::Other(match kind {
         PublishErrorKind::WrongLastSequence => return PublishFailure::WrongRevision,
         PublishErrorKind::StreamNotFound => return PublishFailure::NoStream,
@@ -122,6 +131,19 @@ fn is_wrong_last_sequence(error: &async_nats::jetstream::context::PublishError) 
                     | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
             )
         )
+}
+
+/// Whether the server failed to store a write because the stream's files are missing
+/// (code 10077 with the operating system's "file not found"): they do not come back.
+fn is_storage_lost(error: &async_nats::jetstream::context::PublishError) -> bool {
+    /// How Linux and macOS (`ENOENT`) and Windows word a missing file.
+    const MISSING: [&str; 2] = [
+        "no such file or directory",
+        "cannot find the file specified",
+    ];
+    let message = error.to_string().to_ascii_lowercase();
+    jetstream_code(error) == Some(ErrorCode::STREAM_STORE_FAILED)
+        && MISSING.iter().any(|missing| message.contains(missing))
 }
 
 /// A failed read of one key.
@@ -254,6 +276,42 @@ mod tests {
             );
             assert!(!err.is_transient());
         }
+    }
+
+    /// A publish refused by the server with JetStream error `code` and `description`.
+    fn refused(code: u64, description: &str) -> PublishError {
+        let refusal: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": 503,
+            "err_code": code,
+            "description": description,
+        }))
+        .unwrap();
+        PublishError::with_source(PublishErrorKind::Other, refusal)
+    }
+
+    #[test]
+    fn a_stream_whose_files_are_gone_is_told_apart() {
+        let lost = refused(
+            10077,
+            "error opening msg block file [\"/js/streams/KV_parti-ids/msgs/1.blk\"]: open \
+             /js/streams/KV_parti-ids/msgs/1.blk: no such file or directory",
+        );
+        let PublishFailure::StorageLost(err) = publish_failure(TARGET, lost) else {
+            panic!("a stream without its files is storage lost");
+        };
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("no such file"), "{err}");
+        // The same code for another cause (a full disk, say) is only reported.
+        let full = refused(10077, "write /js/1.blk: no space left on device");
+        assert!(matches!(
+            publish_failure(TARGET, full),
+            PublishFailure::Other(StoreError::Backend { .. })
+        ));
+        // A clustered stream's "wrong last sequence" is a conflict, not a failure.
+        assert!(matches!(
+            publish_failure(TARGET, refused(10164, "wrong last sequence: 4")),
+            PublishFailure::WrongRevision
+        ));
     }
 
     #[test]

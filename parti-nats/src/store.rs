@@ -1,6 +1,8 @@
 //! `NatsStore`: connecting, checking the server, and provisioning buckets.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -22,6 +24,13 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
 
 /// How long a JetStream request may take before it counts as timed out, unless set.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`Store::bucket`] waits before creating again a bucket it opened before and
+/// finds gone. nats-server removes a deleted stream's files in the background, and a stream
+/// created under the same name meanwhile can lose its files to that removal (every write to
+/// it then fails, until the bucket is deleted and created again — which
+/// [`NatsBucket`]'s writes do when they find it so).
+const RECREATE_AFTER: Duration = Duration::from_millis(200);
 
 /// parti's [`Store`] on NATS JetStream key-value buckets.
 ///
@@ -53,6 +62,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NatsStore {
     client: async_nats::Client,
     jetstream: jetstream::Context,
+    /// The buckets this store (or a clone) opened: one of them missing was deleted since.
+    opened: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl fmt::Debug for NatsStore {
@@ -92,7 +103,11 @@ impl NatsStore {
     /// with [`StoreError::OutcomeUnknown`], a read with [`StoreError::Unavailable`].
     pub fn with_request_timeout(client: async_nats::Client, timeout: Duration) -> Self {
         let jetstream = ContextBuilder::new().timeout(timeout).build(client.clone());
-        Self { client, jetstream }
+        Self {
+            client,
+            jetstream,
+            opened: Arc::default(),
+        }
     }
 
     /// The client this store uses.
@@ -121,6 +136,23 @@ impl NatsStore {
             .lookup(name, target)
             .await?
             .map(|kv| NatsBucket::new(self.clone(), kv)))
+    }
+
+    /// A handle of `kv`, noted as opened.
+    fn opened(&self, kv: kv::Store) -> NatsBucket {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(kv.name.clone());
+        NatsBucket::new(self.clone(), kv)
+    }
+
+    /// Whether this store opened the bucket `name` before.
+    fn was_opened(&self, name: &str) -> bool {
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
     }
 
     /// Fails fast when the client knows it is disconnected: a write sent now would wait in
@@ -342,12 +374,20 @@ impl Store for NatsStore {
         self.check_connected(target)?;
         self.check_server_version(target)?;
         if let Some(kv) = self.bind_consistent(spec, target).await? {
-            return Ok(NatsBucket::new(self.clone(), kv));
+            return Ok(self.opened(kv));
+        }
+        if self.was_opened(spec.name()) {
+            // Deleted since: give the server time to remove the old stream's files (see
+            // `RECREATE_AFTER`); someone else may create it meanwhile.
+            tokio::time::sleep(RECREATE_AFTER).await;
+            if let Some(kv) = self.bind_consistent(spec, target).await? {
+                return Ok(self.opened(kv));
+            }
         }
         // async-nats creates KV streams with direct gets on; binding turns them off.
         let create_error = self.create(spec, target).await.err();
         match self.bind_consistent(spec, target).await? {
-            Some(kv) => Ok(NatsBucket::new(self.clone(), kv)),
+            Some(kv) => Ok(self.opened(kv)),
             None => Err(create_error.unwrap_or_else(|| {
                 target.unavailable("the bucket vanished right after it was created", None)
             })),

@@ -361,3 +361,46 @@ async fn a_listing_under_continuous_writes_shows_every_key_once() {
     }
     writer.abort();
 }
+
+/// The server loses a bucket's files — as nats-server does when a stream is created again
+/// while the files of the one deleted before it are still being removed in the background
+/// (seen under load: every write to the new stream then fails). Here the stream's block
+/// directory is removed, and the write that needs a new block finds it gone: that write
+/// deletes the stream and reports the bucket gone, and opening the bucket again creates one
+/// that works. (Without the repair, that write and every one after fail as transient.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_whose_files_the_server_lost_is_deleted_to_be_created_again() {
+    let fixture = NatsFixture::single().await;
+    let broken = fixture.bucket(&spec("lost-files")).await.unwrap();
+    let dir = fixture.with_servers(|servers| match servers {
+        Servers::Single(server) => server.dir().to_owned(),
+        Servers::Cluster(_) => unreachable!("a single server"),
+    });
+    let blocks = dir.join("jetstream/jetstream/$G/streams/KV_lost-files/msgs");
+    std::fs::remove_dir_all(&blocks)
+        .unwrap_or_else(|e| panic!("removing {}: {e}", blocks.display()));
+    // Large values, so that the block fills and a new one is needed after a few writes.
+    let large = bytes::Bytes::from(vec![7u8; 900 * 1024]);
+    let mut written = 0;
+    let err = loop {
+        match broken
+            .put(&format!("worker-{written}"), large.clone())
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 40, "{written} writes without a new block");
+    };
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    let lost_files = spec("lost-files");
+    let (again, _) =
+        retry_transient("opening the bucket again", || fixture.bucket(&lost_files)).await;
+    again.put("worker-1", "beat".into()).await.unwrap();
+    let stored = again
+        .get("worker-1")
+        .await
+        .unwrap()
+        .expect("the value just put");
+    assert_eq!(&stored.value[..], b"beat");
+}
