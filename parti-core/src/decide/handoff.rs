@@ -310,17 +310,17 @@ impl Handoff {
     /// The heartbeat bucket was lost (deleted, or the server restarted without it): until
     /// [`see_again`](Self::see_again), no release is confirmed by absence or by a later
     /// session and no partition of a worker on a new session is granted again. The sessions
-    /// seen are forgotten (the new bucket's revisions start again) and every record counts
-    /// as written for a session of before.
+    /// seen are forgotten (the new bucket's revisions start again, so they no longer order
+    /// heartbeats). What each record was written for is kept: a session begun after the
+    /// loss numbers itself above its record's
+    /// ([`Heartbeat::floor`](crate::wire::Heartbeat::floor)), so a heartbeat of the
+    /// record's own session shows that session went on — which it does when the loss was
+    /// found late, through a handle of the bucket's predecessor, long after the workers
+    /// moved to the new bucket: its workers keep what they hold.
     pub fn heartbeats_lost(&mut self) {
         self.distrust_absence();
         self.sessions.clear();
         self.ended.clear();
-        for holder in self.holders.values_mut() {
-            if holder.record_for.is_some() {
-                holder.record_for = Some(0);
-            }
-        }
     }
 
     /// A heartbeat may have vanished before its TTL without the bucket's loss being seen

@@ -658,3 +658,64 @@ fn the_most_recently_ended_sessions_are_remembered_whatever_their_numbers() {
     }]);
     assert_eq!(handoff.holder(&w(0)), 50);
 }
+
+/// The heartbeat bucket's loss found late (through a handle of the lost bucket, say, long
+/// after every worker moved to the new one): workers still on the sessions their records
+/// were written for keep their partitions — nothing is revoked, even while absence proves
+/// nothing.
+#[test]
+fn workers_on_their_records_sessions_keep_their_partitions_after_a_heartbeat_loss() {
+    let mut handoff = Handoff::resume([rec(0, 3, set(&[0])), rec(1, 3, set(&[1]))]);
+    handoff.heartbeats_lost();
+    handoff.listed(
+        handoff.listing_ticket(),
+        &beats(&[(0, 3), (1, 3)]),
+        &BTreeSet::new(),
+    );
+    handoff.plan([w(0), w(1)].into(), &target(&[(0, 0), (1, 1)]));
+    handoff.rewrite_all();
+    assert_eq!(handoff.holder(&w(0)), session(0));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[0])));
+    assert_eq!(step[&w(1)], RecordChange::Write(set(&[1])));
+    commit_all(&mut handoff, &step, 4);
+    assert!(handoff.step().is_empty());
+    // Before any listing, too: the record's session is whom a record is written for.
+    let mut unlisted = Handoff::resume([rec(0, 3, set(&[0]))]);
+    unlisted.heartbeats_lost();
+    unlisted.plan([w(0)].into(), &target(&[(0, 0)]));
+    unlisted.rewrite_all();
+    assert_eq!(unlisted.holder(&w(0)), session(0));
+    assert_eq!(unlisted.step()[&w(0)], RecordChange::Write(set(&[0])));
+}
+
+/// After the heartbeat bucket's loss a worker on a new session (numbered above its record's)
+/// gets an emptied record while absence proves nothing — its old session may still hold —
+/// and its partitions back once every lease of before has ended.
+#[test]
+fn a_new_session_after_a_heartbeat_loss_gets_nothing_until_it_is_seen_again() {
+    let mut handoff = Handoff::resume([rec(0, 3, set(&[0]))]);
+    handoff.heartbeats_lost();
+    let new_session = Beat {
+        holder: session(0) + 1,
+        ..beat_of(0, 3)
+    };
+    let listing: BTreeMap<WorkerId, Beat> = [(w(0), new_session)].into();
+    handoff.listed(handoff.listing_ticket(), &listing, &BTreeSet::new());
+    handoff.plan([w(0)].into(), &target(&[(0, 0)]));
+    let step = handoff.step();
+    assert_eq!(step[&w(0)], RecordChange::Write(set(&[])));
+    assert_eq!(handoff.holder(&w(0)), session(0) + 1);
+    commit_all(&mut handoff, &step, 4);
+    handoff.see_again();
+    let applied = Beat {
+        applied: 4,
+        ..new_session
+    };
+    handoff.listed(
+        handoff.listing_ticket(),
+        &[(w(0), applied)].into(),
+        &BTreeSet::new(),
+    );
+    assert_eq!(handoff.step()[&w(0)], RecordChange::Write(set(&[0])));
+}
