@@ -197,14 +197,25 @@ async fn phases<S: Store>(
     let rss_before = resident_kib();
 
     // Cold start: every manager at once; the cold-start window is subtracted.
+    let before_start = counters(server).await;
     let started = Instant::now();
     fleet.start(args.workers).await;
+    // Every manager started: its buckets open and its id claimed.
+    let all_started = started.elapsed();
+    let after_start = counters(server).await;
     let settled = fleet.settle(limit).await;
+    let after_cold = counters(server).await;
     let cold = (settled - started).saturating_sub(config.cold_start_window);
     report(
         "cold_start",
         cold.as_secs_f64(),
-        format!(",\"window\":{:.3}", config.cold_start_window.as_secs_f64()),
+        format!(
+            ",\"window\":{:.3},\"all_started\":{:.3},\"js_api_starting\":{},\"js_api_total\":{}",
+            config.cold_start_window.as_secs_f64(),
+            all_started.as_secs_f64(),
+            after_start.api_requests - before_start.api_requests,
+            after_cold.api_requests - before_start.api_requests,
+        ),
     );
 
     // Idle: traffic and CPU over `idle`, memory per manager.
