@@ -1,6 +1,7 @@
 //! `NatsStore` under faults, on real servers: a server restart under an open watch, an
-//! outage, a killed node of a 3-node cluster, and the errors of a malformed URL, of nobody
-//! listening and of a server without JetStream.
+//! outage, a killed node of a 3-node cluster, a bucket deleted and created again, a bucket
+//! whose files the server lost, and the errors of a malformed URL, of nobody listening and
+//! of a server without JetStream.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -403,4 +404,22 @@ async fn a_bucket_whose_files_the_server_lost_is_deleted_to_be_created_again() {
         .unwrap()
         .expect("the value just put");
     assert_eq!(&stored.value[..], b"beat");
+}
+
+/// A bucket this store opened and finds deleted is created again only after a pause: the
+/// server may still be removing the deleted stream's files. (With no pause the test fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_bucket_is_created_again_only_after_a_pause() {
+    let fixture = NatsFixture::single().await;
+    let spec = spec("paused");
+    fixture.bucket(&spec).await.unwrap();
+    fixture.delete_bucket("paused").await.unwrap();
+    let asked = Instant::now();
+    let again = fixture.bucket(&spec).await.unwrap();
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "created again after {waited:?}"
+    );
+    again.put("worker-1", "beat".into()).await.unwrap();
 }
