@@ -132,7 +132,9 @@ impl<B: Bucket> IdClaimer<B> {
     /// Claims an id at the start of a process: with a static identity, the id whose claim
     /// carries it — taken over whoever holds it (the newest process of an identity wins, as
     /// a restarted one replaces its predecessor) — else the lowest free id of the range.
-    /// Ids taken by another worker between the listing and the claim are skipped.
+    /// When another worker takes that id between the listing and the claim, the claimer
+    /// waits a moment (jittered, growing) and looks again, so that workers starting
+    /// together spread out instead of all racing for each next id.
     ///
     /// # Errors
     /// [`Error::NoFreeWorkerId`] when every id is claimed; store errors (transient ones are
