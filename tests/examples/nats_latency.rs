@@ -70,7 +70,81 @@ async fn main() -> Result {
         "stream_failover",
         stream_failovers(&mut cluster, 5).await?,
     );
+    report(
+        "cluster-r3",
+        "lame_duck_write_gap",
+        lame_duck_gaps(&mut cluster, 2).await?,
+    );
     Ok(())
+}
+
+/// The longest time writes to a bucket's stream fail while the node leading it restarts
+/// in lame-duck mode (the planned restart of an upgrade), seen by a client connected the
+/// ordinary way and writing every 20 ms: `rounds` times (0 when no write failed).
+async fn lame_duck_gaps(cluster: &mut NatsCluster, rounds: usize) -> Result<Vec<Duration>> {
+    let url = cluster.url();
+    let mut gaps = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let client = NatsStore::connect(&url).await?.client().clone();
+        let store = NatsStore::with_request_timeout(client.clone(), Duration::from_millis(500));
+        let spec = BucketSpec::new("lame-duck")?.with_replicas(3);
+        let bucket = store.bucket(&spec).await?;
+        bucket.put("k", format!("{round}").into()).await?;
+        let leader = stream_leader(&client, "KV_lame-duck").await?;
+        let node = cluster
+            .nodes()
+            .iter()
+            .position(|node| node.name() == leader)
+            .ok_or_else(|| format!("no node named {leader}"))?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(async move {
+            let mut longest = Duration::ZERO;
+            let mut failing_since: Option<Instant> = None;
+            loop {
+                match bucket.put("k", "during".into()).await {
+                    Ok(_) => {
+                        if let Some(since) = failing_since.take() {
+                            longest = longest.max(since.elapsed());
+                        }
+                        if *stopped.borrow() {
+                            return longest;
+                        }
+                    }
+                    Err(_) => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        if *stopped.borrow() && since.elapsed() > Duration::from_secs(30) {
+                            return since.elapsed();
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        });
+        tokio::task::block_in_place(|| cluster.nodes()[node].lame_duck_restart());
+        wait_for_jetstream(&url, 3).await;
+        // Writes go on for a while after the node is back (it may take leaderships back).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.send(true)?;
+        gaps.push(writer.await?);
+    }
+    Ok(gaps)
+}
+
+/// The node leading `stream`.
+async fn stream_leader(client: &async_nats::Client, stream: &str) -> Result<String> {
+    let info = jetstream::new(client.clone())
+        .get_stream(stream)
+        .await?
+        .info()
+        .await?
+        .clone();
+    Ok(info
+        .cluster
+        .and_then(|cluster| cluster.leader)
+        .ok_or("the stream has no leader")?)
 }
 
 /// How long a bucket's stream takes to accept writes again after the node leading it is
@@ -85,12 +159,7 @@ async fn stream_failovers(cluster: &mut NatsCluster, rounds: usize) -> Result<Ve
         let spec = BucketSpec::new("failover")?.with_replicas(3);
         let bucket = store.bucket(&spec).await?;
         bucket.put("k", format!("{round}").into()).await?;
-        let js = jetstream::new(client);
-        let info = js.get_stream("KV_failover").await?.info().await?.clone();
-        let leader = info
-            .cluster
-            .and_then(|cluster| cluster.leader)
-            .ok_or("the stream has no leader")?;
+        let leader = stream_leader(&client, "KV_failover").await?;
         let node = cluster
             .nodes()
             .iter()

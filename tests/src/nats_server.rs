@@ -166,8 +166,19 @@ impl NatsServer {
     /// Starts the process and waits until it accepts connections; `Err` with the log when
     /// it exits first (a port taken meanwhile by another test's server, say).
     fn try_spawn(&mut self) -> Result<(), String> {
+        // Lame-duck mode (SIGUSR2, `nats-server --signal ldm`) shortened for tests: clients
+        // are let go over 30 s (the server's minimum) after a 1 s grace period (the defaults: 2 min
+        // after 10 s).
+        let config = self.dir.join("server.conf");
+        std::fs::write(
+            &config,
+            "lame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"\n",
+        )
+        .expect("writing the server's config");
         let mut command = Command::new(server_binary());
         command
+            .arg("-c")
+            .arg(&config)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-n", &self.name]);
         if let Some(port) = self.monitor {
@@ -247,6 +258,20 @@ impl NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Restarts the server the way an operator does for an upgrade: lame-duck mode first
+    /// (SIGUSR2: it hands its JetStream leaderships to other nodes, stops taking
+    /// connections and lets its clients go over a few seconds), then, once it has exited,
+    /// starts again with the same data. Returns when it accepts connections again.
+    pub fn lame_duck_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-USR2", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     /// The server's name (`-n`), as JetStream names stream and meta leaders.
