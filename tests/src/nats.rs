@@ -80,6 +80,29 @@ impl NatsFixture {
         }
     }
 
+    /// A fixture on the same servers with a client of its own, connected the ordinary way
+    /// (to the servers' URLs; it moves to another node when its own goes away), as each
+    /// process of a fleet has. Blocks the thread while it connects (a multi-thread runtime
+    /// only), so that a fleet's `connect` closure can call it.
+    ///
+    /// # Panics
+    /// When no server answers.
+    pub fn own_connection(&self) -> Self {
+        let url = self.with_servers(|servers| match servers {
+            Servers::Cluster(cluster) => cluster.url(),
+            Servers::Single(server) => server.url(),
+        });
+        let store = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(NatsStore::connect(&url))
+        })
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+        Self {
+            servers: Arc::clone(&self.servers),
+            store,
+            replicas: self.replicas,
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &NatsStore {
         &self.store

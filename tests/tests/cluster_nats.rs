@@ -1,0 +1,98 @@
+//! A fleet on a 3-node NATS cluster (every bucket with 3 replicas), each manager on its own
+//! connection made the ordinary way, with default timings: what losing or restarting one
+//! node costs (issue 19).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use parti_core::config::Config;
+use parti_core::store::Store;
+use tests::fleet::Fleet;
+use tests::nats::{NatsFixture, Servers, wait_for_jetstream};
+
+const WORKERS: usize = 6;
+const PARTITIONS: usize = 60;
+
+/// Each node restarted in turn the way an operator does for an upgrade — lame-duck mode
+/// (`nats-server --signal ldm`: it hands its stream leaderships over and lets its clients
+/// go), then started again with its data: no partition changes hands or is unowned at any
+/// moment, and no worker loses its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lame_duck_restart_of_each_node_costs_nothing() {
+    let nats = NatsFixture::cluster().await;
+    let connect = nats.clone();
+    let config = Config::default();
+    // The buckets first, one at a time: six clients creating the same replicated streams at
+    // once can time out while the cluster's meta leader works through them.
+    for spec in [
+        config.ids_bucket(),
+        config.election_bucket(),
+        config.heartbeat_bucket(),
+        config.assignment_bucket(),
+    ] {
+        let spec = spec.expect("a valid bucket");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = nats.bucket(&spec).await {
+            assert!(Instant::now() < deadline, "creating {}: {e}", spec.name());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut fleet = Fleet::new(move || connect.own_connection(), config.clone(), PARTITIONS);
+    fleet.start(WORKERS).await;
+    fleet
+        .settle(2 * config.cold_start_window + 4 * config.election_ttl)
+        .await;
+    let ids = fleet.ids();
+    let url = nats.with_servers(|servers| match servers {
+        Servers::Cluster(cluster) => cluster.url(),
+        Servers::Single(_) => unreachable!("a cluster"),
+    });
+    for node in 0..3 {
+        let servers = nats.clone();
+        let restart = tokio::task::spawn_blocking(move || {
+            servers.with_servers(|servers| match servers {
+                Servers::Cluster(cluster) => {
+                    let server = &mut cluster.nodes()[node];
+                    let before = server.pid();
+                    server.lame_duck_restart();
+                    assert_ne!(server.pid(), before, "node {node} was restarted");
+                }
+                Servers::Single(_) => unreachable!("a cluster"),
+            });
+        });
+        while !restart.is_finished() {
+            fleet
+                .watch_until(Instant::now() + Duration::from_millis(500))
+                .await;
+        }
+        restart.await.expect("the lame-duck restart");
+        wait_for_jetstream(&url, 3).await;
+        // A while after: the node takes its part again (leaderships may move back).
+        fleet
+            .watch_until(Instant::now() + 2 * config.heartbeat_ttl)
+            .await;
+        let ended: Vec<_> = fleet
+            .ledger
+            .intervals()
+            .into_iter()
+            .filter(|interval| interval.to.is_some())
+            .map(|interval| interval.partition)
+            .collect();
+        assert!(
+            ended.is_empty(),
+            "node {node}'s lame-duck restart: {} ownerships ended ({ended:?})\n{}",
+            ended.len(),
+            fleet.describe()
+        );
+        assert_eq!(
+            fleet.ids(),
+            ids,
+            "node {node}'s lame-duck restart: ids changed"
+        );
+        fleet.check_ledger();
+    }
+    fleet.settle(Duration::ZERO).await;
+    fleet.stop_all().await;
+    fleet.check_ledger();
+}
