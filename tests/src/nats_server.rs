@@ -262,8 +262,9 @@ impl NatsServer {
 
     /// Restarts the server the way an operator does for an upgrade: lame-duck mode first
     /// (SIGUSR2: it hands its JetStream leaderships to other nodes, stops taking
-    /// connections and lets its clients go over a few seconds), then, once it has exited,
-    /// starts again with the same data. Returns when it accepts connections again.
+    /// connections and lets its clients go, within `lame_duck_duration`: 30 s here, a few
+    /// seconds with a handful of clients), then, once it has exited, starts again with the
+    /// same data. Returns when it accepts connections again.
     pub fn lame_duck_restart(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
