@@ -85,17 +85,7 @@ async fn lame_duck_gaps(cluster: &mut NatsCluster, rounds: usize) -> Result<Vec<
     let url = cluster.url();
     let mut gaps = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let client = NatsStore::connect(&url).await?.client().clone();
-        let store = NatsStore::with_request_timeout(client.clone(), Duration::from_millis(500));
-        let spec = BucketSpec::new("lame-duck")?.with_replicas(3);
-        let bucket = store.bucket(&spec).await?;
-        bucket.put("k", format!("{round}").into()).await?;
-        let leader = stream_leader(&client, "KV_lame-duck").await?;
-        let node = cluster
-            .nodes()
-            .iter()
-            .position(|node| node.name() == leader)
-            .ok_or_else(|| format!("no node named {leader}"))?;
+        let (bucket, node) = bucket_and_leader(cluster, "lame-duck", round).await?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let writer = tokio::spawn(async move {
             let mut longest = Duration::ZERO;
@@ -133,18 +123,35 @@ async fn lame_duck_gaps(cluster: &mut NatsCluster, rounds: usize) -> Result<Vec<
     Ok(gaps)
 }
 
-/// The node leading `stream`.
-async fn stream_leader(client: &async_nats::Client, stream: &str) -> Result<String> {
-    let info = jetstream::new(client.clone())
-        .get_stream(stream)
+/// The bucket `name` (3 replicas) on a new connection to the cluster made the ordinary way
+/// (500 ms request timeout), written once, and the index of the node leading its stream.
+async fn bucket_and_leader(
+    cluster: &mut NatsCluster,
+    name: &str,
+    round: usize,
+) -> Result<(NatsBucket, usize)> {
+    let client = NatsStore::connect(&cluster.url()).await?.client().clone();
+    let store = NatsStore::with_request_timeout(client.clone(), Duration::from_millis(500));
+    let bucket = store
+        .bucket(&BucketSpec::new(name)?.with_replicas(3))
+        .await?;
+    bucket.put("k", format!("{round}").into()).await?;
+    let info = jetstream::new(client)
+        .get_stream(format!("KV_{name}"))
         .await?
         .info()
         .await?
         .clone();
-    Ok(info
+    let leader = info
         .cluster
         .and_then(|cluster| cluster.leader)
-        .ok_or("the stream has no leader")?)
+        .ok_or("the stream has no leader")?;
+    let node = cluster
+        .nodes()
+        .iter()
+        .position(|node| node.name() == leader)
+        .ok_or_else(|| format!("no node named {leader}"))?;
+    Ok((bucket, node))
 }
 
 /// How long a bucket's stream takes to accept writes again after the node leading it is
@@ -154,17 +161,8 @@ async fn stream_failovers(cluster: &mut NatsCluster, rounds: usize) -> Result<Ve
     let url = cluster.url();
     let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let client = NatsStore::connect(&url).await?.client().clone();
-        let store = NatsStore::with_request_timeout(client.clone(), Duration::from_millis(500));
-        let spec = BucketSpec::new("failover")?.with_replicas(3);
-        let bucket = store.bucket(&spec).await?;
-        bucket.put("k", format!("{round}").into()).await?;
-        let leader = stream_leader(&client, "KV_failover").await?;
-        let node = cluster
-            .nodes()
-            .iter()
-            .position(|node| node.name() == leader)
-            .ok_or_else(|| format!("no node named {leader}"))?;
+        let (bucket, node) = bucket_and_leader(cluster, "failover", round).await?;
+        let leader = cluster.nodes()[node].name().to_owned();
         let killed = Instant::now();
         cluster.nodes()[node].kill();
         loop {

@@ -244,9 +244,14 @@ impl NatsServer {
 
     /// Stops the server gracefully (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) {
+        self.signal_and_wait("-TERM");
+    }
+
+    /// Sends the process `signal` (as `kill` spells it) and waits for it to exit.
+    fn signal_and_wait(&mut self, signal: &str) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
+                .args([signal, &child.id().to_string()])
                 .status();
             let _ = child.wait();
         }
@@ -266,12 +271,7 @@ impl NatsServer {
     /// seconds with a handful of clients), then, once it has exited, starts again with the
     /// same data. Returns when it accepts connections again.
     pub fn lame_duck_restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-USR2", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+        self.signal_and_wait("-USR2");
         self.spawn();
     }
 
