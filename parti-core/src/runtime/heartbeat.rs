@@ -186,8 +186,9 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     }
     if let Some(revision) = last_revision {
         // Bounded: a delete that cannot get through only means the entry expires by its TTL.
-        match timeout(interval, bucket.delete(key, Some(revision))).await {
-            Ok(Ok(())) | Ok(Err(StoreError::Conflict { .. })) => {}
+        let delete = delete_own(&session, &instance, revision, interval);
+        match timeout(interval, delete).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => session.report("deleting the heartbeat failed", e),
             Err(_) => tracing::warn!(
                 worker = %session.worker_id,
@@ -195,6 +196,31 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
             ),
         }
     }
+}
+
+/// Deletes this process's heartbeat at `revision` — or, when it changed (a write abandoned
+/// at the stop landed after all), at the revision read back, if the entry is still this
+/// process's: left there, it would live out its TTL, and the leader would take the worker
+/// for crashed rather than gone.
+async fn delete_own<B: Bucket, P>(
+    session: &Session<B, P>,
+    instance: &str,
+    mut revision: Revision,
+    limit: std::time::Duration,
+) -> Result<()> {
+    let bucket = &session.buckets.heartbeat;
+    let key = session.worker_id.as_str();
+    for _ in 0..3 {
+        match bucket.delete(key, Some(revision)).await {
+            Err(StoreError::Conflict { .. }) => match read_back(session, instance, limit).await? {
+                Found::Own { revision: now, .. } => revision = now,
+                // Gone, or not this process's any more: nothing of ours to delete.
+                _ => return Ok(()),
+            },
+            deleted => return Ok(deleted?),
+        }
+    }
+    Ok(())
 }
 
 /// The session this worker's assignment record was last written for (0: none, or not a
