@@ -1,9 +1,11 @@
 //! KV operation latency of `NatsStore` against real `nats-server`s on loopback: get, put,
 //! compare-and-set update, a 200-key listing, and the delay from a put to its watch
 //! notification, as p50 and p99 over many samples — on one server and on a 3-node cluster
-//! with 3 replicas, and on the cluster how long a bucket's stream takes to take writes again
-//! after its leader's node is killed (`stream_failover`). `get_direct` is the read parti no longer uses: a direct get (any replica
-//! may answer, possibly stale) through a plain async-nats handle, measured for comparison.
+//! with 3 replicas; and on the cluster how long a bucket's stream takes to take writes again
+//! after its leader's node is killed (`stream_failover`), and the longest run of failed
+//! writes while that node restarts in lame-duck mode (`lame_duck_write_gap`). `get_direct`
+//! is the read parti no longer uses: a direct get (any replica may answer, possibly stale)
+//! through a plain async-nats handle, measured for comparison.
 //! Run it with `cargo xtask nats-latency` (release build, installs the server when
 //! missing); prints one JSON object per line.
 
@@ -16,6 +18,10 @@ use tests::nats::wait_for_jetstream;
 use tests::nats_server::{NatsCluster, NatsServer};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// How long writes go on being measured after a node restarted in lame-duck mode is back:
+/// it may take stream leaderships back meanwhile, which could cost writes too.
+const WATCHED_AFTER_RESTART: Duration = Duration::from_secs(2);
 
 /// Keys in the listing measured, as many as a fleet of 200 workers has heartbeats.
 const LISTED_KEYS: usize = 200;
@@ -115,8 +121,7 @@ async fn lame_duck_gaps(cluster: &mut NatsCluster, rounds: usize) -> Result<Vec<
         });
         tokio::task::block_in_place(|| cluster.nodes()[node].lame_duck_restart());
         wait_for_jetstream(&url, 3).await;
-        // Writes go on for a while after the node is back (it may take leaderships back).
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(WATCHED_AFTER_RESTART).await;
         stop.send(true)?;
         gaps.push(writer.await?);
     }

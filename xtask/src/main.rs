@@ -32,8 +32,9 @@ tasks:
           p50/p99 of NatsStore get (through the stream leader, next to the direct get it
           replaced), put, CAS update, a 200-key listing and watch notification, on one
           nats-server and on a 3-node cluster on loopback, and on the cluster the time a
-          stream takes writes again after its leader's node is killed (release build);
-          one JSON object per line
+          stream takes writes again after its leader's node is killed and the longest
+          write gap while that node restarts in lame-duck mode (release build); one JSON
+          object per line
   fleet-bench [--workers N] [--partitions P] [--timings short|default]
               [--store nats|memory] [--idle SECONDS]
           N managers (each its own connection) over P partitions on a nats-server it
