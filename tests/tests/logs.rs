@@ -316,3 +316,88 @@ async fn a_refresh_and_a_leave_put_no_worker_in_emergency() {
         manager.stop().await.unwrap();
     }
 }
+
+/// A worker cut off from its store for two minutes: each kind of failure (by what it was
+/// doing) is logged and passed to `on_error` once, then at most once per quiet period with
+/// a count — not once per retry of every task (7–9 a second per worker, before). The
+/// worker comes back by itself when the store does.
+#[tokio::test(start_paused = true)]
+async fn a_store_outage_is_reported_once_per_kind_then_counted() {
+    use parti_core::runtime::Hooks;
+
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let store = MemoryStore::new();
+    let source = StaticSource::numbered("p", 12).unwrap();
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut managers = Vec::new();
+    let mut connections = Vec::new();
+    for _ in 0..3 {
+        let connection = store.connect();
+        let counted = errors.clone();
+        let hooks = Hooks::new().on_error(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        let manager = Manager::builder(connection.clone(), source.clone(), Sticky::default())
+            .hooks(hooks)
+            .start()
+            .await
+            .unwrap();
+        managers.push(manager);
+        connections.push(connection);
+    }
+    stable(&managers).await;
+    let before = capture.lines().len();
+    errors.store(0, Ordering::Relaxed);
+
+    let cut = managers.iter().position(|m| !m.is_leader()).unwrap();
+    let cut_id = managers[cut].worker_id();
+    let outage = Duration::from_secs(120);
+    connections[cut].disconnect();
+    tokio::time::sleep(outage).await;
+
+    let lines = capture.lines();
+    let warnings: Vec<&Line> = lines[before..]
+        .iter()
+        .filter(|l| l.level <= Level::WARN)
+        .collect();
+    // A kind is what the line says before its error: "<context>: <error>".
+    let mut kinds: HashMap<String, usize> = HashMap::new();
+    for line in &warnings {
+        let message = line
+            .fields
+            .split(" message=")
+            .nth(1)
+            .unwrap_or(&line.fields);
+        let kind = message.split(':').next().unwrap_or(message).to_owned();
+        *kinds.entry(kind).or_default() += 1;
+    }
+    let per_kind = (outage.as_secs() / 5 + 1) as usize;
+    assert!(
+        kinds.values().all(|&n| n <= per_kind),
+        "at most {per_kind} lines of one kind in {outage:?}: {kinds:#?}"
+    );
+    assert!(
+        warnings.len() <= 5 * per_kind,
+        "{} warnings in {outage:?} ({kinds:#?})",
+        warnings.len()
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.spans.join(":").contains(&cut_id.to_string())),
+        "the outage was reported: {kinds:#?}"
+    );
+    let reported = errors.load(Ordering::Relaxed) as usize;
+    assert!(
+        (1..=warnings.len()).contains(&reported),
+        "on_error was called {reported} times for {} warnings",
+        warnings.len()
+    );
+
+    connections[cut].reconnect();
+    settled_on(&managers, 12).await;
+    for manager in managers {
+        manager.stop().await.unwrap();
+    }
+}

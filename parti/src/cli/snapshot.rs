@@ -83,7 +83,8 @@ pub(crate) struct Worker {
     /// How many versions its record is ahead of what it applied.
     pub(crate) lag: u64,
     /// `stable`, `applying`, `waiting` (live, no record for it yet), `parked` (stopped,
-    /// expected back), `starting` (claimed, no heartbeat yet), `gone` (a record only).
+    /// expected back), `silent` (claimed, no heartbeat: starting, or crashed and its claim
+    /// not yet expired), `gone` (a record only).
     pub(crate) state: &'static str,
     /// Partitions in its record.
     pub(crate) partitions: usize,
@@ -236,7 +237,7 @@ impl FleetBuckets {
                 (_, Some(_), Some(_)) => "applying",
                 (_, Some(_), None) => "waiting",
                 (Some(c), None, _) if c.value.parked => "parked",
-                (Some(_), None, _) => "starting",
+                (Some(_), None, _) => "silent",
                 (None, None, _) => "gone",
             };
             if claim.is_none() && beat.is_some() {
