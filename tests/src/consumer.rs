@@ -143,6 +143,11 @@ impl Ledger {
         }
     }
 
+    /// Handlers running now.
+    pub fn active(&self) -> usize {
+        self.lock().active.len()
+    }
+
     /// Messages handled to the end so far.
     pub fn handled(&self) -> u64 {
         self.lock().handled.len() as u64
@@ -236,18 +241,33 @@ pub async fn start_worker(
     partitions: u64,
     slow_every: u64,
 ) -> ConsumerWorker {
+    let work = move |seq: u64| {
+        let millis = if seq % slow_every == 0 { 300 } else { 1 };
+        Duration::from_millis(millis)
+    };
+    start_timed_worker(url, label, ledger, partitions, work).await
+}
+
+/// [`start_worker`] with a handler that takes `work(seq)` for message `seq`.
+pub async fn start_timed_worker(
+    url: &str,
+    label: String,
+    ledger: &Ledger,
+    partitions: u64,
+    work: impl Fn(u64) -> Duration + Send + Sync + 'static,
+) -> ConsumerWorker {
+    let work = Arc::new(work);
     let store = NatsStore::connect(url).await.expect("server reachable");
     let (ledger, handler_label) = (ledger.clone(), label.clone());
     let config = ConsumerConfig::new(STREAM, "events")
         .with_ack_wait(Duration::from_secs(2))
         .with_fetch_expiry(Duration::from_millis(300));
     let consumer = PartitionConsumer::new(&store, config, move |message, ctx| {
-        let (ledger, label) = (ledger.clone(), handler_label.clone());
+        let (ledger, label, work) = (ledger.clone(), handler_label.clone(), work.clone());
         async move {
             let seq: u64 = std::str::from_utf8(&message.payload)?.parse()?;
             let handling = ledger.start(ctx.partition.as_str(), &label, seq);
-            let work = if seq % slow_every == 0 { 300 } else { 1 };
-            tokio::time::sleep(Duration::from_millis(work)).await;
+            tokio::time::sleep(work(seq)).await;
             handling.done();
             Ok::<_, BoxError>(())
         }

@@ -130,7 +130,7 @@ async fn sleep_until_after(begun: Instant, secs: u64) {
 
 /// A handler that fails or panics (in its future, or in the call itself) gets the message
 /// again (after a backoff) and the worker goes on; a stream that does not exist yet is waited
-/// for; successes stay in order.
+/// for; successes stay in order; the consumer's metrics count it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_and_panicking_handlers_are_retried_and_a_missing_stream_is_waited_for() {
     use std::collections::BTreeMap;
@@ -140,6 +140,9 @@ async fn failing_and_panicking_handlers_are_retried_and_a_missing_stream_is_wait
     use parti::strategy::Sticky;
     use parti::{Config, Manager, ManagerState, NatsStore, StaticSource};
 
+    // The process's recorder: the other test of this binary may record into it too, but
+    // only this one has handlers that fail or panic.
+    let metrics = parti::metrics::install_prometheus().unwrap();
     let server = NatsServer::start();
     let url = server.url();
     /// Successes per partition, in the order they happened: sequence and deliveries taken.
@@ -243,6 +246,142 @@ async fn failing_and_panicking_handlers_are_retried_and_a_missing_stream_is_wait
             assert_eq!(*delivered, expected, "{partition} #{seq}");
         }
     }
+    // Per partition, first deliveries that panic: the multiples of 7 (in the call) and 15,
+    // 45 and 30 (in the future); failures: deliveries 1 and 2 of 10, 20, 40, 50 and
+    // delivery 2 of 30; deliveries again: 2 of each multiple of 10, 1 of each other above.
+    let text = metrics.render();
+    let total = |series: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let naks = |reason: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("parti_consumer_naks_total{"))
+            .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(naks("panic"), 4.0 * 10.0, "{text}");
+    assert_eq!(naks("error"), 4.0 * 9.0, "{text}");
+    assert!(
+        total("parti_consumer_redeliveries_total") >= 4.0 * 19.0,
+        "{text}"
+    );
+    assert!(
+        total("parti_consumer_messages_total{") >= 200.0 + 4.0 * 19.0,
+        "each handling counted, by result: {text}"
+    );
+    assert!(
+        text.contains("parti_consumer_handler_duration_seconds_bucket{worker=")
+            && text.contains("le=\"0.001\""),
+        "a histogram with parti's buckets: {text}"
+    );
     manager.stop().await.unwrap();
     assert!(consumer.partitions().is_empty());
+}
+
+/// A worker whose link black-holes in the middle of its handlers (nothing arrives, nothing
+/// closes): its lease lapses, it fences and cancels its handlers at that instant, before
+/// the leader gives its partitions to the other worker — which handles what was in flight
+/// again (after `ack_wait`), never while the cut-off worker's handler still runs. When the
+/// link comes back, nothing of the old handlings resumes; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_worker_cancels_its_handlers_before_its_partitions_move() {
+    use tests::consumer::start_timed_worker;
+    use tests::proxy::Proxy;
+
+    const PARTITIONS: u64 = 4;
+    const PER_PARTITION: u64 = 2;
+    // Longer than the lease (1 s) plus ack_wait (2 s): a handler the fence did not cancel
+    // would still run when the next owner gets the message again.
+    let work = |_seq: u64| Duration::from_secs(4);
+    let server = NatsServer::start();
+    let url = server.url();
+    let stream = create_stream(&url).await;
+    let ledger = Ledger::default();
+    let steady = start_timed_worker(&url, "steady".into(), &ledger, PARTITIONS, work).await;
+    steady
+        .manager
+        .wait_state(parti::ManagerState::Stable, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(url.trim_start_matches("nats://")).await;
+    let cut = start_timed_worker(&proxy.url(), "cut".into(), &ledger, PARTITIONS, work).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cut.consumer.partitions().len() != (PARTITIONS / 2) as usize
+        || steady.consumer.partitions().len() != (PARTITIONS / 2) as usize
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the partitions split between both"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    let published = produce(
+        url.clone(),
+        PARTITIONS,
+        PARTITIONS * PER_PARTITION,
+        Duration::ZERO,
+    )
+    .await;
+    // Every partition is in its first handler.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ledger.active() < PARTITIONS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{} handlers running",
+            ledger.active()
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    proxy.black_hole();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while steady.manager.assignment().len() != PARTITIONS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the steady worker takes everything"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ledger.handled() < PARTITIONS * PER_PARTITION {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} handled",
+            ledger.handled(),
+            PARTITIONS * PER_PARTITION
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    proxy.restore();
+    // Back on the link, the cut-off worker rejoins; nothing of before is handed out again
+    // while the partitions are someone else's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cut.consumer.partitions().len() != (PARTITIONS / 2) as usize {
+        assert!(Instant::now() < deadline, "the cut-off worker rejoins");
+        sleep(Duration::from_millis(50)).await;
+    }
+    let report = ledger.report(&published);
+    println!(
+        "black hole: {} messages, {} handled again, overlaps {}",
+        report.published,
+        report.duplicates,
+        report.overlaps.len()
+    );
+    assert!(report.overlaps.is_empty(), "{:?}", report.overlaps);
+    assert_eq!(report.lost, 0);
+    assert!(report.out_of_order.is_empty(), "{:?}", report.out_of_order);
+    // The cut-off worker's handlings were cancelled, never completed, and a handler slower
+    // than ack_wait keeps its message (in-progress notices): each message handled once.
+    assert_eq!(report.duplicates, 0, "{report:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outstanding(&stream).await != (0, 0) {
+        assert!(Instant::now() < deadline, "every message acked");
+        sleep(Duration::from_millis(100)).await;
+    }
+    for worker in [steady, cut] {
+        worker.manager.stop().await.unwrap();
+    }
 }

@@ -11,7 +11,8 @@
 //!   [`MessageContext`] (partition, fencing token, worker). `Ok` acks it; `Err` naks it with
 //!   a backoff that grows with its deliveries; a panic is caught, reported and naked. With
 //!   the default concurrency of 1, messages of a partition are handled one at a time, in
-//!   order.
+//!   order. A handler slower than `ack_wait` keeps its message: while it runs, the server
+//!   is told three times per `ack_wait` that the message is in progress.
 //! - **on a revoke** it stops fetching at once, naks what it fetched but did not hand out
 //!   (the next owner gets those at once, not after `ack_wait`), waits for the handlers
 //!   running — and their acks — until the drain deadline, then cancels any still running
@@ -98,7 +99,8 @@ pub struct ConsumerConfig {
     /// Messages of one partition handled at once. Default 1: one at a time, in order.
     pub concurrency: usize,
     /// How long JetStream waits for an ack before redelivering (what a crash costs the next
-    /// owner). Default 10 s.
+    /// owner). A handler may run longer: while it runs, the consumer tells the server its
+    /// message is in progress three times per `ack_wait`. Default 10 s.
     pub ack_wait: Duration,
     /// The longest a revoke waits for running handlers; it never waits past the manager's
     /// `drain_timeout`. Default 10 s.

@@ -1,6 +1,7 @@
 //! The task that consumes one partition while this worker owns it.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use parti_strategy::PartitionId;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-use super::{Inner, MessageContext, names};
+use super::{ConsumerConfig, Inner, MessageContext, names};
 
 /// How long a request to the server (create a consumer, start a fetch, ack) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -299,14 +300,18 @@ impl Run {
         let handler = &self.inner.handler;
         let handled =
             std::panic::catch_unwind(AssertUnwindSafe(|| handler(message.message.clone(), ctx)));
+        let (message, progress_every) = (message.clone(), progress_interval(&self.inner.config));
         async move {
             let started = Instant::now();
             let outcome = match handled {
-                Ok(handled) => match AssertUnwindSafe(handled).catch_unwind().await {
-                    Ok(Ok(())) => Outcome::Done,
-                    Ok(Err(_)) => Outcome::Failed,
-                    Err(_) => Outcome::Panicked,
-                },
+                Ok(handled) => {
+                    let handled = AssertUnwindSafe(handled).catch_unwind();
+                    match in_progress(handled, &message, progress_every).await {
+                        Ok(Ok(())) => Outcome::Done,
+                        Ok(Err(_)) => Outcome::Failed,
+                        Err(_) => Outcome::Panicked,
+                    }
+                }
                 Err(_) => Outcome::Panicked,
             };
             (number, outcome, started.elapsed())
@@ -362,6 +367,39 @@ impl Run {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.report("naking a message failed", e),
             Err(_) => self.report("naking a message failed", "no answer"),
+        }
+    }
+}
+
+/// How often a handler still running tells the server its message is in progress: three
+/// times per `ack_wait`, so that one lost notice does not let the message be redelivered.
+fn progress_interval(config: &ConsumerConfig) -> Duration {
+    (config.ack_wait / 3).max(Duration::from_millis(10))
+}
+
+/// Runs `handled` to its end, telling the server every `every` that `message` is still
+/// in progress (`+WPI`, which restarts its `ack_wait`): a handler slower than `ack_wait`
+/// keeps its message instead of getting it again behind itself. The notices stop with the
+/// handler — when it is cancelled (a revoke's deadline, a fence) the message is redelivered
+/// after at most `ack_wait`.
+async fn in_progress<F: Future>(
+    handled: F,
+    message: &jetstream::Message,
+    every: Duration,
+) -> F::Output {
+    let mut handled = std::pin::pin!(handled);
+    let mut next = Instant::now() + every;
+    loop {
+        tokio::select! {
+            output = &mut handled => return output,
+            () = tokio::time::sleep_until(next) => {
+                next = Instant::now() + every;
+                // Best effort: a notice that does not arrive costs a redelivery at most.
+                let notice = message.ack_with(AckKind::Progress);
+                if let Ok(Err(e)) = timeout(every, notice).await {
+                    tracing::debug!(error = %e, "telling the server a message is in progress failed");
+                }
+            }
         }
     }
 }
