@@ -22,7 +22,8 @@ async fn consumers_follow_ownership_through_kills_stops_and_joins() {
     let ledger = Ledger::default();
     let mut workers = Vec::new();
     let mut started = 0;
-    for _ in 0..4 {
+    // Five at first: the fleet runs with 3 to 6 workers throughout.
+    for _ in 0..5 {
         started += 1;
         workers
             .push(start_worker(&url, format!("w{started}"), &ledger, PARTITIONS, SLOW_EVERY).await);
