@@ -102,9 +102,13 @@ pub struct Config {
     /// Default 3 s.
     pub heartbeat_ttl: Duration,
     /// Stabilization window after a cold start (from zero workers, or a restart of most of
-    /// the fleet) before the first assignment. Default 30 s.
+    /// the fleet) before the first assignment: workers that start within it are counted
+    /// in. It ends this long after the leader saw the first worker — or, when workers are
+    /// still arriving, a tenth of it after the last one, at most twice this long. Default
+    /// 30 s.
     pub cold_start_window: Duration,
-    /// Stabilization window after workers join. Default 10 s.
+    /// Stabilization window after workers join; each further join restarts it (at most
+    /// twice this long), so joins spread over time make one rebalance. Default 10 s.
     pub planned_scale_window: Duration,
     /// Fraction of known workers that must vanish together for the change to count as a
     /// fleet restart (wait for them to come back) rather than an emergency. In (0, 1].

@@ -110,6 +110,9 @@ pub struct WindowPolicy {
     pub cooldown: Duration,
 }
 
+/// After the last arrival in a cold-start window, a tenth of the window stays quiet.
+const COLD_START_QUIET_PARTS: u32 = 10;
+
 #[derive(Debug, Clone, Copy)]
 struct Window {
     reason: RebalanceReason,
@@ -128,17 +131,29 @@ impl Window {
         }
     }
 
-    /// A further change restarts the window, but never past twice its length from opening.
-    fn restart(&mut self, now: Instant) {
-        self.due = (now + self.length).min(self.opened + self.length * 2);
+    /// A further change at `now` extends the window, never past twice its length from
+    /// opening. A cold-start (or restart) window stays anchored at its opening — a fleet
+    /// starting together is counted in over its length — and only leaves a tenth of it
+    /// quiet after the last arrival, so a burst still under way is not cut; a
+    /// planned-scale window restarts, so joins spread over time make one rebalance.
+    fn extend(&mut self, now: Instant) {
+        let wanted = match self.reason {
+            RebalanceReason::ColdStart | RebalanceReason::Restart => {
+                self.due.max(now + self.length / COLD_START_QUIET_PARTS)
+            }
+            _ => now + self.length,
+        };
+        self.due = wanted.min(self.opened + self.length * 2);
     }
 }
 
 /// Decides when the leader rebalances.
 ///
 /// - A cold start or a fleet restart opens the cold-start window, joins the planned-scale
-///   window; further changes restart the open window, up to twice its length, and one
-///   rebalance then covers them all.
+///   window, and one rebalance at its end covers every change during it. A cold-start
+///   window ends its length after it opened, or a tenth of its length after the last
+///   arrival if that is later (a burst of starts still under way); a planned-scale window
+///   restarts with each join. Neither lasts past twice its length.
 /// - A planned rebalance also waits for the cooldown since the last rebalance ended.
 /// - An emergency (or a refresh of the partition set) rebalances at once: it closes any open
 ///   window (its rebalance covers the joins too) and never waits for the cooldown.
@@ -242,7 +257,7 @@ impl RebalanceScheduler {
                             RebalanceReason::ColdStart | RebalanceReason::Restart
                         ) =>
                     {
-                        window.restart(now);
+                        window.extend(now);
                     }
                     _ => {
                         self.window = Some(Window::open(
@@ -258,7 +273,7 @@ impl RebalanceScheduler {
             ChangeKind::PlannedScale => {
                 match &mut self.window {
                     // Joins during any open window are more of the same arrivals.
-                    Some(window) => window.restart(now),
+                    Some(window) => window.extend(now),
                     None => {
                         self.window = Some(Window::open(
                             kind.into(),
@@ -400,6 +415,36 @@ mod tests {
         assert_eq!(scheduler.phase(), Lifecycle::Rebalancing);
         assert_eq!(scheduler.finished(t0 + 30 * S), Decision::Nothing);
         assert_eq!(scheduler.phase(), Lifecycle::Stable);
+    }
+
+    #[test]
+    fn a_cold_start_window_stays_anchored_and_leaves_a_quiet_tenth_after_the_last_arrival() {
+        let mut scheduler = RebalanceScheduler::new(policy());
+        let t0 = Instant::now();
+        scheduler.on_change(ChangeKind::ColdStart, t0);
+        // The fleet arriving over its first seconds: the window still ends 30 s after it
+        // opened (it used to restart with each arrival: 33.5 s).
+        for ms in (100..=3_500).step_by(100) {
+            assert_eq!(
+                scheduler.on_change(ChangeKind::PlannedScale, t0 + Duration::from_millis(ms)),
+                Decision::WakeAt(t0 + 30 * S),
+                "an arrival {ms} ms in"
+            );
+        }
+        // A late arrival leaves a tenth of the window quiet after it.
+        assert_eq!(
+            scheduler.on_change(ChangeKind::PlannedScale, t0 + 29 * S),
+            Decision::WakeAt(t0 + 32 * S)
+        );
+        // Arrivals that never stop: twice the window at most.
+        for s in 30..59 {
+            scheduler.on_change(ChangeKind::ColdStart, t0 + s * S);
+        }
+        assert_eq!(scheduler.poll(t0 + 59 * S), Decision::WakeAt(t0 + 60 * S));
+        assert_eq!(
+            scheduler.poll(t0 + 60 * S),
+            Decision::Rebalance(RebalanceReason::ColdStart)
+        );
     }
 
     #[test]
