@@ -331,6 +331,36 @@ pub async fn produce(
     published
 }
 
+/// Waits until `done` holds, looking every 20 ms; panics with what it last said after
+/// `within`.
+pub async fn wait_until(within: Duration, mut done: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        match done() {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "not within {within:?}: {why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until no durable of `stream` has a message pending or unacknowledged; panics with
+/// the counts after `within`.
+pub async fn wait_all_acked(stream: &jetstream::stream::Stream, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (pending, unacked) = outstanding(stream).await;
+        if pending == 0 && unacked == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} pending, {unacked} unacknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Messages not yet delivered, and delivered but not acknowledged, over every durable of
 /// `stream`.
 pub async fn outstanding(stream: &jetstream::stream::Stream) -> (u64, u64) {

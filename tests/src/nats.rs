@@ -88,10 +88,7 @@ impl NatsFixture {
     /// # Panics
     /// When no server answers.
     pub fn own_connection(&self) -> Self {
-        let url = self.with_servers(|servers| match servers {
-            Servers::Cluster(cluster) => cluster.url(),
-            Servers::Single(server) => server.url(),
-        });
+        let url = self.url();
         let store = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(NatsStore::connect(&url))
         })
@@ -101,6 +98,15 @@ impl NatsFixture {
             store,
             replicas: self.replicas,
         }
+    }
+
+    /// The URL a client connects to the ordinary way: the server's, or every node's of a
+    /// cluster.
+    pub fn url(&self) -> String {
+        self.with_servers(|servers| match servers {
+            Servers::Cluster(cluster) => cluster.url(),
+            Servers::Single(server) => server.url(),
+        })
     }
 
     /// The store.

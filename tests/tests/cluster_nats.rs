@@ -88,10 +88,7 @@ async fn each_node_in_turn(
         .settle(2 * config.cold_start_window + 4 * config.election_ttl)
         .await;
     let ids = fleet.ids();
-    let url = nats.with_servers(|servers| match servers {
-        Servers::Cluster(cluster) => cluster.url(),
-        Servers::Single(_) => unreachable!("a cluster"),
-    });
+    let url = nats.url();
     for node in 0..3 {
         let servers = nats.clone();
         let restart = tokio::task::spawn_blocking(move || {

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use tests::consumer::{Ledger, create_stream, kill, outstanding, produce, start_worker};
+use tests::consumer::{
+    Ledger, create_stream, kill, produce, start_worker, wait_all_acked, wait_until,
+};
 use tests::nats_server::NatsServer;
 use tokio::time::{Instant, sleep};
 
@@ -102,18 +104,7 @@ async fn consumers_follow_ownership_through_kills_stops_and_joins() {
     );
 
     // Every message acknowledged: no durable has anything pending or unacknowledged.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (pending, unacked) = outstanding(&stream).await;
-        if pending == 0 && unacked == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} pending, {unacked} unacknowledged"
-        );
-        sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_acked(&stream, Duration::from_secs(20)).await;
 
     for worker in workers {
         worker.manager.stop().await.unwrap();
@@ -317,16 +308,17 @@ async fn a_black_holed_worker_cancels_its_handlers_before_its_partitions_move() 
         .unwrap();
     let proxy = Proxy::start(url.trim_start_matches("nats://")).await;
     let cut = start_timed_worker(&proxy.url(), "cut".into(), &ledger, PARTITIONS, work).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cut.consumer.partitions().len() != (PARTITIONS / 2) as usize
-        || steady.consumer.partitions().len() != (PARTITIONS / 2) as usize
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the partitions split between both"
+    let half = (PARTITIONS / 2) as usize;
+    let split = || {
+        let (a, b) = (
+            cut.consumer.partitions().len(),
+            steady.consumer.partitions().len(),
         );
-        sleep(Duration::from_millis(20)).await;
-    }
+        ((a, b) == (half, half))
+            .then_some(())
+            .ok_or(format!("the partitions split between both: {a} and {b}"))
+    };
+    wait_until(Duration::from_secs(30), split).await;
     let published = produce(
         url.clone(),
         PARTITIONS,
@@ -335,42 +327,39 @@ async fn a_black_holed_worker_cancels_its_handlers_before_its_partitions_move() 
     )
     .await;
     // Every partition is in its first handler.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ledger.active() < PARTITIONS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "{} handlers running",
-            ledger.active()
-        );
-        sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(10), || {
+        let running = ledger.active();
+        (running >= PARTITIONS as usize)
+            .then_some(())
+            .ok_or(format!("{running} handlers running"))
+    })
+    .await;
     proxy.black_hole();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while steady.manager.assignment().len() != PARTITIONS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "the steady worker takes everything"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ledger.handled() < PARTITIONS * PER_PARTITION {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} handled",
-            ledger.handled(),
-            PARTITIONS * PER_PARTITION
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(30), || {
+        (steady.manager.assignment().len() == PARTITIONS as usize)
+            .then_some(())
+            .ok_or("the steady worker takes everything".to_owned())
+    })
+    .await;
+    wait_until(Duration::from_secs(60), || {
+        let handled = ledger.handled();
+        (handled >= PARTITIONS * PER_PARTITION)
+            .then_some(())
+            .ok_or(format!(
+                "{handled} of {} handled",
+                PARTITIONS * PER_PARTITION
+            ))
+    })
+    .await;
     proxy.restore();
     // Back on the link, the cut-off worker rejoins; nothing of before is handed out again
     // while the partitions are someone else's.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cut.consumer.partitions().len() != (PARTITIONS / 2) as usize {
-        assert!(Instant::now() < deadline, "the cut-off worker rejoins");
-        sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(30), || {
+        (cut.consumer.partitions().len() == half)
+            .then_some(())
+            .ok_or("the cut-off worker rejoins".to_owned())
+    })
+    .await;
     let report = ledger.report(&published);
     println!(
         "black hole: {} messages, {} handled again, overlaps {}",
@@ -384,11 +373,7 @@ async fn a_black_holed_worker_cancels_its_handlers_before_its_partitions_move() 
     // The cut-off worker's handlings were cancelled, never completed, and a handler slower
     // than ack_wait keeps its message (in-progress notices): each message handled once.
     assert_eq!(report.duplicates, 0, "{report:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while outstanding(&stream).await != (0, 0) {
-        assert!(Instant::now() < deadline, "every message acked");
-        sleep(Duration::from_millis(100)).await;
-    }
+    wait_all_acked(&stream, Duration::from_secs(30)).await;
     for worker in [steady, cut] {
         worker.manager.stop().await.unwrap();
     }

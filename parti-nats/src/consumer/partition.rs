@@ -379,26 +379,31 @@ fn progress_interval(config: &ConsumerConfig) -> Duration {
 
 /// Runs `handled` to its end, telling the server every `every` that `message` is still
 /// in progress (`+WPI`, which restarts its `ack_wait`): a handler slower than `ack_wait`
-/// keeps its message instead of getting it again behind itself. The notices stop with the
-/// handler — when it is cancelled (a revoke's deadline, a fence) the message is redelivered
-/// after at most `ack_wait`.
+/// keeps its message instead of getting it again behind itself. A notice is sent alongside
+/// the handler, never pausing it. The notices stop with the handler — when it is cancelled
+/// (a revoke's deadline, a fence) the message is redelivered after at most `ack_wait`.
 async fn in_progress<F: Future>(
     handled: F,
     message: &jetstream::Message,
     every: Duration,
 ) -> F::Output {
     let mut handled = std::pin::pin!(handled);
-    let mut next = Instant::now() + every;
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The notice on its way, if any; bounded by the next one's time.
+    let mut notice = std::pin::pin!(futures_util::future::OptionFuture::from(None));
     loop {
         tokio::select! {
             output = &mut handled => return output,
-            () = tokio::time::sleep_until(next) => {
-                next = Instant::now() + every;
+            _ = ticks.tick() => {
+                notice.set(Some(timeout(every, message.ack_with(AckKind::Progress))).into());
+            }
+            Some(sent) = &mut notice => {
                 // Best effort: a notice that does not arrive costs a redelivery at most.
-                let notice = message.ack_with(AckKind::Progress);
-                if let Ok(Err(e)) = timeout(every, notice).await {
+                if let Ok(Err(e)) = sent {
                     tracing::debug!(error = %e, "telling the server a message is in progress failed");
                 }
+                notice.set(None.into());
             }
         }
     }
