@@ -15,7 +15,8 @@
 //!   by [`Bucket::get`] and [`Bucket::keys`] at once and by watchers as a
 //!   [`WatchEvent::Delete`] with [`DeleteReason::Expired`] (where the backend can report it:
 //!   the memory store always does);
-//! - [`Bucket::watch`] yields puts and deletes of keys under a prefix in revision order.
+//! - [`Bucket::watch`] yields puts and deletes of keys under a prefix in revision order,
+//!   each key's latest change always (see below for what it may skip).
 //!
 //! # Reads see every acknowledged write
 //!
@@ -35,10 +36,14 @@
 //! that may answer reads from a replica must send these to the replica that orders the
 //! writes (NATS: the stream leader, with direct gets off).
 //!
-//! Watches promise less: a watch yields every change after its start, in revision order and
-//! none twice, but it may deliver late (NATS runs it on whichever replica hosts its
-//! consumer). The runtime uses watches to learn of changes sooner, never to conclude that
-//! something is absent or released.
+//! Watches promise less: a watch yields the changes after its start in revision order, none
+//! twice, and each key's latest change always — but it may skip a change that a later change
+//! of the same key superseded before the watch delivered it (a bucket keeps one record per
+//! key: a NATS watch reads the bucket's stream at its own pace, and the server drops a
+//! key's older record when the key is written again), and it may deliver late (NATS runs it
+//! on whichever replica hosts its consumer). The runtime uses watches to learn of changes
+//! sooner, never to conclude that something is absent or released, and never counts on
+//! seeing a key's every intermediate value.
 //!
 //! Errors are typed ([`StoreError`]); [`StoreError::is_transient`] tells whether a retry may
 //! help, and [`StoreError::OutcomeUnknown`] marks a write whose result never arrived.
@@ -218,7 +223,10 @@ pub trait Bucket: Clone + fmt::Debug + Send + Sync + 'static {
         }
     }
 
-    /// Watches the keys starting with `prefix` (`""` for all), from `from`.
+    /// Watches the keys starting with `prefix` (`""` for all), from `from`: their changes in
+    /// revision order, none twice, each key's latest always; a change superseded by a later
+    /// change of its key before it was delivered may be skipped (see the
+    /// [module docs](self)).
     fn watch(
         &self,
         prefix: &str,

@@ -12,10 +12,13 @@ use super::{Entry, Revision, StoreError};
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WatchFrom {
-    /// Only changes made after the watch started.
+    /// Only changes made after the watch started — each key's latest always; a change
+    /// superseded by a later change of its key before delivery may be skipped (see
+    /// [`Bucket::watch`](super::Bucket::watch)).
     Now,
     /// The current value of every matching key (as [`WatchEvent::Put`], in revision order),
-    /// then every change after that, with no gap between the two.
+    /// then the changes after that (as [`Now`](Self::Now) gives them), with no gap between
+    /// the two.
     Current,
     /// The latest record of every matching key whose revision is at least this one — values
     /// as puts, deletions and expiries as deletes — in revision order, then every change.
