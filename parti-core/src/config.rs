@@ -31,18 +31,24 @@ pub struct BucketNames {
     pub election: String,
     /// Worker heartbeats (TTL: [`Config::heartbeat_ttl`]). Default `parti-heartbeat`.
     pub heartbeat: String,
+    /// The second copy of worker heartbeats, written only when
+    /// [`Config::writes_two_heartbeats`] (TTL: [`Config::heartbeat_ttl`]). Default
+    /// `parti-heartbeat-2`.
+    pub second_heartbeat: String,
     /// Published assignments (no TTL). Default `parti-assignment`.
     pub assignment: String,
 }
 
 impl BucketNames {
-    /// `<prefix>-ids`, `<prefix>-election`, `<prefix>-heartbeat`, `<prefix>-assignment`: one
-    /// set of buckets per fleet, so several fleets can share a store.
+    /// `<prefix>-ids`, `<prefix>-election`, `<prefix>-heartbeat`, `<prefix>-heartbeat-2`,
+    /// `<prefix>-assignment`: one set of buckets per fleet, so several fleets can share a
+    /// store.
     pub fn with_prefix(prefix: &str) -> Self {
         Self {
             ids: format!("{prefix}-ids"),
             election: format!("{prefix}-election"),
             heartbeat: format!("{prefix}-heartbeat"),
+            second_heartbeat: format!("{prefix}-heartbeat-2"),
             assignment: format!("{prefix}-assignment"),
         }
     }
@@ -61,11 +67,18 @@ impl Default for BucketNames {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
-    /// Bucket names. Default: `parti-ids`, `parti-election`, `parti-heartbeat`,
+    /// Bucket names. Default: `parti-ids`, `parti-election`, `parti-heartbeat`, `parti-heartbeat-2`,
     /// `parti-assignment`.
     pub buckets: BucketNames,
     /// Copies of each bucket on replicated backends (1 to 5). Default 1.
     pub replicas: usize,
+    /// Whether each worker writes its heartbeat to two buckets (the second:
+    /// [`BucketNames::second_heartbeat`]), so that a replicated store losing the node that
+    /// leads one of them costs no lease: a worker is live while either entry is, and the
+    /// leader takes it for gone only when both are absent. A second write per heartbeat
+    /// interval. `None` (the default): when `replicas` > 1. All workers of a fleet must
+    /// agree (see [`Config::writes_two_heartbeats`]).
+    pub two_heartbeats: Option<bool>,
     /// Where replicated backends keep bucket data. Default [`StorageKind::File`].
     pub storage: StorageKind,
     /// Lowest worker id number a worker may claim (`worker-<n>`). Default 0.
@@ -135,6 +148,7 @@ impl Default for Config {
         Self {
             buckets: BucketNames::default(),
             replicas: 1,
+            two_heartbeats: None,
             storage: StorageKind::File,
             min_worker_id: 0,
             max_worker_id: 999,
@@ -182,6 +196,13 @@ impl Config {
     #[must_use]
     pub fn with_replicas(mut self, replicas: usize) -> Self {
         self.replicas = replicas;
+        self
+    }
+
+    /// Sets [`Config::two_heartbeats`]: whether heartbeats go to two buckets.
+    #[must_use]
+    pub fn with_two_heartbeats(mut self, two_heartbeats: bool) -> Self {
+        self.two_heartbeats = Some(two_heartbeats);
         self
     }
 
@@ -446,6 +467,7 @@ impl Config {
             ("buckets.ids", &self.buckets.ids),
             ("buckets.election", &self.buckets.election),
             ("buckets.heartbeat", &self.buckets.heartbeat),
+            ("buckets.second_heartbeat", &self.buckets.second_heartbeat),
             ("buckets.assignment", &self.buckets.assignment),
         ];
         for (i, (field, name)) in named.iter().enumerate() {
@@ -551,6 +573,25 @@ impl Config {
     /// As [`Config::ids_bucket`].
     pub fn heartbeat_bucket(&self) -> Result<BucketSpec, crate::store::StoreError> {
         self.spec(&self.buckets.heartbeat, Some(self.heartbeat_ttl))
+    }
+
+    /// Whether workers write their heartbeat to two buckets: [`Config::two_heartbeats`], or
+    /// when that is `None`, whether the buckets are replicated.
+    ///
+    /// A worker counts its second entry towards its lease only because the leader counts
+    /// it too: a fleet must not mix workers that differ here (a leader that lists one
+    /// bucket would take a worker riding on the second for gone).
+    pub fn writes_two_heartbeats(&self) -> bool {
+        self.two_heartbeats.unwrap_or(self.replicas > 1)
+    }
+
+    /// The second bucket of heartbeats (see [`Config::writes_two_heartbeats`]), with the
+    /// same TTL, replicas and storage as the first.
+    ///
+    /// # Errors
+    /// As [`Config::ids_bucket`].
+    pub fn second_heartbeat_bucket(&self) -> Result<BucketSpec, crate::store::StoreError> {
+        self.spec(&self.buckets.second_heartbeat, Some(self.heartbeat_ttl))
     }
 
     /// The bucket of assignments (no TTL), with its replicas and storage.
@@ -693,6 +734,16 @@ mod tests {
         assert_eq!(config.buckets.ids, "parti-ids");
         assert_eq!(config.buckets.election, "parti-election");
         assert_eq!(config.buckets.heartbeat, "parti-heartbeat");
+        assert_eq!(config.buckets.second_heartbeat, "parti-heartbeat-2");
+        assert!(!config.writes_two_heartbeats(), "one server: one heartbeat");
+        assert!(config.clone().with_replicas(3).writes_two_heartbeats());
+        assert!(
+            !config
+                .clone()
+                .with_replicas(3)
+                .with_two_heartbeats(false)
+                .writes_two_heartbeats()
+        );
         assert_eq!(config.buckets.assignment, "parti-assignment");
     }
 

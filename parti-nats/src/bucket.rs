@@ -390,6 +390,10 @@ impl Bucket for NatsBucket {
         &self.kv.name
     }
 
+    async fn keep_leader_apart_from(&self, other: &Self) -> StoreResult<bool> {
+        crate::placement::keep_apart(&self.store, &self.kv, &other.kv).await
+    }
+
     async fn get(&self, key: &str) -> StoreResult<Option<Entry>> {
         Ok(self.get_with_time(key).await?.map(|(entry, _)| entry))
     }

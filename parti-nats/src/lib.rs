@@ -28,6 +28,7 @@
 mod bucket;
 pub mod consumer;
 mod errors;
+mod placement;
 mod source;
 mod store;
 mod watch;

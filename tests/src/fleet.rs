@@ -114,14 +114,26 @@ impl<S: Store> Fleet<S> {
                     let log = log.clone();
                     move |from, to| log.lock().unwrap().push(Transition { from, to })
                 });
-                let mut builder = Manager::builder(store, source, Sticky::default())
-                    .config(config)
-                    .hooks(hooks)
-                    .freezer(freezer.clone());
-                if let Some(identity) = identity {
-                    builder = builder.identity(identity);
-                }
-                let manager = builder.start().await.expect("manager starts");
+                // A replicated store under load may time the opening of a bucket out: like
+                // any caller, the harness retries what is transient (for a minute).
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let manager = loop {
+                    let mut builder =
+                        Manager::builder(store.clone(), source.clone(), Sticky::default())
+                            .config(config.clone())
+                            .hooks(hooks.clone())
+                            .freezer(freezer.clone());
+                    if let Some(identity) = &identity {
+                        builder = builder.identity(identity.clone());
+                    }
+                    match builder.start().await {
+                        Ok(manager) => break manager,
+                        Err(e) if e.is_transient() && Instant::now() < deadline => {
+                            sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => panic!("manager starts: {e:?}"),
+                    }
+                };
                 Member {
                     manager,
                     log,

@@ -270,3 +270,101 @@ async fn terms_keep_growing_when_every_trace_of_them_is_lost() {
     fleet.check_ledger();
     fleet.stop_all().await;
 }
+
+/// How long a bucket is without a leader in [`a_bucket_without_leader`]: more than the
+/// longest stream failover measured on a 3-node NATS cluster (6.9 s), more than twice the
+/// default `heartbeat_ttl`.
+const LEADERLESS: Duration = Duration::from_secs(8);
+
+/// Fails `bucket` (as a replicated bucket whose stream leader died fails until the other
+/// replicas elect one) under a settled fleet of four for [`LEADERLESS`] — crashing the
+/// parti leader as it begins if `crash_leader`, so that a new leader takes office during
+/// the outage and lists the heartbeats after it — watches the fleet through it and a while
+/// after, and returns the partitions of the surviving workers whose ownership ended (the
+/// ledger checks exclusivity and tokens all along) and whether their ids stayed.
+async fn a_bucket_without_leader(
+    config: Config,
+    bucket: &str,
+    crash_leader: bool,
+) -> (Vec<String>, bool) {
+    let store = MemoryStore::new();
+    let connect = store.clone();
+    let mut fleet = Fleet::new(move || connect.connect(), config, 30);
+    fleet.start(4).await;
+    fleet.settle(SETTLE).await;
+    assert!(store.fail_bucket(bucket), "{bucket} exists");
+    let mut crashed = None;
+    if crash_leader {
+        let leader = fleet.leader();
+        crashed = Some(fleet.member(&leader).owner);
+        fleet.crash(&leader).await;
+    }
+    let ids = fleet.ids();
+    fleet.watch_until(Instant::now() + LEADERLESS).await;
+    store.restore_bucket(bucket);
+    let ttl = fleet.config.heartbeat_ttl;
+    fleet.watch_until(Instant::now() + 3 * ttl).await;
+    fleet.settle(SETTLE).await;
+    let ended = fleet
+        .ledger
+        .intervals()
+        .into_iter()
+        .filter(|interval| interval.to.is_some() && Some(interval.owner) != crashed)
+        .map(|interval| interval.partition.to_string())
+        .collect();
+    let same_ids = fleet.ids().is_superset(&ids);
+    fleet.check_ledger();
+    fleet.stop_all().await;
+    fleet.check_ledger();
+    (ended, same_ids)
+}
+
+/// With two heartbeats (what a replicated fleet writes by default), either heartbeat
+/// bucket — or the ids, election or assignment bucket — without a leader for longer than
+/// two heartbeat TTLs costs nothing: no partition is unowned at any moment, no id changes.
+#[tokio::test(start_paused = true)]
+async fn with_two_heartbeats_a_bucket_without_leader_costs_nothing() {
+    let config = Config::default().with_two_heartbeats(true);
+    let names = config.buckets.clone();
+    for bucket in [
+        &names.heartbeat,
+        &names.second_heartbeat,
+        &names.ids,
+        &names.election,
+        &names.assignment,
+    ] {
+        costs_nothing(&config, bucket, false).await;
+    }
+}
+
+/// [`a_bucket_without_leader`] ended no ownership of a surviving worker and changed no id.
+async fn costs_nothing(config: &Config, bucket: &str, crash_leader: bool) {
+    let (ended, same_ids) = a_bucket_without_leader(config.clone(), bucket, crash_leader).await;
+    assert!(
+        ended.is_empty(),
+        "{bucket} without leader: {} ownerships ended",
+        ended.len()
+    );
+    assert!(same_ids, "{bucket} without leader: ids changed");
+}
+
+/// The same while the parti leader crashes as the first heartbeat bucket loses its
+/// leader: the new leader learns the fleet from listings of both buckets, and takes no
+/// worker riding on its second heartbeat for gone — only the crashed one's partitions move.
+#[tokio::test(start_paused = true)]
+async fn with_two_heartbeats_a_new_leader_during_the_outage_moves_only_the_crashed() {
+    let config = Config::default().with_two_heartbeats(true);
+    for bucket in [&config.buckets.heartbeat, &config.buckets.second_heartbeat] {
+        costs_nothing(&config, bucket, true).await;
+    }
+}
+
+/// The contrast, which shows the test above can fail: with one heartbeat, the heartbeat
+/// bucket without a leader for longer than a TTL fences every worker.
+#[tokio::test(start_paused = true)]
+async fn with_one_heartbeat_a_heartbeat_bucket_without_leader_fences_the_fleet() {
+    let config = Config::default().with_two_heartbeats(false);
+    let bucket = config.buckets.heartbeat.clone();
+    let (ended, _) = a_bucket_without_leader(config, &bucket, false).await;
+    assert_eq!(ended.len(), 30, "every ownership ended: {ended:?}");
+}

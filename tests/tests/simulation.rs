@@ -14,7 +14,9 @@
 //! hooks slower than the lease, grant hooks that panic, a partition source that fails or
 //! hangs, the whole fleet cut off for longer than `id_ttl` (every claim lapses; processes
 //! come back on one another's ids, whose records still grant partitions), a protocol bucket
-//! lost (deleted under the running fleet), and a frozen worker: all its tasks paused, like a process under `SIGSTOP`, for
+//! lost (deleted under the running fleet), a bucket without a leader for a while (every
+//! connection's operations on it fail; half the seeds write two heartbeats, as a fleet on
+//! a replicated store does), and a frozen worker: all its tasks paused, like a process under `SIGSTOP`, for
 //! up to 8 s. While one is frozen, every member's `owns()` is looked at every 10 ms: no
 //! partition may be owned by two at once, and a frozen owner's hold ends (for the ledger)
 //! where its `owns()` turns false — after the thaw it must not own that grant again. The
@@ -78,6 +80,8 @@ enum Heal {
     Source,
     /// A frozen worker (its ledger label), thawed.
     Thaw(Freezer, Owner),
+    /// A bucket without a leader, back.
+    Bucket(MemoryStore, String),
 }
 
 impl Heal {
@@ -93,6 +97,9 @@ impl Heal {
                 store.reconnect();
             }
             Self::Source => source.recover(),
+            Self::Bucket(store, name) => {
+                store.restore_bucket(name);
+            }
             Self::Thaw(freezer, owner) => {
                 ledger.thawed(*owner);
                 freezer.thaw();
@@ -161,13 +168,20 @@ fn trace(start: Instant, kind: &str, ids: &[WorkerId]) {
 async fn simulate(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let store = MemoryStore::new();
-    let mut fleet = Fleet::new(move || store.connect(), config(), PARTITIONS);
+    // Half the seeds write two heartbeats, as a fleet on a replicated store does.
+    let two_heartbeats = rng.below(2) == 0;
+    let config = config().with_two_heartbeats(two_heartbeats);
+    let buckets = config.buckets.clone();
+    let mut fleet = Fleet::new(move || store.connect(), config, PARTITIONS);
     fleet.hooks.drain = [0, 100, 800, 3_000].map(Duration::from_millis)[rng.below(4) as usize];
     // Grant hooks: instant, or slower than the heartbeat lease (never cut while it holds).
     fleet.hooks.grant_delay = [0, 0, 300, 3_500].map(Duration::from_millis)[rng.below(4) as usize];
     let mut kinds = BTreeMap::new();
     if fleet.hooks.grant_delay >= fleet.config.heartbeat_ttl {
         kinds.insert("slow_hook", 1);
+    }
+    if two_heartbeats {
+        kinds.insert("two_heartbeats", 1);
     }
     let start = Instant::now();
     fleet.start(3 + rng.below(3) as usize).await;
@@ -201,7 +215,7 @@ async fn simulate(seed: u64) -> Outcome {
         // source that fails or hangs.
         if rng.below(4) == 0 {
             let heal_at = now + rng.millis(500, 8_000);
-            let kind = match rng.below(9) {
+            let kind = match rng.below(10) {
                 0 => {
                     let Some(id) = rng.pick(&ids) else { continue };
                     let store = fleet.member(id).store.clone();
@@ -255,9 +269,33 @@ async fn simulate(seed: u64) -> Outcome {
                         "parti-election",
                     ][rng.below(4) as usize];
                     let Some(id) = rng.pick(&ids) else { continue };
-                    let _ = fleet.member(id).store.delete_bucket(bucket).await;
+                    // Bounded: the member's link may be black-holed (then nothing is lost).
+                    let delete = fleet.member(id).store.delete_bucket(bucket);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
                     trace(start, bucket, &ids);
                     "lost_bucket"
+                }
+                7 => {
+                    // A bucket without a leader for a while (a replicated store's node
+                    // died; the other replicas elect one): every connection's operations
+                    // on it fail.
+                    // (Not the ids bucket: a manager starting meanwhile would fail to, and
+                    // the harness counts on starts; `outages.rs` tests that bucket.)
+                    let bucket = [
+                        &buckets.heartbeat,
+                        &buckets.second_heartbeat,
+                        &buckets.assignment,
+                        &buckets.election,
+                    ][rng.below(4) as usize]
+                        .clone();
+                    let Some(id) = rng.pick(&ids) else { continue };
+                    let store = fleet.member(id).store.clone();
+                    if !store.fail_bucket(&bucket) {
+                        continue;
+                    }
+                    trace(start, &bucket, &ids);
+                    cut.push((heal_at, Heal::Bucket(store, bucket)));
+                    "leaderless_bucket"
                 }
                 _ => {
                     if rng.below(2) == 0 {
@@ -429,7 +467,9 @@ fn run_checked(seed: u64) -> Outcome {
 }
 
 /// The fault kinds the summary line reports, in its order.
-const FAULTS: [&str; 9] = [
+const FAULTS: [&str; 11] = [
+    "two_heartbeats",
+    "leaderless_bucket",
     "latency",
     "stall",
     "timeout_applied",

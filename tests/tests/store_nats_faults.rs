@@ -423,3 +423,78 @@ async fn a_deleted_bucket_is_created_again_only_after_a_pause() {
     );
     again.put("worker-1", "beat".into()).await.unwrap();
 }
+
+/// The stream leader of bucket `name`, asked of the cluster.
+async fn stream_leader(client: &async_nats::Client, name: &str) -> Option<String> {
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let stream = jetstream.get_stream(format!("KV_{name}")).await.ok()?;
+    let info = stream.get_info().await.ok()?;
+    info.cluster?.leader
+}
+
+/// Two replicated buckets whose streams one node leads are moved apart by
+/// `keep_leader_apart_from` (what the parti leader does for its two heartbeat buckets), and
+/// once apart, it moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_leader_apart_moves_one_of_two_leaders_off_a_shared_node() {
+    let fixture = NatsFixture::cluster().await;
+    let client = fixture.store().client().clone();
+    let mut same_node = 0;
+    // Leaders are placed at random: pairs of buckets until one pair shares a node.
+    for pair in 0..12 {
+        let first = fixture
+            .bucket(&spec(&format!("apart-a-{pair}")))
+            .await
+            .unwrap();
+        let second = fixture
+            .bucket(&spec(&format!("apart-b-{pair}")))
+            .await
+            .unwrap();
+        let (a, b) = (first.name().to_owned(), second.name().to_owned());
+        let leaders = || async {
+            (
+                stream_leader(&client, &a).await,
+                stream_leader(&client, &b).await,
+            )
+        };
+        let (mut la, mut lb) = leaders().await;
+        let deadline = Instant::now() + RECOVERY;
+        while (la.is_none() || lb.is_none()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (la, lb) = leaders().await;
+        }
+        let shared = la == lb;
+        let (moved, _) =
+            retry_transient("keep apart", || second.keep_leader_apart_from(&first)).await;
+        assert_eq!(
+            moved, shared,
+            "moved a leader only if one node led both ({la:?}, {lb:?})"
+        );
+        if !shared {
+            continue;
+        }
+        same_node += 1;
+        let deadline = Instant::now() + RECOVERY;
+        loop {
+            let (la, lb) = leaders().await;
+            if la.is_some() && lb.is_some() && la != lb {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still on one node: {la:?} {lb:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (moved, _) =
+            retry_transient("keep apart", || second.keep_leader_apart_from(&first)).await;
+        assert!(!moved, "apart already: nothing to move");
+        if same_node == 2 {
+            return;
+        }
+    }
+    assert!(
+        same_node > 0,
+        "no pair of 12 shared a leader's node (1 in 3 each)"
+    );
+}

@@ -36,6 +36,11 @@ pub struct Beat {
     pub applied: u64,
     /// The highest leader term its worker has seen.
     pub term_seen: u64,
+    /// Whether it may show that an earlier session of its worker ended: always with one
+    /// heartbeat bucket; with two, only when both hold this session (see
+    /// [`HeartbeatView`](super::HeartbeatView)). A beat that may not is taken only for its
+    /// own session's reports.
+    pub confirms_session: bool,
 }
 
 /// A worker's newest heartbeat session, as the leader saw it.
@@ -224,7 +229,7 @@ impl Holder {
 /// assert!(handoff.step().is_empty()); // waiting for A
 ///
 /// // A reports version 2 applied: now p goes to B.
-/// let beat = Beat { holder: 0, revision: 0, applied: 2, term_seen: 1 };
+/// let beat = Beat { holder: 0, revision: 0, applied: 2, term_seen: 1, confirms_session: true };
 /// assert!(handoff.heartbeat(&a, &beat));
 /// let step = handoff.step();
 /// assert_eq!(step[&b], RecordChange::Write([p.clone()].into()));
@@ -595,6 +600,14 @@ impl Handoff {
     /// later revision of another session — even a lower-numbered one — shows that the
     /// session seen before ended.
     pub fn heartbeat(&mut self, worker: &WorkerId, beat: &Beat) -> bool {
+        if !beat.confirms_session {
+            // Of its own session only: it shows no other session's end.
+            let current = self.sessions.get(worker).map(|seen| seen.session);
+            let recorded = self.holders.get(worker).and_then(|h| h.record_for);
+            if current.or(recorded) != Some(beat.holder) {
+                return false;
+            }
+        }
         if let Some(seen) = self.sessions.get(worker).copied() {
             // By revision when both are known (the order of writes), else by session.
             let order = if beat.revision != 0 && seen.revision != 0 {
@@ -677,6 +690,7 @@ impl Handoff {
                 holder
                     .record_for
                     .filter(|s| *s != 0 && *s != beat.holder && ticket >= holder.record_ticket)
+                    .filter(|_| beat.confirms_session)
             });
             if let Some(session) = record_ended {
                 self.session_ended(worker, session);

@@ -14,6 +14,8 @@ mod election;
 mod emergency;
 mod follower;
 mod handoff;
+mod heartbeat_lease;
+mod heartbeat_view;
 mod leader;
 mod machine;
 mod manager_state;
@@ -32,6 +34,8 @@ pub use election::{
 pub use emergency::EmergencyDetector;
 pub use follower::{FollowerAction, FollowerEvent, FollowerMachine, FollowerTimings, LeaseRenewal};
 pub use handoff::{Beat, Handoff, ListingTicket, RecordChange, Step, StoredRecord};
+pub use heartbeat_lease::{HeartbeatLease, Slot, Wrote};
+pub use heartbeat_view::{HeartbeatView, merge as merge_beats, merge_listings};
 pub use leader::{
     CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine, CalculatorNote,
     CalculatorTimings, Committed, Computed, LostBucket, RecordsRead,

@@ -20,13 +20,22 @@ use crate::config::Config;
 use crate::store::{Operation, StoreError};
 use crate::{Error, Result};
 
-/// The protocol's four buckets.
+/// The protocol's buckets.
 #[derive(Debug, Clone)]
 pub(crate) struct Buckets<B> {
     pub(crate) ids: B,
     pub(crate) election: B,
     pub(crate) heartbeat: B,
+    /// The second heartbeat bucket, when [`Config::writes_two_heartbeats`].
+    pub(crate) second_heartbeat: Option<B>,
     pub(crate) assignment: B,
+}
+
+impl<B> Buckets<B> {
+    /// The heartbeat buckets: the first, and the second if heartbeats go to two.
+    pub(crate) fn heartbeats(&self) -> impl Iterator<Item = &B> {
+        std::iter::once(&self.heartbeat).chain(self.second_heartbeat.as_ref())
+    }
 }
 
 /// Everything a manager's tasks share for its whole life.

@@ -71,4 +71,8 @@ impl<B: Bucket> Bucket for Instrumented<B> {
         self.timed(Operation::Watch, self.0.watch_key(key, from))
             .await
     }
+
+    async fn keep_leader_apart_from(&self, other: &Self) -> StoreResult<bool> {
+        self.0.keep_leader_apart_from(&other.0).await
+    }
 }

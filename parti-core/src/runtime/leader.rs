@@ -23,13 +23,14 @@ use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::PartitionSource;
-use super::context::Session;
+use super::context::{OwnedTask, Session};
 use super::election::Lease;
 use super::executor::{self, Delivery, KeyWatch, Operation, Shell};
 use super::publish::Records;
 use crate::decide::{
     Backoff, Beat, CalculatorAction, CalculatorCall, CalculatorEvent, CalculatorMachine,
-    CalculatorNote, CalculatorTimings, Computed, LostBucket, RecordsRead, WindowPolicy,
+    CalculatorNote, CalculatorTimings, Computed, HeartbeatView, LostBucket, RecordsRead, Slot,
+    WindowPolicy, merge_listings,
 };
 use crate::store::{Bucket, DeleteReason, Entry, Operation as StoreOperation, StoreError};
 use crate::telemetry;
@@ -74,6 +75,12 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     );
     let mut machine = CalculatorMachine::new(term, timings, backoff, Instant::now().into_std());
     let heartbeats = KeyWatch::prefix(session.buckets.heartbeat.clone(), WORKER_ID_PREFIX, retry);
+    let second_two = session.buckets.second_heartbeat.is_some();
+    let second_heartbeats = session
+        .buckets
+        .second_heartbeat
+        .clone()
+        .map(|bucket| KeyWatch::prefix(bucket, WORKER_ID_PREFIX, retry));
     let refreshes = KeyWatch::new(session.buckets.election.clone(), REFRESH_KEY, retry);
     // From the current claims: a new leader learns of workers parked before it led.
     let claims =
@@ -88,6 +95,12 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         .last()
         .filter(|at| Instant::now() >= *at + config.heartbeat_ttl);
     let source_changes = session.source.subscribe_changes();
+    // While this worker leads: the two heartbeat buckets' leaders on different nodes.
+    let _apart = session.buckets.second_heartbeat.clone().map(|second| {
+        let first = session.buckets.heartbeat.clone();
+        let period = config.heartbeat_ttl;
+        OwnedTask::spawn(keep_heartbeats_apart(first, second, period))
+    });
     let mut shell = CalculatorShell {
         session,
         term,
@@ -96,11 +109,13 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
         records: Arc::default(),
         garbage: Arc::default(),
         heartbeats,
+        second_heartbeats,
+        view: HeartbeatView::new(second_two),
         refreshes,
         claims,
         records_watch,
         source_changes,
-        heartbeat_revision: 0,
+        heartbeat_revisions: [0, 0],
         heartbeat_lost,
         heartbeat_doubt: None,
         call_timeout: timings.call_timeout,
@@ -143,6 +158,10 @@ struct CalculatorShell<B, P> {
     records: Arc<SharedRecords>,
     garbage: Arc<Garbage>,
     heartbeats: KeyWatch<B>,
+    /// The second heartbeat bucket's, when heartbeats go to two.
+    second_heartbeats: Option<KeyWatch<B>>,
+    /// What the heartbeat watches showed, one beat per worker.
+    view: HeartbeatView,
     refreshes: KeyWatch<B>,
     /// The id claims, for workers that parked (stopped, expected back).
     claims: KeyWatch<B>,
@@ -150,9 +169,9 @@ struct CalculatorShell<B, P> {
     records_watch: KeyWatch<B>,
     /// The partition source's own change notices, if it has them.
     source_changes: Option<watch::Receiver<u64>>,
-    /// The highest revision the heartbeat watch delivered: a lower one means the bucket
+    /// The highest revision each heartbeat watch delivered: a lower one means the bucket
     /// was created again.
-    heartbeat_revision: u64,
+    heartbeat_revisions: [u64; 2],
     /// The last loss of the heartbeat bucket the machine has been told of.
     heartbeat_lost: Option<Instant>,
     /// The last doubt about heartbeats' absence the machine has been told of.
@@ -190,35 +209,57 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 let (session, garbage) = (session.clone(), self.garbage.clone());
                 let lost_before = session.heartbeat_losses.last();
                 operation.start(op, async move {
-                    let listing = session.buckets.heartbeat.entries(WORKER_ID_PREFIX).await;
+                    // One listing per heartbeat bucket, at once. With two, a worker is
+                    // absent only if both lack it, and only if they were taken within half
+                    // a TTL of each other (the confirmation rule of `HeartbeatLease` rests
+                    // on it).
+                    let started = Instant::now();
+                    let listings = futures_util::future::join_all(
+                        session
+                            .buckets
+                            .heartbeats()
+                            .map(|bucket| bucket.entries(WORKER_ID_PREFIX)),
+                    )
+                    .await;
+                    let two = listings.len() == 2;
                     let mut unreadable = BTreeMap::new();
                     // Found gone meanwhile by any task of this manager (which may have
                     // created it again before this listing ran).
                     let mut bucket_lost = session.heartbeat_losses.last() != lost_before;
-                    let outcome = match listing {
-                        Ok(entries) => {
-                            let mut present = BTreeMap::new();
-                            for entry in &entries {
-                                let Some(worker) = worker_of(&entry.key) else {
-                                    continue;
-                                };
-                                match beat(entry) {
-                                    Ok(beat) => {
-                                        present.insert(worker, beat);
-                                    }
-                                    Err(e) => {
-                                        unreadable.insert(worker, e);
-                                    }
-                                }
+                    let mut each = Vec::new();
+                    let mut failed = false;
+                    for listing in listings {
+                        match listing {
+                            Ok(entries) => each.push(read_listing(&entries, &mut unreadable)),
+                            Err(e) => {
+                                bucket_lost |= matches!(e, StoreError::NotFound { .. });
+                                session.report("listing heartbeats failed", e);
+                                failed = true;
                             }
-                            garbage.seen(&session, &unreadable, present.keys());
-                            Ok(present)
                         }
-                        Err(e) => {
-                            bucket_lost |= matches!(e, StoreError::NotFound { .. });
-                            session.report("listing heartbeats failed", e);
-                            Err(())
-                        }
+                    }
+                    if two && !failed && started.elapsed() > session.config.heartbeat_ttl / 2 {
+                        session.report(
+                            "listing heartbeats took more than half a TTL; not trusted",
+                            Error::Store(StoreError::unavailable(
+                                StoreOperation::Keys,
+                                format!("took {:?}", started.elapsed()),
+                            )),
+                        );
+                        failed = true;
+                    }
+                    let outcome = if failed {
+                        Err(())
+                    } else {
+                        let mut each = each.into_iter();
+                        let first = each.next().unwrap_or_default();
+                        let present = match each.next() {
+                            Some(second) => merge_listings(first, second),
+                            None => first,
+                        };
+                        unreadable.retain(|worker, _| !present.contains_key(worker));
+                        garbage.seen(&session, &unreadable, present.keys());
+                        Ok(present)
                     };
                     CalculatorEvent::Listed {
                         op,
@@ -409,45 +450,11 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 return CalculatorEvent::AbsenceUnproven { until };
             }
         }
-        tokio::select! {
+        let (slot, delivered) = tokio::select! {
             biased;
-            delivered = self.heartbeats.next() => match delivered {
-                Delivery::Put(entry) if entry.revision.get() < self.heartbeat_revision => {
-                    self.heartbeat_revision = entry.revision.get();
-                    self.session.report(
-                        "the heartbeat bucket was created again",
-                        Error::Store(StoreError::NotFound {
-                            bucket: self.session.buckets.heartbeat.name().to_owned(),
-                        }),
-                    );
-                    CalculatorEvent::BucketLost(LostBucket::Heartbeats)
-                }
-                Delivery::Put(entry) => {
-                    self.heartbeat_revision = entry.revision.get();
-                    match worker_of(&entry.key) {
-                        Some(worker) => CalculatorEvent::Heartbeat {
-                            worker,
-                            beat: beat(&entry).ok(),
-                        },
-                        None => CalculatorEvent::Tick,
-                    }
-                }
-                Delivery::Deleted(key, reason) => match (worker_of(&key), reason) {
-                    (Some(worker), DeleteReason::Deleted) => CalculatorEvent::HeartbeatDeleted(worker),
-                    (Some(worker), DeleteReason::Expired) => CalculatorEvent::HeartbeatGone(worker),
-                    (None, _) => CalculatorEvent::Tick,
-                },
-                Delivery::Started => CalculatorEvent::HeartbeatWatchStarted,
-                Delivery::Failed(e @ StoreError::NotFound { .. }) => {
-                    self.session.report("the heartbeat bucket is gone", e);
-                    CalculatorEvent::BucketLost(LostBucket::Heartbeats)
-                }
-                Delivery::Failed(e) => {
-                    self.session.report("heartbeat watch failed", e);
-                    CalculatorEvent::Tick
-                }
-            },
-            delivered = self.records_watch.next() => match delivered {
+            delivered = self.heartbeats.next() => (Slot::First, delivered),
+            Some(delivered) = next_of(&mut self.second_heartbeats) => (Slot::Second, delivered),
+            delivered = self.records_watch.next() => return match delivered {
                 Delivery::Failed(e @ StoreError::NotFound { .. }) => {
                     self.session.report("the assignment bucket is gone", e);
                     CalculatorEvent::BucketLost(LostBucket::Records)
@@ -458,7 +465,7 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 }
                 Delivery::Put(_) | Delivery::Deleted(..) | Delivery::Started => CalculatorEvent::Tick,
             },
-            delivered = self.claims.next() => match delivered {
+            delivered = self.claims.next() => return match delivered {
                 Delivery::Put(entry) => match worker_of(&entry.key) {
                     Some(worker) => CalculatorEvent::Claimed {
                         worker,
@@ -480,16 +487,16 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                 }
             },
             Some(changed) = source_changed(&mut self.source_changes) => {
-                if changed {
+                return if changed {
                     tracing::info!(term = self.term, "the partition source changed");
                     CalculatorEvent::Refresh
                 } else {
                     // The source stopped sending: only refreshes from now on.
                     self.source_changes = None;
                     CalculatorEvent::Tick
-                }
+                };
             }
-            delivered = self.refreshes.next() => match delivered {
+            delivered = self.refreshes.next() => return match delivered {
                 Delivery::Put(_) => {
                     tracing::info!(term = self.term, "partition refresh requested");
                     CalculatorEvent::Refresh
@@ -500,11 +507,77 @@ impl<B: Bucket, P: PartitionSource> Shell<CalculatorMachine> for CalculatorShell
                     CalculatorEvent::Tick
                 }
             },
-        }
+        };
+        self.heartbeat_delivery(slot, delivered)
     }
 }
 
 impl<B: Bucket, P> CalculatorShell<B, P> {
+    /// The calculator's event for what the heartbeat watch of `slot`'s bucket delivered,
+    /// through the view of both buckets (with one, the view adds nothing).
+    fn heartbeat_delivery(&mut self, slot: Slot, delivered: Delivery) -> CalculatorEvent {
+        let i = match slot {
+            Slot::First => 0,
+            Slot::Second => 1,
+        };
+        let bucket = match slot {
+            Slot::First => Some(&self.session.buckets.heartbeat),
+            Slot::Second => self.session.buckets.second_heartbeat.as_ref(),
+        };
+        let bucket = bucket.map_or_else(String::new, |bucket| bucket.name().to_owned());
+        match delivered {
+            Delivery::Put(entry) if entry.revision.get() < self.heartbeat_revisions[i] => {
+                self.heartbeat_revisions[i] = entry.revision.get();
+                self.view.forget(slot);
+                self.session.report(
+                    "the heartbeat bucket was created again",
+                    Error::Store(StoreError::NotFound { bucket }),
+                );
+                CalculatorEvent::BucketLost(LostBucket::Heartbeats)
+            }
+            Delivery::Put(entry) => {
+                self.heartbeat_revisions[i] = entry.revision.get();
+                let Some(worker) = worker_of(&entry.key) else {
+                    return CalculatorEvent::Tick;
+                };
+                let beat = match beat(&entry) {
+                    Ok(beat) => Some(self.view.put(slot, &worker, beat)),
+                    // Not a heartbeat: it makes nobody live (the other bucket may).
+                    Err(_) => self.view.remove(slot, &worker),
+                };
+                CalculatorEvent::Heartbeat { worker, beat }
+            }
+            Delivery::Deleted(key, reason) => {
+                let Some(worker) = worker_of(&key) else {
+                    return CalculatorEvent::Tick;
+                };
+                match (self.view.remove(slot, &worker), reason) {
+                    // Still in the other bucket: present.
+                    (Some(beat), _) => CalculatorEvent::Heartbeat {
+                        worker,
+                        beat: Some(beat),
+                    },
+                    (None, DeleteReason::Deleted) => CalculatorEvent::HeartbeatDeleted(worker),
+                    (None, DeleteReason::Expired) => CalculatorEvent::HeartbeatGone(worker),
+                }
+            }
+            Delivery::Started => {
+                // What changed while it was down is for a listing to find.
+                self.view.forget(slot);
+                CalculatorEvent::HeartbeatWatchStarted
+            }
+            Delivery::Failed(e @ StoreError::NotFound { .. }) => {
+                self.view.forget(slot);
+                self.session.report("the heartbeat bucket is gone", e);
+                CalculatorEvent::BucketLost(LostBucket::Heartbeats)
+            }
+            Delivery::Failed(e) => {
+                self.session.report("heartbeat watch failed", e);
+                CalculatorEvent::Tick
+            }
+        }
+    }
+
     fn note(&self, note: CalculatorNote) {
         let (session, term) = (&self.session, self.term);
         match note {
@@ -609,6 +682,54 @@ async fn source_changed(changes: &mut Option<watch::Receiver<u64>>) -> Option<bo
     }
 }
 
+/// The heartbeats of one listing by worker; keys holding something else go to
+/// `unreadable`.
+fn read_listing(
+    entries: &[Entry],
+    unreadable: &mut BTreeMap<WorkerId, WireError>,
+) -> BTreeMap<WorkerId, Beat> {
+    let mut present = BTreeMap::new();
+    for entry in entries {
+        let Some(worker) = worker_of(&entry.key) else {
+            continue;
+        };
+        match beat(entry) {
+            Ok(beat) => {
+                present.insert(worker, beat);
+            }
+            Err(e) => {
+                unreadable.insert(worker, e);
+            }
+        }
+    }
+    present
+}
+
+/// Every `period`, asks the store to keep the second heartbeat bucket's leader off the
+/// first's node (each call bounded by `period`); failures are for the next round.
+async fn keep_heartbeats_apart<B: Bucket>(first: B, second: B, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match timeout(period, second.keep_leader_apart_from(&first)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "keeping the heartbeat buckets' leaders apart failed")
+            }
+            Err(_) => tracing::debug!("keeping the heartbeat buckets' leaders apart timed out"),
+        }
+    }
+}
+
+/// The next delivery of a watch that may not exist (pending forever then). Cancel-safe.
+async fn next_of<B: Bucket>(watch: &mut Option<KeyWatch<B>>) -> Option<Delivery> {
+    match watch {
+        Some(watch) => Some(watch.next().await),
+        None => std::future::pending().await,
+    }
+}
+
 /// A heartbeat entry as the calculator sees it (`Err`: the value is not a heartbeat).
 fn beat(entry: &Entry) -> std::result::Result<Beat, WireError> {
     Heartbeat::decode(&entry.value).map(|heartbeat| Beat {
@@ -620,6 +741,7 @@ fn beat(entry: &Entry) -> std::result::Result<Beat, WireError> {
         revision: entry.revision.get(),
         applied: heartbeat.applied_version,
         term_seen: heartbeat.term_seen,
+        confirms_session: true,
     })
 }
 

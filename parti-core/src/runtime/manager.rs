@@ -124,6 +124,13 @@ impl<S: Store, P: PartitionSource> ManagerBuilder<S, P> {
             ids: open(config.ids_bucket()?, Arc::default()).await?,
             election: open(config.election_bucket()?, Arc::default()).await?,
             heartbeat: open(config.heartbeat_bucket()?, heartbeat_losses.clone()).await?,
+            second_heartbeat: match config.writes_two_heartbeats() {
+                true => {
+                    let spec = config.second_heartbeat_bucket()?;
+                    Some(open(spec, heartbeat_losses.clone()).await?)
+                }
+                false => None,
+            },
             assignment: open(config.assignment_bucket()?, Arc::default()).await?,
         };
         let instance = InstanceId::generate();

@@ -170,4 +170,12 @@ impl<S: Store> Bucket for Reopening<S> {
         let result = self.current().watch_key(key, from).await;
         self.checked(result).await
     }
+
+    async fn keep_leader_apart_from(&self, other: &Self) -> StoreResult<bool> {
+        let result = self
+            .current()
+            .keep_leader_apart_from(&other.current())
+            .await;
+        self.checked(result).await
+    }
 }

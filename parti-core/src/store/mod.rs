@@ -244,4 +244,17 @@ pub trait Bucket: Clone + fmt::Debug + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<WatchStream>> + Send {
         async move { Ok(self.watch(key, from).await?.only_key(key)) }
     }
+
+    /// Asks a replicated backend to keep this bucket's leader on another node than
+    /// `other`'s. parti writes heartbeats to two buckets so that losing one node stops at
+    /// most one of them — which holds only while their leaders differ; the parti leader
+    /// calls this every heartbeat TTL. Returns whether it moved a leader. The default, for
+    /// backends without per-bucket leaders (the memory store, one server), does nothing.
+    fn keep_leader_apart_from(
+        &self,
+        other: &Self,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        let _ = other;
+        async { Ok(false) }
+    }
 }

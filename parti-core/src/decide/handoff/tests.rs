@@ -49,6 +49,7 @@ fn beat_of(n: usize, applied: u64) -> Beat {
         revision: 0,
         applied,
         term_seen: 0,
+        confirms_session: true,
     }
 }
 
@@ -347,6 +348,7 @@ impl World {
             revision: self.workers[i].revision,
             applied: self.workers[i].applied,
             term_seen: 0,
+            confirms_session: true,
         }
     }
 
@@ -640,6 +642,7 @@ fn the_most_recently_ended_sessions_are_remembered_whatever_their_numbers() {
             revision,
             applied: 0,
             term_seen: 0,
+            confirms_session: true,
         };
         handoff.heartbeat(&worker, &beat);
     };
@@ -692,6 +695,34 @@ fn workers_on_their_records_sessions_keep_their_partitions_after_a_heartbeat_los
 /// After the heartbeat bucket's loss a worker on a new session (numbered above its record's)
 /// gets an emptied record while absence proves nothing — its old session may still hold —
 /// and its partitions back once every lease of before has ended.
+/// With two heartbeat buckets, a later session seen in one bucket only (the earlier one
+/// may live on in the other) shows nothing about the earlier one — neither by watch nor by
+/// listing — until both buckets hold it.
+#[test]
+fn a_beat_that_confirms_no_session_ends_none() {
+    let mut handoff = Handoff::resume([rec(0, 3, set(&[0]))]);
+    let later = Beat {
+        holder: session(0) + 1,
+        confirms_session: false,
+        ..beat_of(0, 0)
+    };
+    assert!(!handoff.heartbeat(&w(0), &later));
+    assert_eq!(handoff.holder(&w(0)), session(0));
+    let listing: BTreeMap<WorkerId, Beat> = [(w(0), later)].into();
+    handoff.listed(handoff.listing_ticket(), &listing, &BTreeSet::new());
+    assert_eq!(
+        handoff.holder(&w(0)),
+        session(0),
+        "the record's session goes on"
+    );
+    let confirmed = Beat {
+        confirms_session: true,
+        ..later
+    };
+    handoff.heartbeat(&w(0), &confirmed);
+    assert_eq!(handoff.holder(&w(0)), session(0) + 1);
+}
+
 #[test]
 fn a_new_session_after_a_heartbeat_loss_gets_nothing_until_it_is_seen_again() {
     let mut handoff = Handoff::resume([rec(0, 3, set(&[0]))]);

@@ -53,6 +53,7 @@ fn beat(n: u32, applied: u64) -> Beat {
         revision: 0,
         applied,
         term_seen: 0,
+        confirms_session: true,
     }
 }
 

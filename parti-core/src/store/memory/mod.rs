@@ -122,6 +122,25 @@ impl MemoryStore {
         self.connection.set_latency(latency);
     }
 
+    /// Makes every operation on bucket `name`, through any connection, fail with
+    /// [`StoreError::Unavailable`] until [`MemoryStore::restore_bucket`] — as a replicated
+    /// bucket whose leader died fails until the other replicas elect one. Its data stays
+    /// (entries whose TTL ran out meanwhile are gone when it is back); watches go on.
+    /// Returns whether the bucket exists.
+    pub fn fail_bucket(&self, name: &str) -> bool {
+        self.set_bucket_failing(name, true)
+    }
+
+    /// Ends [`MemoryStore::fail_bucket`]. Returns whether the bucket exists.
+    pub fn restore_bucket(&self, name: &str) -> bool {
+        self.set_bucket_failing(name, false)
+    }
+
+    fn set_bucket_failing(&self, name: &str, failing: bool) -> bool {
+        let core = self.buckets().get(name).cloned();
+        core.map(|core| core.set_failing(failing)).is_some()
+    }
+
     /// Removes every injected fault and reconnects.
     pub fn clear_faults(&self) {
         self.connection.clear_faults();
@@ -215,6 +234,7 @@ impl MemoryBucket {
             .connection
             .begin(operation, &self.core.name, key)
             .await?;
+        self.core.check_available(operation)?;
         let result = self.core.with_state(change);
         after.finish(operation, &self.core.name, key, result)
     }
@@ -238,6 +258,7 @@ impl Bucket for MemoryBucket {
         self.connection
             .begin(Operation::Get, &self.core.name, key)
             .await?;
+        self.core.check_available(Operation::Get)?;
         self.core.with_state(|state, _| Ok(state.live(key)))
     }
 
@@ -290,6 +311,7 @@ impl Bucket for MemoryBucket {
         self.connection
             .begin(Operation::Keys, &self.core.name, prefix)
             .await?;
+        self.core.check_available(Operation::Keys)?;
         self.core.with_state(|state, _| {
             Ok(state
                 .live_under(prefix)
@@ -304,6 +326,7 @@ impl Bucket for MemoryBucket {
         self.connection
             .begin(Operation::Keys, &self.core.name, prefix)
             .await?;
+        self.core.check_available(Operation::Keys)?;
         self.core
             .with_state(|state, _| Ok(state.live_under(prefix)))
     }
@@ -313,6 +336,7 @@ impl Bucket for MemoryBucket {
         self.connection
             .begin(Operation::Watch, &self.core.name, prefix)
             .await?;
+        self.core.check_available(Operation::Watch)?;
         let rx = self
             .core
             .with_state(|state, _| Ok(state.subscribe(prefix, from)))?;

@@ -23,6 +23,8 @@ pub(super) struct BucketCore {
     pub(super) name: String,
     pub(super) ttl: Option<Duration>,
     state: Mutex<BucketState>,
+    /// Operations fail for every connection (an injected outage of the bucket).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl BucketCore {
@@ -31,7 +33,25 @@ impl BucketCore {
             name,
             ttl,
             state: Mutex::new(BucketState::new(ttl)),
+            failing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Starts or ends an outage of this bucket for every connection.
+    pub(super) fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `Unavailable` during an outage of the bucket.
+    pub(super) fn check_available(&self, operation: crate::store::Operation) -> StoreResult<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::unavailable(
+                operation,
+                format!("bucket `{}` has no leader (injected outage)", self.name),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs `change` on the bucket's state after applying every expiry due by now. The lock
@@ -67,6 +87,8 @@ impl BucketCore {
 
     /// Marks the bucket deleted, drops its data and ends its watches.
     pub(super) fn mark_deleted(&self) {
+        // A deleted bucket is `NotFound` through its old handles, outage or not.
+        self.set_failing(false);
         let mut state = self.lock();
         state.deleted = true;
         state.records.clear();
