@@ -162,3 +162,12 @@ pub async fn wait_for_jetstream(url: &str, replicas: usize) {
     }
     panic!("JetStream at {url} not ready within {READY_TIMEOUT:?}: {last_error}");
 }
+
+/// The server name of the stream leader of bucket `bucket`, asked of the cluster through
+/// `client` (`None`: no leader now, or no answer).
+pub async fn stream_leader(client: &async_nats::Client, bucket: &str) -> Option<String> {
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let stream = jetstream.get_stream(format!("KV_{bucket}")).await.ok()?;
+    let info = stream.get_info().await.ok()?;
+    info.cluster?.leader
+}

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use parti_core::config::Config;
 use parti_core::store::Store;
 use tests::fleet::{Fleet, reown_bound};
-use tests::nats::{NatsFixture, Servers, wait_for_jetstream};
+use tests::nats::{NatsFixture, Servers, stream_leader, wait_for_jetstream};
 
 const WORKERS: usize = 6;
 
@@ -57,15 +57,9 @@ async fn a_node_killed_costs_nothing() {
     .await;
 }
 
-/// Runs a fleet of [`WORKERS`] on a 3-node cluster with `config`, disrupts each node in
-/// turn with `disrupt` (on a blocking thread, while the fleet is watched), and asserts that
-/// no ownership ended and no id changed, round after round.
-async fn each_node_in_turn(
-    config: Config,
-    what: &'static str,
-    disrupt: fn(&mut tests::nats_server::NatsServer),
-) {
-    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+/// A 3-node cluster, the fleet's buckets on it, and a fleet of [`WORKERS`] with `config`,
+/// settled.
+async fn settled_fleet(config: &Config) -> (NatsFixture, Fleet<NatsFixture>) {
     let nats = NatsFixture::cluster().await;
     let connect = nats.clone();
     // The buckets first, one at a time: six clients creating the same replicated streams at
@@ -92,9 +86,39 @@ async fn each_node_in_turn(
     fleet
         .settle(2 * config.cold_start_window + 4 * config.election_ttl)
         .await;
+    (nats, fleet)
+}
+
+/// The partitions whose ownership ended.
+fn ended_ownerships(fleet: &Fleet<NatsFixture>) -> Vec<String> {
+    fleet
+        .ledger
+        .intervals()
+        .into_iter()
+        .filter(|interval| interval.to.is_some())
+        .map(|interval| interval.partition.to_string())
+        .collect()
+}
+
+/// Runs a fleet of [`WORKERS`] on a 3-node cluster with `config`, disrupts each node in
+/// turn with `disrupt` (on a blocking thread, while the fleet is watched), and asserts that
+/// no ownership ended and no id changed, round after round.
+async fn each_node_in_turn(
+    config: Config,
+    what: &'static str,
+    disrupt: fn(&mut tests::nats_server::NatsServer),
+) {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (nats, mut fleet) = settled_fleet(&config).await;
     let ids = fleet.ids();
     let url = nats.url();
     for node in 0..3 {
+        let client = nats.store().client();
+        let mut leaders = Vec::new();
+        for bucket in [&config.buckets.heartbeat, &config.buckets.second_heartbeat] {
+            leaders.push(stream_leader(client, bucket).await.unwrap_or_default());
+        }
+        println!("{what} of node-{node}; the heartbeat streams' leaders: {leaders:?}");
         let servers = nats.clone();
         let restart = tokio::task::spawn_blocking(move || {
             servers.with_servers(|servers| match servers {
@@ -118,13 +142,7 @@ async fn each_node_in_turn(
         fleet
             .watch_until(Instant::now() + 2 * config.heartbeat_ttl)
             .await;
-        let ended: Vec<_> = fleet
-            .ledger
-            .intervals()
-            .into_iter()
-            .filter(|interval| interval.to.is_some())
-            .map(|interval| interval.partition)
-            .collect();
+        let ended = ended_ownerships(&fleet);
         assert!(
             ended.is_empty(),
             "node {node}'s {what}: {} ownerships ended ({ended:?})\n{}",

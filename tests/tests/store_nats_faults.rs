@@ -14,7 +14,7 @@ use parti_core::store::{
 };
 use parti_nats::NatsStore;
 use parti_strategy::Sticky;
-use tests::nats::{NatsFixture, Servers};
+use tests::nats::{NatsFixture, Servers, stream_leader};
 use tests::nats_server::{NatsServer, http_get, number_after};
 
 /// How long an outage's aftermath may take to clear (reconnect, stream recovery, leader
@@ -422,14 +422,6 @@ async fn a_deleted_bucket_is_created_again_only_after_a_pause() {
         "created again after {waited:?}"
     );
     again.put("worker-1", "beat".into()).await.unwrap();
-}
-
-/// The stream leader of bucket `name`, asked of the cluster.
-async fn stream_leader(client: &async_nats::Client, name: &str) -> Option<String> {
-    let jetstream = async_nats::jetstream::new(client.clone());
-    let stream = jetstream.get_stream(format!("KV_{name}")).await.ok()?;
-    let info = stream.get_info().await.ok()?;
-    info.cluster?.leader
 }
 
 /// Two replicated buckets whose streams one node leads are moved apart by

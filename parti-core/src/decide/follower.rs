@@ -84,6 +84,10 @@ pub enum FollowerEvent {
     },
     /// The watch of the record was set up (again): what changed before is read afresh.
     WatchStarted,
+    /// The watch of the record failed (it is set up again after a delay): until it is, the
+    /// record is read every `read_timeout`, not only at the backstop read — a replicated
+    /// store that lost a node may refuse new watches for seconds while reads work.
+    WatchFailed,
     /// A read of the election entry finished: the current term (`None`: no leader), or a
     /// failure (already reported).
     TermRead {
@@ -689,6 +693,7 @@ impl Machine for FollowerMachine {
             // A change while the watch was down is found by a read issued now (the watch
             // delivers every later one).
             FollowerEvent::WatchStarted => self.next_poll = Some(now),
+            FollowerEvent::WatchFailed => self.read_again_soon(now),
             FollowerEvent::Stop => self.stopping = true,
             FollowerEvent::Delivered(record) => {
                 if self.lease_valid(now) && !self.stopping {

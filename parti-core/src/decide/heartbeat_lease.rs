@@ -113,6 +113,14 @@ impl HeartbeatLease {
         self.slots[slot.index()].confirmed
     }
 
+    /// Whether `slot` has an entry this session counts (confirmed, or created and waiting
+    /// for confirmation): a write of it that landed without an acknowledgement is counted
+    /// as a create when not.
+    pub fn has_entry(&self, slot: Slot) -> bool {
+        let state = &self.slots[slot.index()];
+        state.confirmed || state.created_at.is_some()
+    }
+
     /// Whether either entry's writes extend the lease: if neither does, the session can
     /// never be extended again and is over.
     pub fn is_alive(&self) -> bool {
@@ -156,6 +164,19 @@ impl HeartbeatLease {
             }
         }
         self.until.filter(|until| before.is_none_or(|b| *until > b))
+    }
+
+    /// A write of `slot` that created its entry landed without an acknowledgement (a read,
+    /// at `seen`, found it): the entry counts as created — confirmed if it began the
+    /// session — but credits nothing, since which write landed, and when it was sent, is
+    /// not known; the next acknowledged renewal does.
+    pub fn create_landed(&mut self, slot: Slot, seen: Instant) {
+        let first_write = slot == Slot::First && self.until.is_none() && !self.is_alive();
+        self.slots[slot.index()] = SlotState {
+            confirmed: first_write,
+            created_at: (!first_write).then_some(seen),
+            latest_sent: None,
+        };
     }
 
     /// `slot`'s entry is gone (expired, deleted, or its bucket lost): its next write creates
@@ -256,6 +277,27 @@ mod tests {
         assert_eq!(
             book.acknowledged(Slot::Second, Wrote::Update, at(1_000), at(1_010)),
             Some(at(1_000) + LEASE)
+        );
+    }
+
+    #[test]
+    fn a_create_found_landed_counts_but_credits_nothing() {
+        let mut book = HeartbeatLease::new(LEASE);
+        book.create_landed(Slot::First, at(50));
+        assert!(book.is_alive() && book.until().is_none());
+        assert_eq!(
+            book.acknowledged(Slot::First, Wrote::Update, at(1_000), at(1_010)),
+            Some(at(1_000) + LEASE)
+        );
+        book.create_landed(Slot::Second, at(1_100));
+        assert!(book.has_entry(Slot::Second) && !book.is_confirmed(Slot::Second));
+        // Confirmed by a renewal sent after it was found; its own writes count from then.
+        book.acknowledged(Slot::First, Wrote::Update, at(1_200), at(1_210));
+        assert!(book.is_confirmed(Slot::Second));
+        assert_eq!(
+            book.until(),
+            Some(at(1_200) + LEASE),
+            "nothing credited for it"
         );
     }
 

@@ -87,7 +87,7 @@ impl<B: Bucket, P: PartitionSource> Shell<FollowerMachine> for FollowerShell<B, 
                 Delivery::Started => FollowerEvent::WatchStarted,
                 Delivery::Failed(e) => {
                     self.session.report("watching the assignment failed", e);
-                    FollowerEvent::Tick
+                    FollowerEvent::WatchFailed
                 }
             },
         }

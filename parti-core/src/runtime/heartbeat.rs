@@ -283,13 +283,24 @@ async fn first_writer<B: Bucket, P: PartitionSource>(
                     } else {
                         found
                     };
+                    last_revision = Some(revision);
                     if beating.is_some_and(|current| current != named) {
                         set_session(&mut beating, None);
-                    } else if beating.is_none() && found == 0 {
-                        set_session(&mut beating, Some(named));
+                        Pair::lock(pair).revisions[index(Slot::First)] = Some(revision);
+                    } else {
+                        if beating.is_none() && found == 0 {
+                            set_session(&mut beating, Some(named));
+                        }
+                        // A create of ours landed (the session's first write, or the entry
+                        // made again): it counts, but credits nothing — the write that
+                        // landed may be an earlier one than the last sent.
+                        let mut pair = Pair::lock(pair);
+                        pair.revisions[index(Slot::First)] = Some(revision);
+                        if !pair.lease.has_entry(Slot::First) {
+                            pair.lease
+                                .create_landed(Slot::First, Instant::now().into_std());
+                        }
                     }
-                    last_revision = Some(revision);
-                    Pair::lock(pair).revisions[index(Slot::First)] = Some(revision);
                 }
                 // The entry is gone (or was overwritten). If the second entry carries the
                 // lease, the session goes on and the entry is created again in it; else the
@@ -419,10 +430,18 @@ async fn second_writer<B: Bucket, P: PartitionSource>(
                     revision,
                     session: found,
                 }) => {
-                    // A write of ours landed unacknowledged (or an entry of an earlier
-                    // session of this process is there): written over next.
+                    // A write of ours landed unacknowledged (a create of it counts, crediting
+                    // nothing), or an entry of an earlier session of this process is there
+                    // (written over next).
                     last = Some((revision, found));
                     Pair::lock(pair).revisions[index(Slot::Second)] = Some(revision);
+                    if found == current_session && *sessions.borrow() == Some(current_session) {
+                        let mut pair = Pair::lock(pair);
+                        if !pair.lease.has_entry(Slot::Second) {
+                            pair.lease
+                                .create_landed(Slot::Second, Instant::now().into_std());
+                        }
+                    }
                 }
                 Ok(Found::Nothing) => {
                     if last.is_some_and(|(_, held)| held == current_session)

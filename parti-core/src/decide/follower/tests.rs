@@ -487,6 +487,21 @@ fn a_watch_set_up_again_is_followed_by_a_fresh_read() {
 }
 
 #[test]
+fn while_the_watch_fails_the_record_is_read_every_read_timeout() {
+    let mut h = holding(&[0], 60_000);
+    h.at(ms(500)).feed(FollowerEvent::WatchFailed);
+    assert_eq!(h.machine.next_deadline(), Some(h.now + READ_TIMEOUT));
+    // The read comes at that deadline, and finds the record revoked.
+    let read = read_op(&h.at(ms(1500)).feed(FollowerEvent::Tick));
+    let actions = h.feed(FollowerEvent::RecordRead {
+        op: read,
+        outcome: Ok(None),
+    });
+    let (_, revoked) = revoke_op(&actions);
+    assert_eq!(revoked, [p(0)]);
+}
+
+#[test]
 fn after_a_lapse_only_a_fresh_read_counts() {
     let mut h = holding(&[0], 1000);
     h.at(ms(1000)).feed(FollowerEvent::Tick);
