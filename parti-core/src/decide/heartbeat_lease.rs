@@ -30,7 +30,8 @@ pub enum Slot {
 }
 
 impl Slot {
-    fn index(self) -> usize {
+    /// Its position in a pair (`First` 0, `Second` 1).
+    pub(crate) fn index(self) -> usize {
         match self {
             Self::First => 0,
             Self::Second => 1,

@@ -48,13 +48,6 @@ pub struct HeartbeatView {
     known: [BTreeMap<WorkerId, Beat>; 2],
 }
 
-fn index(slot: Slot) -> usize {
-    match slot {
-        Slot::First => 0,
-        Slot::Second => 1,
-    }
-}
-
 impl HeartbeatView {
     /// An empty view of one heartbeat bucket, or of two.
     pub fn new(two_buckets: bool) -> Self {
@@ -66,20 +59,20 @@ impl HeartbeatView {
 
     /// `slot`'s bucket holds `beat` for `worker` now; returns the worker's beat.
     pub fn put(&mut self, slot: Slot, worker: &WorkerId, beat: Beat) -> Beat {
-        self.known[index(slot)].insert(worker.clone(), beat);
+        self.known[slot.index()].insert(worker.clone(), beat);
         self.beat(worker).unwrap_or(beat)
     }
 
     /// `slot`'s bucket no longer holds `worker`'s heartbeat; returns the worker's beat if
     /// the other bucket still holds one (`None`: gone from both).
     pub fn remove(&mut self, slot: Slot, worker: &WorkerId) -> Option<Beat> {
-        self.known[index(slot)].remove(worker);
+        self.known[slot.index()].remove(worker);
         self.beat(worker)
     }
 
     /// Forgets what `slot`'s bucket held (its watch starts again, or the bucket was lost).
     pub fn forget(&mut self, slot: Slot) {
-        self.known[index(slot)].clear();
+        self.known[slot.index()].clear();
     }
 
     /// The worker's beat, if either bucket holds one.

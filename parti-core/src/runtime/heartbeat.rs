@@ -66,13 +66,6 @@ impl Pair {
     }
 }
 
-fn index(slot: Slot) -> usize {
-    match slot {
-        Slot::First => 0,
-        Slot::Second => 1,
-    }
-}
-
 /// Beats until `stop`, then deletes the heartbeat (at its last revision, so a heartbeat that
 /// another process writes under the same id after this one lost it is left alone). Returns
 /// early if another process's heartbeat replaced this one's (the id is no longer ours).
@@ -132,7 +125,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
 fn set_unanswered<B, P>(session: &Session<B, P>, pair: &Mutex<Pair>, slot: Slot, unanswered: bool) {
     let all = {
         let mut pair = Pair::lock(pair);
-        pair.unanswered[index(slot)] = unanswered;
+        pair.unanswered[slot.index()] = unanswered;
         let writers = 1 + usize::from(session.buckets.second_heartbeat.is_some());
         pair.unanswered[..writers].iter().all(|u| *u)
     };
@@ -151,7 +144,7 @@ fn acknowledged<B, P>(
 ) {
     let extended = {
         let mut pair = Pair::lock(pair);
-        pair.revisions[index(slot)] = Some(revision);
+        pair.revisions[slot.index()] = Some(revision);
         pair.last_ack = pair.last_ack.max(sent);
         let grown =
             pair.lease
@@ -286,7 +279,7 @@ async fn first_writer<B: Bucket, P: PartitionSource>(
                     last_revision = Some(revision);
                     if beating.is_some_and(|current| current != named) {
                         set_session(&mut beating, None);
-                        Pair::lock(pair).revisions[index(Slot::First)] = Some(revision);
+                        Pair::lock(pair).revisions[Slot::First.index()] = Some(revision);
                     } else {
                         if beating.is_none() && found == 0 {
                             set_session(&mut beating, Some(named));
@@ -295,7 +288,7 @@ async fn first_writer<B: Bucket, P: PartitionSource>(
                         // made again): it counts, but credits nothing — the write that
                         // landed may be an earlier one than the last sent.
                         let mut pair = Pair::lock(pair);
-                        pair.revisions[index(Slot::First)] = Some(revision);
+                        pair.revisions[Slot::First.index()] = Some(revision);
                         if !pair.lease.has_entry(Slot::First) {
                             pair.lease
                                 .create_landed(Slot::First, Instant::now().into_std());
@@ -317,7 +310,7 @@ async fn first_writer<B: Bucket, P: PartitionSource>(
                     let rides_on_second = {
                         let mut pair = Pair::lock(pair);
                         pair.lease.lost(Slot::First);
-                        pair.revisions[index(Slot::First)] = None;
+                        pair.revisions[Slot::First.index()] = None;
                         pair.lease.is_alive()
                     };
                     if !rides_on_second {
@@ -434,7 +427,7 @@ async fn second_writer<B: Bucket, P: PartitionSource>(
                     // nothing), or an entry of an earlier session of this process is there
                     // (written over next).
                     last = Some((revision, found));
-                    Pair::lock(pair).revisions[index(Slot::Second)] = Some(revision);
+                    Pair::lock(pair).revisions[Slot::Second.index()] = Some(revision);
                     if found == current_session && *sessions.borrow() == Some(current_session) {
                         let mut pair = Pair::lock(pair);
                         if !pair.lease.has_entry(Slot::Second) {
@@ -452,7 +445,7 @@ async fn second_writer<B: Bucket, P: PartitionSource>(
                     last = None;
                     let mut pair = Pair::lock(pair);
                     pair.lease.lost(Slot::Second);
-                    pair.revisions[index(Slot::Second)] = None;
+                    pair.revisions[Slot::Second.index()] = None;
                 }
                 Ok(Found::Garbage(revision)) => {
                     last = Some((revision, 0));

@@ -516,10 +516,7 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
     /// The calculator's event for what the heartbeat watch of `slot`'s bucket delivered,
     /// through the view of both buckets (with one, the view adds nothing).
     fn heartbeat_delivery(&mut self, slot: Slot, delivered: Delivery) -> CalculatorEvent {
-        let i = match slot {
-            Slot::First => 0,
-            Slot::Second => 1,
-        };
+        let i = slot.index();
         let bucket = match slot {
             Slot::First => Some(&self.session.buckets.heartbeat),
             Slot::Second => self.session.buckets.second_heartbeat.as_ref(),
