@@ -62,6 +62,8 @@ const RECREATE_AFTER: Duration = Duration::from_millis(200);
 pub struct NatsStore {
     client: async_nats::Client,
     jetstream: jetstream::Context,
+    /// How long a JetStream request may take.
+    request_timeout: Duration,
     /// The buckets this store (or a clone) opened: one of them missing was deleted since.
     opened: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -106,6 +108,7 @@ impl NatsStore {
         Self {
             client,
             jetstream,
+            request_timeout: timeout,
             opened: Arc::default(),
         }
     }
@@ -166,6 +169,11 @@ impl NatsStore {
 
     pub(crate) fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    /// How long a JetStream request may take before it counts as timed out.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     fn check_server_version(&self, target: Target<'_>) -> StoreResult<()> {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use parti_core::store::{
     DeleteReason, Entry, Operation, Revision, StoreResult, WatchEvent, WatchFrom, WatchStream,
 };
@@ -17,6 +17,22 @@ use crate::store::NatsStore;
 /// The first and the longest wait before re-creating a failed watch.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How long creating a watch's consumer may take before it is tried again. Creating one
+/// takes milliseconds. But on a cluster with one node down, the server places about one
+/// ephemeral consumer in three on the dead node — for minutes after the kill: it does not
+/// know the node is gone — and that request is never answered: waiting the request timeout
+/// (twice over, in async-nats' watch) left a watch deaf for 10 s at a time, and a worker
+/// granted partitions applied them that late. A creation that takes longer than this is
+/// dropped and tried again (its consumer, if the node ever creates it, goes away unused);
+/// after [`OPEN_TIMEOUTS_BEFORE_WAITING_LONGER`] timeouts in a row each one doubles the
+/// wait, up to the store's request timeout, so a server that is merely slow is still
+/// waited for.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many consumer creations in a row may time out after [`OPEN_TIMEOUT`] before the
+/// watch waits longer: with a node of three down, 3 in a row happen once in 27 tries.
+const OPEN_TIMEOUTS_BEFORE_WAITING_LONGER: u32 = 3;
 
 /// After this long without an event, a watch of a replicated bucket asks the server whether
 /// the bucket moved past what it delivered; if so its consumer is stuck and is re-created.
@@ -68,6 +84,8 @@ struct ResumingWatch {
     /// JetStream's advisory that the bucket's stream was deleted: the watch then ends.
     deleted: async_nats::Subscriber,
     retry: Duration,
+    /// How many consumer creations in a row timed out.
+    open_timeouts: u32,
 }
 
 /// Starts a watch of `watched` in `kv` from `from`.
@@ -109,8 +127,15 @@ pub(crate) async fn start(
         consumer: None,
         deleted,
         retry: RETRY_MIN,
+        open_timeouts: 0,
     };
-    watch.consumer = Some(open(&watch.kv, &watch.watched, watch.next).await?);
+    // A creation that timed out is tried again by the watch itself, which delivers from
+    // `next` once it has a consumer: nothing after `from` is lost meanwhile.
+    match watch.open().await {
+        Ok(consumer) => watch.consumer = Some(consumer),
+        Err(OpenFailure::TimedOut) => {}
+        Err(OpenFailure::Failed(e)) => return Err(e),
+    }
     Ok(WatchStream::new(futures_util::stream::unfold(
         Some(watch),
         |state| async move {
@@ -149,16 +174,54 @@ fn watch_target<'a>(kv: &'a kv::Store, prefix: &'a str) -> Target<'a> {
     }
 }
 
-/// A consumer of the records `watched` needs, from revision `next` on.
-async fn open(kv: &kv::Store, watched: &Watched, next: u64) -> StoreResult<kv::Watch> {
-    let consumer = match watched {
-        Watched::Prefix(_) => kv.watch_all_from_revision(next).await,
-        Watched::Key(key) => kv.watch_from_revision(key, next).await,
-    };
-    consumer.map_err(|e| watch_error(watch_target(kv, watched.as_str()), e))
+/// How long a consumer creation may take after `timeouts` in a row, with the store's
+/// `request_timeout`.
+fn open_timeout(timeouts: u32, request_timeout: Duration) -> Duration {
+    let doublings = timeouts.saturating_sub(OPEN_TIMEOUTS_BEFORE_WAITING_LONGER - 1);
+    OPEN_TIMEOUT
+        .saturating_mul(1 << doublings.min(16))
+        .min(request_timeout.max(OPEN_TIMEOUT))
+}
+
+/// Why a consumer could not be created.
+enum OpenFailure {
+    /// Not within the watch's open timeout.
+    TimedOut,
+    /// The server refused, or the request timed out inside the client.
+    Failed(parti_core::store::StoreError),
 }
 
 impl ResumingWatch {
+    /// A consumer of the records the watch needs, from revision `next` on, created within
+    /// the open timeout.
+    async fn open(&mut self) -> Result<kv::Watch, OpenFailure> {
+        let consumer = match &self.watched {
+            Watched::Prefix(_) => self.kv.watch_all_from_revision(self.next).boxed(),
+            Watched::Key(key) => self.kv.watch_from_revision(key, self.next).boxed(),
+        };
+        let timeout = self.open_timeout();
+        match tokio::time::timeout(timeout, consumer).await {
+            Ok(Ok(consumer)) => {
+                self.open_timeouts = 0;
+                Ok(consumer)
+            }
+            Ok(Err(e)) => Err(OpenFailure::Failed(watch_error(
+                watch_target(&self.kv, self.watched.as_str()),
+                e,
+            ))),
+            Err(_) => {
+                tracing::debug!(bucket = %self.kv.name, ?timeout, "creating the watch's consumer timed out");
+                self.open_timeouts += 1;
+                Err(OpenFailure::TimedOut)
+            }
+        }
+    }
+
+    /// How long the next consumer creation may take.
+    fn open_timeout(&self) -> Duration {
+        open_timeout(self.open_timeouts, self.store.request_timeout())
+    }
+
     /// The next event, re-creating the consumer as often as needed; `Err` only when the
     /// bucket no longer exists.
     async fn next(&mut self) -> StoreResult<WatchEvent> {
@@ -175,14 +238,9 @@ impl ResumingWatch {
                 () = tokio::time::sleep(IDLE_CHECK) => {
                     if connects(&self.store) != self.connects {
                         self.after_reconnect().await?;
-                    } else if self.idle_check {
-                        let target = watch_target(&self.kv, self.watched.as_str());
-                        if let Ok(last) = last_revision(&self.store, &self.kv, target).await {
-                            if last >= self.next {
-                                tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
-                                self.consumer = None;
-                            }
-                        }
+                    } else if self.idle_check && self.missed_something().await {
+                        tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
+                        self.consumer = None;
                     }
                     continue;
                 }
@@ -208,6 +266,27 @@ impl ResumingWatch {
                 }
             }
         }
+    }
+
+    /// Whether the server holds a record the consumer should have delivered by now. A
+    /// prefix watch's consumer gets every record of the bucket (it is filtered here, and
+    /// `next` follows each), so the bucket's last revision tells. A key watch's consumer
+    /// gets the key's records only: the key's last revision tells — the bucket's would
+    /// count every other key's writes as missed, and re-create a healthy consumer each
+    /// second. `false` when the server cannot tell now (asked again at the next look).
+    async fn missed_something(&mut self) -> bool {
+        let target = watch_target(&self.kv, self.watched.as_str());
+        let last = match &self.watched {
+            Watched::Prefix(_) => last_revision(&self.store, &self.kv, target).await.ok(),
+            Watched::Key(key) => self
+                .kv
+                .stream
+                .get_last_raw_message_by_subject(&format!("{}{key}", self.kv.prefix))
+                .await
+                .ok()
+                .map(|message| message.sequence),
+        };
+        last.is_some_and(|last| last >= self.next)
     }
 
     /// The client connected again: the server may have restarted without its data, and
@@ -243,13 +322,20 @@ impl ResumingWatch {
     async fn reopen(&mut self) -> StoreResult<()> {
         tokio::time::sleep(self.retry).await;
         self.retry = (self.retry * 2).min(RETRY_MAX);
+        let opened = self.open().await;
         let target = watch_target(&self.kv, self.watched.as_str());
-        match open(&self.kv, &self.watched, self.next).await {
+        match opened {
             Ok(consumer) => {
                 self.consumer = Some(consumer);
                 Ok(())
             }
-            Err(e) => match self.store.stream_exists(target).await {
+            // The timeout spaced the attempts already: tried again right after the
+            // shortest wait.
+            Err(OpenFailure::TimedOut) => {
+                self.retry = RETRY_MIN;
+                Ok(())
+            }
+            Err(OpenFailure::Failed(e)) => match self.store.stream_exists(target).await {
                 Ok(false) => Err(target.not_found()),
                 _ => {
                     tracing::debug!(bucket = %self.kv.name, error = %e, "cannot resume watch yet");
@@ -285,5 +371,20 @@ impl ResumingWatch {
             revision,
             reason,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_creation_waits_longer_only_after_three_timeouts_in_a_row() {
+        let request = Duration::from_secs(5);
+        let waits: Vec<_> = (0..7).map(|n| open_timeout(n, request).as_secs()).collect();
+        assert_eq!(waits, [1, 1, 1, 2, 4, 5, 5]);
+        assert_eq!(open_timeout(u32::MAX, request), request);
+        // A request timeout below a second does not make the first tries shorter.
+        assert_eq!(open_timeout(0, Duration::from_millis(300)), OPEN_TIMEOUT);
     }
 }

@@ -71,6 +71,7 @@ impl<S: Store> Fleet<S> {
         config: Config,
         partitions: usize,
     ) -> Self {
+        crate::log::init();
         Self {
             connect: Arc::new(connect),
             config,

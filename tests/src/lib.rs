@@ -20,10 +20,12 @@
 //! [`rng`] (seeded schedules), [`source`] (a partition source that can fail or hang),
 //! [`nats_server`] (real server processes on loopback), [`nats`] (a `Store` fixture that
 //! owns its servers) and [`outage`] (cutting a fleet off from its store, on every backend).
+//! A fleet prints the library's events when `PARTI_TEST_LOG` names a level ([`log`]).
 
 pub mod consumer;
 pub mod fleet;
 pub mod ledger;
+pub mod log;
 pub mod nats;
 pub mod nats_server;
 pub mod outage;

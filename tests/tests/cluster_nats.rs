@@ -31,6 +31,7 @@ async fn a_lame_duck_restart_of_each_node_costs_nothing() {
         |server| {
             server.lame_duck_restart();
         },
+        Afterwards::Crash,
     )
     .await;
 }
@@ -43,18 +44,35 @@ const DOWN: Duration = Duration::from_secs(10);
 /// buckets' leaders the parti leader keeps on different nodes: no partition changes hands
 /// or is unowned at any moment, and no worker loses its id. (With one heartbeat —
 /// `with_two_heartbeats(false)` — the first kill of the heartbeat stream's leader ends all
-/// 60 ownerships: the stream fails over in 3.6–6.9 s, longer than the 3 s TTL.)
+/// 60 ownerships: the stream fails over in 3.6–6.9 s, longer than the 3 s TTL.) Then, with
+/// one node killed and its streams failed over, a worker crash is re-owned within the bound
+/// of a healthy cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_costs_nothing() {
     let config = Config::default().with_replicas(3);
-    each_node_in_turn(config, "kill", |server| {
-        server.kill();
-        // The fault's length, on the blocking thread that plays the operator; the fleet is
-        // watched meanwhile.
-        std::thread::sleep(DOWN);
-        server.resume();
-    })
+    each_node_in_turn(
+        config,
+        "kill",
+        |server| {
+            server.kill();
+            // The fault's length, on the blocking thread that plays the operator; the fleet
+            // is watched meanwhile.
+            std::thread::sleep(DOWN);
+            server.resume();
+        },
+        Afterwards::CrashWithANodeDown,
+    )
     .await;
+}
+
+/// What [`each_node_in_turn`] does after its rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Afterwards {
+    /// Crashes a worker: re-owned within [`reown_bound`].
+    Crash,
+    /// Kills a node, waits until every bucket's stream has a leader again, then crashes a
+    /// worker: re-owned within [`reown_bound`] all the same.
+    CrashWithANodeDown,
 }
 
 /// A 3-node cluster, the fleet's buckets on it, and a fleet of [`WORKERS`] with `config`,
@@ -89,6 +107,69 @@ async fn settled_fleet(config: &Config) -> (NatsFixture, Fleet<NatsFixture>) {
     (nats, fleet)
 }
 
+/// Kills node `node` and waits, watching the fleet, until each of the fleet's buckets has a
+/// stream leader again; the fleet's ownerships meanwhile as in the rounds: none ended.
+async fn kill_and_wait_for_failover(
+    nats: &NatsFixture,
+    fleet: &mut Fleet<NatsFixture>,
+    config: &Config,
+    node: usize,
+) {
+    let leaders = heartbeat_leaders(nats, config).await;
+    println!(
+        "kill of node-{node} with a crash to come; the heartbeat streams' leaders: {leaders:?}"
+    );
+    nats.with_servers(|servers| match servers {
+        Servers::Cluster(cluster) => cluster.nodes()[node].kill(),
+        Servers::Single(_) => unreachable!("a cluster"),
+    });
+    let killed = Instant::now();
+    let buckets = [
+        &config.buckets.ids,
+        &config.buckets.election,
+        &config.buckets.heartbeat,
+        &config.buckets.second_heartbeat,
+        &config.buckets.assignment,
+    ];
+    // A client of a surviving node (the fixture's own may have been on the killed one).
+    let survivor = nats.pinned((node + 1) % 3).await;
+    for bucket in buckets {
+        loop {
+            let leader = stream_leader(survivor.store().client(), bucket).await;
+            if leader.is_some_and(|leader| !leader.is_empty()) {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "{bucket}: no stream leader 60 s after node {node} was killed"
+            );
+            fleet
+                .watch_until(Instant::now() + Duration::from_millis(200))
+                .await;
+        }
+    }
+    println!(
+        "node-{node} killed; every stream has a leader after {:?}",
+        killed.elapsed()
+    );
+    let ended = ended_ownerships(fleet);
+    assert!(
+        ended.is_empty(),
+        "node {node}'s kill: {ended:?} ended\n{}",
+        fleet.describe()
+    );
+}
+
+/// The nodes leading the two heartbeat buckets' streams (empty: none, or no answer).
+async fn heartbeat_leaders(nats: &NatsFixture, config: &Config) -> Vec<String> {
+    let mut leaders = Vec::new();
+    for bucket in [&config.buckets.heartbeat, &config.buckets.second_heartbeat] {
+        let leader = stream_leader(nats.store().client(), bucket).await;
+        leaders.push(leader.unwrap_or_default());
+    }
+    leaders
+}
+
 /// The partitions whose ownership ended.
 fn ended_ownerships(fleet: &Fleet<NatsFixture>) -> Vec<String> {
     fleet
@@ -107,17 +188,14 @@ async fn each_node_in_turn(
     config: Config,
     what: &'static str,
     disrupt: fn(&mut tests::nats_server::NatsServer),
+    afterwards: Afterwards,
 ) {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (nats, mut fleet) = settled_fleet(&config).await;
     let ids = fleet.ids();
     let url = nats.url();
     for node in 0..3 {
-        let client = nats.store().client();
-        let mut leaders = Vec::new();
-        for bucket in [&config.buckets.heartbeat, &config.buckets.second_heartbeat] {
-            leaders.push(stream_leader(client, bucket).await.unwrap_or_default());
-        }
+        let leaders = heartbeat_leaders(&nats, &config).await;
         println!("{what} of node-{node}; the heartbeat streams' leaders: {leaders:?}");
         let servers = nats.clone();
         let restart = tokio::task::spawn_blocking(move || {
@@ -153,9 +231,13 @@ async fn each_node_in_turn(
         fleet.check_ledger();
     }
     fleet.settle(Duration::ZERO).await;
+    if afterwards == Afterwards::CrashWithANodeDown {
+        kill_and_wait_for_failover(&nats, &mut fleet, &config, 1).await;
+    }
     // After all that, a worker crash is re-owned as fast as ever (two heartbeats do not
     // slow failover down): within the bound the scenarios hold every fleet to.
     let victim = fleet.follower();
+    tracing::info!(%victim, "crashing a worker");
     let crashed = Instant::now();
     fleet.crash(&victim).await;
     fleet.settle(Duration::from_secs(60)).await;

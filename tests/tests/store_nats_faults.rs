@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
+use futures_util::StreamExt;
 use parti_core::runtime::{Manager, StaticSource};
 use parti_core::store::{
     Bucket, BucketSpec, DeleteReason, Revision, Store, StoreError, WatchEvent, WatchFrom,
@@ -489,4 +490,48 @@ async fn keep_leader_apart_moves_one_of_two_leaders_off_a_shared_node() {
         same_node > 0,
         "no pair of 12 shared a leader's node (1 in 3 each)"
     );
+}
+
+/// A key watch on a replicated bucket keeps its consumer while other keys are written, and
+/// still delivers its key. (Its idle check asked for the bucket's last revision, not the
+/// key's: once any other key was written after the watched one, every key watch of a fleet
+/// re-created its consumer each second — a JetStream API request per watch per second, and
+/// with a node of three down, a third of those hang. With that check back, this fails at
+/// the first look.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_watch_keeps_its_consumer_while_other_keys_change() {
+    let fixture = NatsFixture::cluster().await;
+    let bucket = fixture.bucket(&spec("busy")).await.unwrap();
+    let first = bucket.create("a", "1".into()).await.unwrap();
+    let mut watch = bucket.watch_key("a", WatchFrom::Now).await.unwrap();
+    // The watch waits for its next event meanwhile (a watch looks only while polled).
+    let delivered = tokio::spawn(async move { next_event(&mut watch).await.revision() });
+    let stream = async_nats::jetstream::new(fixture.store().client().clone())
+        .get_stream("KV_busy")
+        .await
+        .unwrap();
+    let consumers = || async {
+        let mut names: Vec<String> = stream
+            .consumer_names()
+            .filter_map(|name| async move { name.ok() })
+            .collect()
+            .await;
+        names.sort();
+        names
+    };
+    let watching = consumers().await;
+    assert_eq!(watching.len(), 1, "the watch's consumer: {watching:?}");
+    // Writes of another key through several of the watch's idle checks (one a second).
+    let until = Instant::now() + Duration::from_millis(4_500);
+    while Instant::now() < until {
+        bucket.put("b", "x".into()).await.unwrap();
+        assert_eq!(
+            consumers().await,
+            watching,
+            "the key watch's consumer changed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let second = bucket.update("a", "2".into(), first).await.unwrap();
+    assert_eq!(delivered.await.unwrap(), second);
 }

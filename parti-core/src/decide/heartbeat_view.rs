@@ -10,9 +10,15 @@
 //! beat seen in one bucket only confirms nothing. Revisions of the two buckets are not
 //! comparable, so a beat not taken from the first carries revision 0 (ordered by session).
 //!
-//! Pure: no I/O, no clock.
+//! A bucket whose watch stops delivering has no say: every live worker, the leader
+//! included, writes to both buckets every interval, so a working watch is never silent for
+//! a TTL; once one is ([`HeartbeatView::heard`]), what it showed is forgotten, and absence
+//! from its bucket is for listings to find.
+//!
+//! Pure: no I/O, no clock (the time comes with each call).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use parti_strategy::WorkerId;
 
@@ -46,6 +52,8 @@ pub struct HeartbeatView {
     /// Whether heartbeats go to two buckets (with one, beats pass through as they are).
     two: bool,
     known: [BTreeMap<WorkerId, Beat>; 2],
+    /// When each bucket's watch last delivered (`None`: not since it was last forgotten).
+    heard: [Option<Instant>; 2],
 }
 
 impl HeartbeatView {
@@ -54,6 +62,37 @@ impl HeartbeatView {
         Self {
             two: two_buckets,
             known: Default::default(),
+            heard: [None; 2],
+        }
+    }
+
+    /// `slot`'s watch delivered something at `now`. If the other bucket's watch delivered
+    /// before but nothing for `silence` since (a heartbeat TTL), it has stopped working:
+    /// what it showed is forgotten, so that its last beats keep no worker present — a
+    /// worker gone from the working bucket is then gone, unless a listing finds it in the
+    /// other.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use parti_core::decide::{Beat, HeartbeatView, Slot};
+    /// use parti_strategy::WorkerId;
+    ///
+    /// let (worker, ttl, t0) = (WorkerId::new("worker-0"), Duration::from_secs(3), Instant::now());
+    /// let beat = Beat { holder: 4, revision: 9, applied: 1, term_seen: 1, confirms_session: true };
+    /// let mut view = HeartbeatView::new(true);
+    /// view.heard(Slot::Second, t0, ttl);
+    /// view.put(Slot::Second, &worker, beat);
+    /// // The second bucket's watch says nothing more; the first's goes on for a TTL.
+    /// view.heard(Slot::First, t0 + ttl, ttl);
+    /// view.put(Slot::First, &worker, beat);
+    /// assert_eq!(view.remove(Slot::First, &worker), None, "the silent bucket has no say");
+    /// ```
+    pub fn heard(&mut self, slot: Slot, now: Instant, silence: Duration) {
+        self.heard[slot.index()] = Some(now);
+        let other = slot.other().index();
+        if self.heard[other].is_some_and(|at| now.saturating_duration_since(at) >= silence) {
+            self.heard[other] = None;
+            self.known[other].clear();
         }
     }
 
@@ -73,6 +112,7 @@ impl HeartbeatView {
     /// Forgets what `slot`'s bucket held (its watch starts again, or the bucket was lost).
     pub fn forget(&mut self, slot: Slot) {
         self.known[slot.index()].clear();
+        self.heard[slot.index()] = None;
     }
 
     /// The worker's beat, if either bucket holds one.

@@ -31,7 +31,8 @@ use super::Machine;
 use super::op::{OpId, OpIds};
 use super::{
     Backoff, Beat, ChangeKind, Decision, EmergencyDetector, Handoff, ListingTicket,
-    RebalanceReason, RebalanceScheduler, RecordChange, Step, StoredRecord, WindowPolicy, classify,
+    RebalanceReason, RebalanceScheduler, RecordChange, Slot, Step, StoredRecord, WindowPolicy,
+    classify,
 };
 use crate::wire::Lifecycle;
 
@@ -44,6 +45,10 @@ pub struct CalculatorTimings {
     pub poll_interval: Duration,
     /// How often heartbeats are listed while their watch delivers.
     pub backstop_interval: Duration,
+    /// Whether heartbeats go to two buckets, each with its own watch
+    /// ([`Config::writes_two_heartbeats`](crate::config::Config::writes_two_heartbeats)):
+    /// then either watch silent makes the listings frequent.
+    pub two_heartbeats: bool,
     /// The longest any other call may take (`heartbeat_ttl`).
     pub call_timeout: Duration,
     /// The heartbeat TTL: after the heartbeat bucket is lost, how long absence proves
@@ -141,20 +146,24 @@ pub enum CalculatorEvent {
         /// Its result.
         outcome: Result<(bool, Vec<Partition>), ()>,
     },
-    /// The watch saw a worker's heartbeat (`None`: the value is not a heartbeat; it makes
-    /// nobody live).
+    /// A heartbeat watch saw a worker's heartbeat (`None`: the value is not a heartbeat;
+    /// it makes nobody live).
     Heartbeat {
         /// The worker.
         worker: WorkerId,
-        /// The heartbeat.
+        /// The heartbeat (with two buckets, what both show: see
+        /// [`HeartbeatView`](super::HeartbeatView)).
         beat: Option<Beat>,
+        /// The bucket whose watch saw it.
+        via: Slot,
     },
-    /// The watch saw a worker's heartbeat expire (or go, for a reason it cannot tell).
-    HeartbeatGone(WorkerId),
-    /// The watch saw a worker's heartbeat deleted: the worker stopped gracefully. Like
-    /// [`HeartbeatGone`](Self::HeartbeatGone), but the worker is lost with no
+    /// A heartbeat watch (of the bucket in the slot) saw a worker's heartbeat expire (or
+    /// go, for a reason it cannot tell), and no bucket holds one.
+    HeartbeatGone(WorkerId, Slot),
+    /// A heartbeat watch saw a worker's heartbeat deleted: the worker stopped gracefully.
+    /// Like [`HeartbeatGone`](Self::HeartbeatGone), but the worker is lost with no
     /// `emergency_grace` and its departure is a [`ChangeKind::Leave`], not an emergency.
-    HeartbeatDeleted(WorkerId),
+    HeartbeatDeleted(WorkerId, Slot),
     /// The heartbeat watch was set up (again): what changed while it was down is for a
     /// listing to find.
     HeartbeatWatchStarted,
@@ -396,6 +405,7 @@ impl Op {
 /// let timings = CalculatorTimings {
 ///     poll_interval: s / 2,
 ///     backstop_interval: 30 * s,
+///     two_heartbeats: false,
 ///     call_timeout: 3 * s,
 ///     heartbeat_ttl: 3 * s,
 ///     retry: s / 2,
@@ -464,8 +474,9 @@ pub struct CalculatorMachine {
     wake: Option<Instant>,
     /// When the last listing was asked for.
     last_listing: Instant,
-    /// When the watch last delivered a heartbeat.
-    last_delivery: Option<Instant>,
+    /// When each heartbeat watch last delivered (by [`Slot::index`]; the second unused
+    /// with one bucket).
+    last_delivery: [Option<Instant>; 2],
     /// When to try the handoff's writes again after a failure.
     retry_handoff: Option<Instant>,
     /// When to ask the source again after it failed (a refresh then).
@@ -515,7 +526,7 @@ impl CalculatorMachine {
             ops: OpIds::default(),
             wake: None,
             last_listing: now,
-            last_delivery: None,
+            last_delivery: [None; 2],
             retry_handoff: None,
             retry_refresh: None,
             want_load: Some(now),
@@ -823,12 +834,21 @@ impl CalculatorMachine {
         self.decide(decision);
     }
 
-    /// When the next listing is due: a poll interval after the last one while the
+    /// When the next listing is due: a poll interval after the last one while a
     /// heartbeat watch is silent (a TTL without a delivery, or none yet), a backstop
-    /// interval after it while the watch delivers.
+    /// interval after it while every watch delivers. (With two buckets, one watch that
+    /// broke must not hide behind the other that works: absence from its bucket is then
+    /// seen by listings only.)
     fn listing_due(&self) -> Instant {
         let poll = self.last_listing + self.timings.poll_interval;
-        match self.last_delivery {
+        let watches = if self.timings.two_heartbeats { 2 } else { 1 };
+        // The watch heard from least recently (`None`, never heard from, first).
+        let least_recent = self.last_delivery[..watches]
+            .iter()
+            .copied()
+            .min()
+            .flatten();
+        match least_recent {
             None => poll,
             Some(delivered) => {
                 let silent_from = delivered + self.timings.heartbeat_ttl;
@@ -1070,15 +1090,13 @@ impl Machine for CalculatorMachine {
         if self.resigned {
             return actions;
         }
-        if matches!(
-            event,
-            CalculatorEvent::Heartbeat { .. }
-                | CalculatorEvent::HeartbeatGone(_)
-                | CalculatorEvent::HeartbeatDeleted(_)
-        ) {
-            self.last_delivery = Some(now);
+        if let CalculatorEvent::Heartbeat { via, .. }
+        | CalculatorEvent::HeartbeatGone(_, via)
+        | CalculatorEvent::HeartbeatDeleted(_, via) = event
+        {
+            self.last_delivery[via.index()] = Some(now);
         }
-        let deleted = matches!(event, CalculatorEvent::HeartbeatDeleted(_));
+        let deleted = matches!(event, CalculatorEvent::HeartbeatDeleted(..));
         match event {
             CalculatorEvent::Tick => {}
             CalculatorEvent::Loaded { op, outcome } => {
@@ -1135,6 +1153,7 @@ impl Machine for CalculatorMachine {
             CalculatorEvent::Heartbeat {
                 worker,
                 beat: Some(beat),
+                ..
             } => {
                 if beat.term_seen > self.term {
                     self.resign(beat.term_seen);
@@ -1150,7 +1169,8 @@ impl Machine for CalculatorMachine {
             }
             CalculatorEvent::Heartbeat { beat: None, .. } => {}
             CalculatorEvent::HeartbeatWatchStarted => self.want_list |= self.loaded,
-            CalculatorEvent::HeartbeatGone(worker) | CalculatorEvent::HeartbeatDeleted(worker)
+            CalculatorEvent::HeartbeatGone(worker, _)
+            | CalculatorEvent::HeartbeatDeleted(worker, _)
                 if self.loaded && self.blind_until.is_none() =>
             {
                 if deleted {
@@ -1171,7 +1191,7 @@ impl Machine for CalculatorMachine {
                 self.live.remove(&worker);
                 self.observe(now, &mut actions);
             }
-            CalculatorEvent::HeartbeatGone(_) | CalculatorEvent::HeartbeatDeleted(_) => {}
+            CalculatorEvent::HeartbeatGone(..) | CalculatorEvent::HeartbeatDeleted(..) => {}
             CalculatorEvent::Claimed { worker, parked } => {
                 self.unclaimed_noted.remove(&worker);
                 let new = self.claimed.insert(worker.clone());

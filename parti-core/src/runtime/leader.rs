@@ -53,6 +53,7 @@ pub(crate) async fn run<B: Bucket, P: PartitionSource>(
     let timings = CalculatorTimings {
         poll_interval: config.heartbeat_poll_interval(),
         backstop_interval: config.backstop_interval(),
+        two_heartbeats: config.writes_two_heartbeats(),
         call_timeout: config.heartbeat_ttl,
         heartbeat_ttl: config.heartbeat_ttl,
         retry,
@@ -522,6 +523,11 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
             Slot::Second => self.session.buckets.second_heartbeat.as_ref(),
         };
         let bucket = bucket.map_or_else(String::new, |bucket| bucket.name().to_owned());
+        if matches!(delivered, Delivery::Put(_) | Delivery::Deleted(..)) {
+            let now = Instant::now().into_std();
+            self.view
+                .heard(slot, now, self.session.config.heartbeat_ttl);
+        }
         match delivered {
             Delivery::Put(entry) if entry.revision.get() < self.heartbeat_revisions[i] => {
                 self.heartbeat_revisions[i] = entry.revision.get();
@@ -542,7 +548,11 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
                     // Not a heartbeat: it makes nobody live (the other bucket may).
                     Err(_) => self.view.remove(slot, &worker),
                 };
-                CalculatorEvent::Heartbeat { worker, beat }
+                CalculatorEvent::Heartbeat {
+                    worker,
+                    beat,
+                    via: slot,
+                }
             }
             Delivery::Deleted(key, reason) => {
                 let Some(worker) = worker_of(&key) else {
@@ -553,9 +563,12 @@ impl<B: Bucket, P> CalculatorShell<B, P> {
                     (Some(beat), _) => CalculatorEvent::Heartbeat {
                         worker,
                         beat: Some(beat),
+                        via: slot,
                     },
-                    (None, DeleteReason::Deleted) => CalculatorEvent::HeartbeatDeleted(worker),
-                    (None, DeleteReason::Expired) => CalculatorEvent::HeartbeatGone(worker),
+                    (None, DeleteReason::Deleted) => {
+                        CalculatorEvent::HeartbeatDeleted(worker, slot)
+                    }
+                    (None, DeleteReason::Expired) => CalculatorEvent::HeartbeatGone(worker, slot),
                 }
             }
             Delivery::Started => {

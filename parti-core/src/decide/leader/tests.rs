@@ -16,6 +16,7 @@ fn timings() -> CalculatorTimings {
     CalculatorTimings {
         poll_interval: S / 2,
         backstop_interval: 30 * S,
+        two_heartbeats: false,
         call_timeout: 3 * S,
         heartbeat_ttl: 3 * S,
         retry: S / 2,
@@ -130,8 +131,19 @@ fn compute_op(a: &[CalculatorAction]) -> Option<(OpId, RebalanceReason, Vec<Work
 
 /// Worker `n`'s heartbeat (reporting nothing applied) is seen by watch.
 fn heartbeat_seen(m: &mut CalculatorMachine, n: u32, now: Instant) -> Vec<CalculatorAction> {
+    heartbeat_seen_via(m, n, Slot::First, now)
+}
+
+/// Worker `n`'s heartbeat (reporting nothing applied) is seen by the watch of `via`'s
+/// bucket.
+fn heartbeat_seen_via(
+    m: &mut CalculatorMachine,
+    n: u32,
+    via: Slot,
+    now: Instant,
+) -> Vec<CalculatorAction> {
     let (worker, beat) = (w(n), Some(beat(n, 0)));
-    m.handle(CalculatorEvent::Heartbeat { worker, beat }, now)
+    m.handle(CalculatorEvent::Heartbeat { worker, beat, via }, now)
 }
 
 /// The claims of `workers` are seen.
@@ -317,6 +329,17 @@ fn listings(
     until: Instant,
     beats: impl Fn(Instant) -> bool,
 ) -> Vec<Instant> {
+    listings_via(m, from, until, beats, &[Slot::First])
+}
+
+/// [`listings`] with the heartbeat delivered by the watches of `via`'s buckets.
+fn listings_via(
+    m: &mut CalculatorMachine,
+    from: Instant,
+    until: Instant,
+    beats: impl Fn(Instant) -> bool,
+    via: &[Slot],
+) -> Vec<Instant> {
     let (mut now, mut listed) = (from, Vec::new());
     let mut next_beat = from;
     while now < until {
@@ -324,7 +347,9 @@ fn listings(
         now = wake.max(now);
         let actions = if now >= next_beat && beats(now) {
             next_beat = now + S / 2;
-            heartbeat_seen(m, 0, now)
+            via.iter()
+                .flat_map(|&slot| heartbeat_seen_via(m, 0, slot, now))
+                .collect()
         } else {
             next_beat = next_beat
                 .max(now + S / 2)
@@ -368,6 +393,41 @@ fn heartbeats_are_listed_rarely_while_the_watch_delivers_and_often_when_it_goes_
     assert!(listed.len() >= expected, "{} < {expected}", listed.len());
 }
 
+/// With two heartbeat buckets, one watch that stops delivering while the other goes on
+/// makes the listings frequent all the same: the working one cannot tell that a worker's
+/// heartbeat is gone from the other bucket. (With one `last_delivery` for both, a leader
+/// whose second watch could not be re-created on a cluster with a node down saw a crash
+/// only at the backstop listing, 11 s after it.)
+#[test]
+fn with_two_heartbeats_one_silent_watch_makes_the_listings_frequent() {
+    let t0 = Instant::now();
+    let (mut m, now) = settled_fleet(t0);
+    m.timings.two_heartbeats = true;
+    let t = m.timings;
+    let both = [Slot::First, Slot::Second];
+    let healthy_until = now + 2 * t.backstop_interval + S;
+    let listed = listings_via(&mut m, now, healthy_until, |_| true, &both);
+    // (The first look may list: the second watch had not delivered before.)
+    assert!(
+        (2..=4).contains(&listed.len()),
+        "listed {} times in {:?} with both watches delivering",
+        listed.len(),
+        healthy_until - now
+    );
+    let until = healthy_until + 10 * S;
+    let listed = listings_via(&mut m, healthy_until, until, |_| true, &[Slot::First]);
+    let first = *listed
+        .first()
+        .expect("listed while the second watch is silent");
+    assert!(
+        first <= healthy_until + t.heartbeat_ttl,
+        "{:?}",
+        first - healthy_until
+    );
+    let expected = ((until - first).as_millis() / t.poll_interval.as_millis()) as usize;
+    assert!(listed.len() >= expected, "{} < {expected}", listed.len());
+}
+
 #[test]
 fn a_worker_the_handoff_waits_for_seen_gone_is_listed_at_once() {
     let t0 = Instant::now();
@@ -402,7 +462,7 @@ fn a_worker_the_handoff_waits_for_seen_gone_is_listed_at_once() {
     // Its heartbeat is seen gone by the watch: a listing at once confirms the release.
     let later = now + S / 10;
     assert!(m.next_deadline().is_none_or(|at| at > later));
-    let actions = m.handle(CalculatorEvent::HeartbeatGone(w(0)), later);
+    let actions = m.handle(CalculatorEvent::HeartbeatGone(w(0), Slot::First), later);
     assert!(list_op(&actions).is_some(), "{actions:?}");
 }
 
@@ -410,7 +470,7 @@ fn a_worker_the_handoff_waits_for_seen_gone_is_listed_at_once() {
 fn an_emergency_plans_with_the_last_good_list_without_asking_the_source() {
     let t0 = Instant::now();
     let (mut m, mut now) = settled_fleet(t0);
-    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2), Slot::First), now);
     // Lost once the grace has passed.
     let until = now + 5 * S;
     let actions = run_until_without(&mut m, &mut now, until, &[w(2)]);
@@ -426,7 +486,7 @@ fn a_graceful_leave_is_rebalanced_at_once_as_a_leave_not_an_emergency() {
     let (mut m, now) = settled_fleet(t0);
     // worker-2 stopped: it deleted its heartbeat, then released its id. No grace to wait
     // out once both are seen.
-    let actions = m.handle(CalculatorEvent::HeartbeatDeleted(w(2)), now);
+    let actions = m.handle(CalculatorEvent::HeartbeatDeleted(w(2), Slot::First), now);
     assert!(
         compute_op(&actions).is_none(),
         "its claim may yet be parked: {actions:?}"
@@ -447,7 +507,7 @@ fn a_claim_parked_after_the_heartbeat_was_deleted_still_keeps_the_partitions() {
     let t0 = Instant::now();
     let (mut m, mut now) = settled_fleet(t0);
     // The two notices come through two watches: the deletion may come first.
-    m.handle(CalculatorEvent::HeartbeatDeleted(w(2)), now);
+    m.handle(CalculatorEvent::HeartbeatDeleted(w(2), Slot::First), now);
     now += S / 10;
     let parked_at = now;
     m.handle(parked(2), now);
@@ -465,7 +525,7 @@ fn a_parked_worker_keeps_its_partitions_for_the_restart_grace() {
     // heartbeat goes.
     let parked_at = now;
     m.handle(parked(2), now);
-    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2), Slot::First), now);
     let grace = timings().restart_grace;
     let actions = run_until_without(&mut m, &mut now, parked_at + grace - S / 10, &[w(2)]);
     assert!(compute_op(&actions).is_none(), "{actions:?}");
@@ -482,7 +542,7 @@ fn an_unparked_worker_without_a_heartbeat_is_lost() {
     let t0 = Instant::now();
     let (mut m, mut now) = settled_fleet(t0);
     m.handle(parked(2), now);
-    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2), Slot::First), now);
     // Its claim expired (or was released): no reason to wait any more.
     now += S;
     m.handle(CalculatorEvent::Unclaimed(w(2)), now);
@@ -502,7 +562,7 @@ fn the_leader_keeps_observing_while_a_computation_hangs() {
     assert_eq!(reason, RebalanceReason::Refresh);
     // Meanwhile a worker dies: its loss is seen while the call hangs.
     let gone_at = now;
-    m.handle(CalculatorEvent::HeartbeatGone(w(1)), gone_at);
+    m.handle(CalculatorEvent::HeartbeatGone(w(1), Slot::First), gone_at);
     let deadline = m.next_deadline().unwrap();
     assert!(deadline <= gone_at + 2 * timings().call_timeout);
     // The hanging computation is abandoned at its deadline; the emergency follows at once,
@@ -706,6 +766,7 @@ fn a_leader_below_a_term_it_finds_steps_down_without_writing() {
         CalculatorEvent::Heartbeat {
             worker: w(1),
             beat: Some(seen),
+            via: Slot::First,
         },
         now,
     );
@@ -842,8 +903,8 @@ proptest! {
                     },
                     _ => CalculatorEvent::Tick,
                 },
-                Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), beat: Some(beat(n.into(), 1)) },
-                Event::Heartbeat(n, false) => CalculatorEvent::HeartbeatGone(w(n.into())),
+                Event::Heartbeat(n, true) => CalculatorEvent::Heartbeat { worker: w(n.into()), beat: Some(beat(n.into(), 1)), via: Slot::First },
+                Event::Heartbeat(n, false) => CalculatorEvent::HeartbeatGone(w(n.into()), Slot::First),
                 Event::Parked(n, parked) => CalculatorEvent::Claimed {
                     worker: w(n.into()),
                     parked,
@@ -864,6 +925,7 @@ fn garbage_under_a_heartbeat_key_is_no_worker_and_confirms_no_release() {
         CalculatorEvent::Heartbeat {
             worker: w(7),
             beat: None,
+            via: Slot::First,
         },
         now,
     );
@@ -925,7 +987,7 @@ fn while_absence_is_unproven_a_missing_worker_stays_in_the_plan() {
     // gone unseen, so worker-2's absence proves nothing until `until`.
     let until = now + timings().heartbeat_ttl;
     m.handle(CalculatorEvent::AbsenceUnproven { until }, now);
-    m.handle(CalculatorEvent::HeartbeatGone(w(2)), now);
+    m.handle(CalculatorEvent::HeartbeatGone(w(2), Slot::First), now);
     let actions = run_until_without(&mut m, &mut now, until - S / 10, &[w(2)]);
     assert!(compute_op(&actions).is_none(), "{actions:?}");
     assert!(m.members().contains(&w(2)), "still in the plan");
