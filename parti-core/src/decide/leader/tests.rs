@@ -383,13 +383,24 @@ fn heartbeats_are_listed_rarely_while_the_watch_delivers_and_often_when_it_goes_
     // delivery on.
     let silent_until = healthy_until + 10 * S;
     let listed = listings(&mut m, healthy_until, silent_until, |_| false);
-    let first = *listed.first().expect("listed while silent");
+    assert_listed_often(&listed, healthy_until, silent_until, &t);
+}
+
+/// `listed` (the listings from `silent_from`, when a watch went silent, to `until`) began a
+/// TTL after `silent_from` at the latest and came every poll interval from then on.
+fn assert_listed_often(
+    listed: &[Instant],
+    silent_from: Instant,
+    until: Instant,
+    t: &CalculatorTimings,
+) {
+    let first = *listed.first().expect("listed while a watch is silent");
     assert!(
-        first <= healthy_until + t.heartbeat_ttl,
-        "{:?}",
-        first - healthy_until
+        first <= silent_from + t.heartbeat_ttl,
+        "first listing {:?} after the silence began",
+        first - silent_from
     );
-    let expected = ((silent_until - first).as_millis() / t.poll_interval.as_millis()) as usize;
+    let expected = ((until - first).as_millis() / t.poll_interval.as_millis()) as usize;
     assert!(listed.len() >= expected, "{} < {expected}", listed.len());
 }
 
@@ -416,16 +427,7 @@ fn with_two_heartbeats_one_silent_watch_makes_the_listings_frequent() {
     );
     let until = healthy_until + 10 * S;
     let listed = listings_via(&mut m, healthy_until, until, |_| true, &[Slot::First]);
-    let first = *listed
-        .first()
-        .expect("listed while the second watch is silent");
-    assert!(
-        first <= healthy_until + t.heartbeat_ttl,
-        "{:?}",
-        first - healthy_until
-    );
-    let expected = ((until - first).as_millis() / t.poll_interval.as_millis()) as usize;
-    assert!(listed.len() >= expected, "{} < {expected}", listed.len());
+    assert_listed_often(&listed, healthy_until, until, &t);
 }
 
 #[test]
