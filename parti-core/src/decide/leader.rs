@@ -17,6 +17,8 @@
 //! - after a write that revokes, the heartbeats are listed at once, so a crashed worker's
 //!   absence confirms its release and the next step can grant; so they are when a worker
 //!   the handoff waits for is seen gone;
+//! - a new leader counts no worker absent before its first *answered* listing (what the
+//!   watch showed until then proves nobody's absence);
 //! - otherwise heartbeats are listed every `poll_interval` only while the watch is silent
 //!   (it delivers nothing for a heartbeat TTL — every live worker, the leader included,
 //!   writes one per interval, so a working watch is never silent that long); while it
@@ -633,6 +635,7 @@ impl CalculatorMachine {
         now: Instant,
         actions: &mut Vec<CalculatorAction>,
     ) {
+        let answered = outcome.is_ok();
         if let Ok(beats) = outcome {
             if let Some(seen) = beats
                 .values()
@@ -658,6 +661,13 @@ impl CalculatorMachine {
             }
         }
         if !self.listed_once {
+            // Only an answered listing is the first: until one, this leader has seen no
+            // worker's absence (a failed first listing taken for one made a new leader, on
+            // a cluster with a node down, find every worker of the fleet lost and revoke
+            // everything). The next listing comes a poll interval on.
+            if !answered {
+                return;
+            }
             self.listed_once = true;
             if self.resuming {
                 self.resume(now);
@@ -773,6 +783,11 @@ impl CalculatorMachine {
     /// the detector and the scheduler.
     fn observe(&mut self, now: Instant, actions: &mut Vec<CalculatorAction>) {
         self.parked.retain(|_, until| now < *until);
+        // Before its first answered listing, the live set is only what the watch showed so
+        // far: absence from it proves nothing.
+        if !self.listed_once {
+            return;
+        }
         let present: BTreeSet<WorkerId> = self
             .live
             .iter()

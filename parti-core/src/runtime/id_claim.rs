@@ -261,7 +261,12 @@ impl<B: Bucket> IdClaimer<B> {
     }
 
     /// Renews the claim by compare-and-set on its last revision. A claim found gone (its
-    /// bucket lost) is claimed again if nobody took the id meanwhile.
+    /// bucket lost) is claimed again if nobody took the id meanwhile. A claim found at a
+    /// later revision but still this process's — a renewal whose outcome was unknown (it
+    /// timed out) landed after all — is renewed again at that revision: the id was never
+    /// anyone else's. (Taking it for lost cost a worker its id, and its partitions, when a
+    /// NATS node died under a renewal.) Either way the claim's TTL then runs from a write
+    /// acknowledged after this call began, never from the earlier one that landed unseen.
     ///
     /// # Errors
     /// [`Error::IdLost`] when the claim changed or vanished (the id must no longer be
@@ -279,21 +284,44 @@ impl<B: Bucket> IdClaimer<B> {
                 Ok(())
             }
             Err(StoreError::Conflict { .. }) => {
-                // Gone with its bucket (created again since)? Then nobody took it: claim it
-                // again. Anything else there is another worker's claim.
                 let key = claimed.worker_id.as_str();
-                if self.bucket.get(key).await?.is_none() {
-                    if let Ok(revision) = self.bucket.create(key, self.record.encode()?).await {
-                        claimed.revision = revision;
-                        return Ok(());
+                let renewed = match self.bucket.get(key).await? {
+                    // Gone with its bucket (created again since)? Then nobody took it:
+                    // claim it again.
+                    None => self.bucket.create(key, self.record.encode()?).await.ok(),
+                    // Still this process's claim: an earlier renewal landed unseen.
+                    Some(entry) if self.holds(&entry.value) => {
+                        let value = self.record.encode()?;
+                        match self.bucket.update(key, value, entry.revision).await {
+                            Ok(revision) => Some(revision),
+                            Err(StoreError::Conflict { .. }) => None,
+                            Err(e) => {
+                                // Renewed at the revision found by the next try.
+                                claimed.revision = entry.revision;
+                                return Err(e.into());
+                            }
+                        }
                     }
+                    // Anything else there is another worker's claim.
+                    Some(_) => None,
+                };
+                match renewed {
+                    Some(revision) => {
+                        claimed.revision = revision;
+                        Ok(())
+                    }
+                    None => Err(Error::IdLost {
+                        worker_id: claimed.worker_id.clone(),
+                    }),
                 }
-                Err(Error::IdLost {
-                    worker_id: claimed.worker_id.clone(),
-                })
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether `value` is a claim of this process.
+    fn holds(&self, value: &[u8]) -> bool {
+        IdClaim::decode(value).is_ok_and(|claim| claim.instance_id == self.record.instance_id)
     }
 
     /// Releases the claim if it is still this worker's (delete at its revision), so the id
@@ -396,6 +424,30 @@ mod tests {
         // Two id TTLs later, worker-0 is still claimed and worker-1 has expired.
         let next = claimer(&bucket, &config).claim().await.unwrap();
         assert_eq!(next.worker_id().as_str(), "worker-1");
+    }
+
+    /// A renewal that timed out but took effect leaves the claim at a revision this worker
+    /// never saw acknowledged: the next renewal finds its own claim there and renews it,
+    /// rather than taking the id for lost. (Without that, a worker lost its id — and its
+    /// partitions — when a NATS node died under a renewal.)
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_landed_unseen_keeps_the_id() {
+        let config = Config::default();
+        let (store, bucket) = setup(&config).await;
+        let renewing = claimer(&bucket, &config);
+        let mut claimed = renewing.claim().await.unwrap();
+        store.fail_next(1, Fault::Timeout { applied: true });
+        let err = renewing.renew(&mut claimed).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Store(StoreError::OutcomeUnknown { .. })),
+            "{err:?}"
+        );
+        renewing.renew(&mut claimed).await.unwrap();
+        let key = claimed.worker_id().as_str();
+        let entry = bucket.get(key).await.unwrap().unwrap();
+        assert_eq!(entry.revision, claimed.revision(), "renewed, and known at");
+        // And the next renewal goes through as usual.
+        renewing.renew(&mut claimed).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -738,6 +738,81 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
     );
 }
 
+/// A new leader whose first listings fail (its heartbeat streams failing over) has seen no
+/// worker's absence: however long that lasts, and whatever the watch shows meanwhile, it
+/// finds nobody lost and writes nothing until a listing is answered. (A failed first
+/// listing taken for one made a new leader find all six workers of a fleet lost, on a
+/// cluster with a node down, and revoke all 60 partitions before granting them back.)
+#[test]
+fn a_new_leader_sees_no_absence_before_its_first_answered_listing() {
+    let t0 = Instant::now();
+    let mut m = CalculatorMachine::new(9, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
+    let load = load_op(&m.handle(CalculatorEvent::Tick, t0)).unwrap();
+    let ps = partitions(2);
+    let records = RecordsRead {
+        contents: vec![
+            stored(0, 5, [ps[0].id().clone()].into()),
+            stored(1, 5, [ps[1].id().clone()].into()),
+        ],
+        assignment: [(ps[0].id().clone(), w(0)), (ps[1].id().clone(), w(1))]
+            .into_iter()
+            .collect(),
+        highest_term: 5,
+    };
+    let loaded = CalculatorEvent::Loaded {
+        op: load,
+        outcome: Ok(records),
+    };
+    let mut actions = m.handle(loaded, t0);
+    claim(&mut m, &[0, 1], t0);
+    let mut now = t0;
+    // Listings fail for ten emergency graces; worker 0's heartbeat shows by watch.
+    while now < t0 + 10 * timings().emergency_grace {
+        if let Some(list) = list_op(&actions) {
+            let failed = CalculatorEvent::Listed {
+                op: list,
+                outcome: Err(()),
+                unreadable: BTreeSet::new(),
+                bucket_lost: false,
+            };
+            actions = m.handle(failed, now);
+        } else {
+            actions = heartbeat_seen(&mut m, 0, now);
+        }
+        assert!(
+            !actions.iter().any(|action| matches!(
+                action,
+                CalculatorAction::Write { .. }
+                    | CalculatorAction::Compute { .. }
+                    | CalculatorAction::Note(CalculatorNote::TopologyChange { .. })
+            )),
+            "before any listing was answered: {actions:?}"
+        );
+        now = m.next_deadline().unwrap_or(now + S / 4).max(now + S / 4);
+        actions.extend(m.handle(CalculatorEvent::Tick, now));
+    }
+    // The first answered listing finds both: the records are stamped, nobody is lost.
+    let list = list_op(&actions).expect("still listing");
+    let actions = m.handle(
+        CalculatorEvent::Listed {
+            op: list,
+            outcome: Ok(reporting(&[0, 1], 5)),
+            unreadable: BTreeSet::new(),
+            bucket_lost: false,
+        },
+        now,
+    );
+    let (_, step) = write_op(&actions).expect("stamps the records with its term");
+    assert_eq!(step.len(), 2);
+    assert!(
+        !actions.iter().any(|action| matches!(
+            action,
+            CalculatorAction::Note(CalculatorNote::TopologyChange { .. })
+        )),
+        "{actions:?}"
+    );
+}
+
 #[test]
 fn a_leader_below_a_term_it_finds_steps_down_without_writing() {
     // Records written under term 12, but this leader's term is 9: the election bucket was
