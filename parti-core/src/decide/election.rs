@@ -10,10 +10,12 @@
 //! - the lease is measured from the *send* time of the create or of the last acknowledged
 //!   renewal (the instant the machine asked for it), plus `election_ttl` minus the margin;
 //! - the leader is deposed at the lease end whatever is in flight (the call is abandoned),
-//!   on a conflicting renewal, when a re-read after an unknown outcome shows another entry,
+//!   when a re-read after an unknown outcome or a conflicting renewal shows another entry,
 //!   and when its calculator ends by itself;
-//! - after an unknown outcome the entry is re-read before the next renewal, and adopted if
-//!   the write landed;
+//! - after an unknown outcome, and after a conflicting renewal (an earlier renewal that
+//!   timed out may have landed after the re-read meant to find it: a NATS stream failing
+//!   over stores it late), the entry is re-read before the next renewal, and adopted if it
+//!   is this leader's of this term;
 //! - every call has a deadline: reads and creates a poll interval, renewals the lease end,
 //!   the release on stop one renewal interval.
 
@@ -585,7 +587,12 @@ impl ElectionMachine {
                 };
                 actions.push(ElectionAction::ShowLeader(Some(entry)));
             }
-            RenewOutcome::Conflict => self.depose(Deposed::Replaced, now, actions),
+            // Another's entry, or an earlier renewal of ours that landed unseen: the re-read
+            // tells, at once.
+            RenewOutcome::Conflict => {
+                leading.unknown = true;
+                leading.next_renewal = now;
+            }
             RenewOutcome::Failed => {
                 leading.unknown = true;
                 leading.next_renewal = now + self.timings.retry;

@@ -162,19 +162,11 @@ impl<B: Bucket, P: PartitionSource> Shell<ElectionMachine> for ElectionShell<B, 
                     let outcome = match encode(&record) {
                         Ok(value) => {
                             match bucket
-                                .update(LEADER_KEY, value.clone(), Revision::new(revision))
+                                .update(LEADER_KEY, value, Revision::new(revision))
                                 .await
                             {
                                 Ok(revision) => RenewOutcome::Renewed(revision.get()),
-                                Err(StoreError::Conflict { .. }) => {
-                                    match renew_own_landed(bucket, &record, value).await {
-                                        Ok(outcome) => outcome,
-                                        Err(e) => {
-                                            session.report("renewing the leader lease failed", e);
-                                            RenewOutcome::Failed
-                                        }
-                                    }
-                                }
+                                Err(StoreError::Conflict { .. }) => RenewOutcome::Conflict,
                                 Err(e) => {
                                     session.report("renewing the leader lease failed", e);
                                     RenewOutcome::Failed
@@ -321,32 +313,6 @@ fn encode(record: &LeaderRecord) -> Result<bytes::Bytes, Error> {
     record.encode().map_err(Into::into)
 }
 
-/// A lease renewal's compare-and-set conflicted: if the leader key still holds this
-/// process's lease of this term — a renewal whose outcome was unknown (it timed out) landed
-/// after all — it is renewed again at the revision found, so the lease runs from a write
-/// acknowledged after this renewal began; anything else there is a successor's, and a
-/// conflict. (Taken for a successor's, it deposed a leader when a NATS node died under a
-/// renewal.)
-async fn renew_own_landed<B: Bucket>(
-    bucket: &B,
-    record: &LeaderRecord,
-    value: bytes::Bytes,
-) -> Result<RenewOutcome, StoreError> {
-    let Some(found) = bucket.get(LEADER_KEY).await? else {
-        return Ok(RenewOutcome::Conflict);
-    };
-    let own = LeaderRecord::decode(&found.value)
-        .is_ok_and(|held| held.instance_id == record.instance_id && held.term == record.term);
-    if !own {
-        return Ok(RenewOutcome::Conflict);
-    }
-    match bucket.update(LEADER_KEY, value, found.revision).await {
-        Ok(revision) => Ok(RenewOutcome::Renewed(revision.get())),
-        Err(StoreError::Conflict { .. }) => Ok(RenewOutcome::Conflict),
-        Err(e) => Err(e),
-    }
-}
-
 /// Reads the leader entry; a failure is reported (under `context`, or as an unreadable
 /// record) and returned as `Err(())`.
 pub(crate) async fn read_leader<B: Bucket, P>(
@@ -395,62 +361,4 @@ fn decode<B: Bucket, P>(session: &Session<B, P>, entry: &Entry) -> Result<Leader
 /// How long to wait before retrying a failed store operation.
 fn retry_delay(interval: Duration) -> Duration {
     (interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
-}
-
-#[cfg(test)]
-mod tests {
-    use parti_strategy::WorkerId;
-
-    use super::*;
-    use crate::store::{BucketSpec, MemoryStore, Store};
-
-    fn lease(instance: &str, term: u64) -> LeaderRecord {
-        LeaderRecord {
-            worker_id: WorkerId::new("worker-0"),
-            instance_id: instance.to_owned(),
-            term,
-            floor: 0,
-            phase: Lifecycle::Stable,
-        }
-    }
-
-    /// A renewal that timed out but landed left the lease at a revision the leader never
-    /// saw: the read-back finds its own lease and renews it; a successor's lease, or
-    /// another term's, is a conflict. (Without the read-back, the leader was deposed.)
-    #[tokio::test(start_paused = true)]
-    async fn a_renewal_that_landed_unseen_is_renewed_again() {
-        let store = MemoryStore::new();
-        let spec = BucketSpec::new("election").unwrap();
-        let bucket = store.bucket(&spec).await.unwrap();
-        let ours = lease("a", 7);
-        let value = encode(&ours).unwrap();
-        let created = bucket.create(LEADER_KEY, value.clone()).await.unwrap();
-        // The renewal the leader took for failed.
-        let landed = bucket
-            .update(LEADER_KEY, value.clone(), created)
-            .await
-            .unwrap();
-        let outcome = renew_own_landed(&bucket, &ours, value.clone())
-            .await
-            .unwrap();
-        let RenewOutcome::Renewed(revision) = outcome else {
-            panic!("{outcome:?}");
-        };
-        assert!(revision > landed.get());
-        for other in [lease("b", 8), lease("a", 8)] {
-            let found = bucket.get(LEADER_KEY).await.unwrap().unwrap();
-            let theirs = encode(&other).unwrap();
-            bucket
-                .update(LEADER_KEY, theirs, found.revision)
-                .await
-                .unwrap();
-            let outcome = renew_own_landed(&bucket, &ours, value.clone())
-                .await
-                .unwrap();
-            assert!(matches!(outcome, RenewOutcome::Conflict), "{outcome:?}");
-        }
-        bucket.delete(LEADER_KEY, None).await.unwrap();
-        let outcome = renew_own_landed(&bucket, &ours, value).await.unwrap();
-        assert!(matches!(outcome, RenewOutcome::Conflict), "{outcome:?}");
-    }
 }

@@ -291,13 +291,43 @@ fn an_answer_after_the_lease_end_deposes_before_it_counts() {
     );
 }
 
+/// A conflicting renewal is read back at once: another's entry deposes; this leader's own
+/// of its term — an earlier renewal that timed out and landed after the re-read meant to
+/// find it — is adopted and renewed over. (Taken for another's, it deposed a leader when a
+/// NATS node died under a renewal.)
 #[test]
-fn a_conflicting_renewal_deposes() {
-    let t0 = Instant::now();
-    let (mut m, won) = elected(t0);
-    let actions = first_renewal(&mut m, &won, RenewOutcome::Conflict, t0 + ms(20));
-    assert_eq!(deposed(&actions), Some(Deposed::Replaced));
-    assert!(!m.is_leader(t0 + ms(20)));
+fn a_conflicting_renewal_is_read_back_and_deposes_only_for_another_entry() {
+    for (found, deposes) in [
+        (Some(entry(12, "other", 12)), true),
+        (Some(entry(12, "me", 9)), true),
+        (None, true),
+        (Some(entry(12, "me", 10)), false),
+    ] {
+        let t0 = Instant::now();
+        let (mut m, won) = elected(t0);
+        let actions = first_renewal(&mut m, &won, RenewOutcome::Conflict, t0 + ms(20));
+        assert_eq!(deposed(&actions), None, "not before the re-read");
+        let reread = read_op(&actions).expect("reads back at once");
+        let actions = m.handle(
+            ElectionEvent::Read {
+                op: reread,
+                outcome: Ok(found.clone()),
+            },
+            t0 + ms(30),
+        );
+        if deposes {
+            assert_eq!(deposed(&actions), Some(Deposed::Replaced), "{found:?}");
+            assert!(!m.is_leader(t0 + ms(30)));
+        } else {
+            assert!(
+                actions
+                    .iter()
+                    .any(|a| matches!(a, ElectionAction::Renew { revision: 12, .. })),
+                "{actions:?}"
+            );
+            assert!(m.is_leader(t0 + ms(30)));
+        }
+    }
 }
 
 #[test]
