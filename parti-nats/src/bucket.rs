@@ -12,8 +12,8 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parti_core::store::{
-    Bucket, Entry, Operation, Revision, StoreError, StoreResult, WatchFrom, WatchStream, check_key,
-    check_prefix,
+    Bucket, DeleteReason, Entry, Operation, Revision, StoreError, StoreResult, WatchFrom,
+    WatchStream, check_key, check_prefix,
 };
 
 use crate::errors::{
@@ -37,11 +37,24 @@ const LISTING_READS_IN_FLIGHT: usize = 16;
 const NATS_MARKER_REASON: &str = "Nats-Marker-Reason";
 
 /// Whether a stored KV message is a put (not a delete, purge or expiry marker).
-fn is_put(headers: &HeaderMap) -> bool {
+pub(crate) fn is_put(headers: &HeaderMap) -> bool {
     let deleted = headers
         .get(KV_OPERATION)
         .is_some_and(|op| matches!(op.as_str(), KV_OPERATION_DELETE | KV_OPERATION_PURGE));
     !deleted && headers.get(NATS_MARKER_REASON).is_none()
+}
+
+/// Why a stored KV message that is no put removed its key: a delete, or (a purge marker,
+/// which parti never writes, or the server's expiry marker) an expiry.
+pub(crate) fn delete_reason(headers: &HeaderMap) -> DeleteReason {
+    let deleted = headers
+        .get(KV_OPERATION)
+        .is_some_and(|op| op.as_str() == KV_OPERATION_DELETE);
+    if deleted {
+        DeleteReason::Deleted
+    } else {
+        DeleteReason::Expired
+    }
 }
 
 /// One bucket of a [`NatsStore`].

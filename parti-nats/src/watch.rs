@@ -6,11 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use async_nats::jetstream::message::StreamMessage;
 use futures_util::{FutureExt, StreamExt};
 use parti_core::store::{
     DeleteReason, Entry, Operation, Revision, StoreResult, WatchEvent, WatchFrom, WatchStream,
 };
 
+use crate::bucket::{delete_reason, is_put};
 use crate::errors::{Target, watch_error};
 use crate::store::NatsStore;
 
@@ -183,6 +185,16 @@ fn open_timeout(timeouts: u32, request_timeout: Duration) -> Duration {
         .min(request_timeout.max(OPEN_TIMEOUT))
 }
 
+/// What a watch's idle look found the server holding beyond what it delivered.
+enum Missed {
+    /// Nothing (or the server could not tell).
+    Nothing,
+    /// Records of a prefix watch: its consumer is re-created from `next`.
+    Records,
+    /// The latest record of a key watch's key.
+    Latest(StreamMessage),
+}
+
 /// Why a consumer could not be created.
 enum OpenFailure {
     /// Not within the watch's open timeout.
@@ -238,9 +250,25 @@ impl ResumingWatch {
                 () = tokio::time::sleep(IDLE_CHECK) => {
                     if connects(&self.store) != self.connects {
                         self.after_reconnect().await?;
-                    } else if self.idle_check && self.missed_something().await {
-                        tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
-                        self.consumer = None;
+                    } else if self.idle_check {
+                        match self.missed().await {
+                            Missed::Nothing => {}
+                            Missed::Records => {
+                                tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; resuming");
+                                self.consumer = None;
+                            }
+                            Missed::Latest(record) => {
+                                // The key's latest record is at hand: delivered now, not
+                                // after the new consumer is up (which can take seconds
+                                // with a node down). The records before it are superseded.
+                                tracing::debug!(bucket = %self.kv.name, "watch consumer stalled; delivering the key's latest record and resuming");
+                                self.consumer = None;
+                                self.next = record.sequence + 1;
+                                if let Some(event) = self.raw_event(&record) {
+                                    return Ok(event);
+                                }
+                            }
+                        }
                     }
                     continue;
                 }
@@ -268,25 +296,63 @@ impl ResumingWatch {
         }
     }
 
-    /// Whether the server holds a record the consumer should have delivered by now. A
-    /// prefix watch's consumer gets every record of the bucket (it is filtered here, and
-    /// `next` follows each), so the bucket's last revision tells. A key watch's consumer
-    /// gets the key's records only: the key's last revision tells — the bucket's would
-    /// count every other key's writes as missed, and re-create a healthy consumer each
-    /// second. `false` when the server cannot tell now (asked again at the next look).
-    async fn missed_something(&mut self) -> bool {
-        let target = watch_target(&self.kv, self.watched.as_str());
-        let last = match &self.watched {
-            Watched::Prefix(_) => last_revision(&self.store, &self.kv, target).await.ok(),
-            Watched::Key(key) => self
-                .kv
-                .stream
-                .get_last_raw_message_by_subject(&format!("{}{key}", self.kv.prefix))
-                .await
-                .ok()
-                .map(|message| message.sequence),
-        };
-        last.is_some_and(|last| last >= self.next)
+    /// What the server holds that the consumer should have delivered by now. A prefix
+    /// watch's consumer gets every record of the bucket (it is filtered here, and `next`
+    /// follows each), so the bucket's last revision tells. A key watch's consumer gets the
+    /// key's records only: the key's last record tells — the bucket's revision would count
+    /// every other key's writes as missed, and re-create a healthy consumer each second —
+    /// and is itself what to deliver. [`Missed::Nothing`] also when the server cannot tell
+    /// now (asked again at the next look).
+    async fn missed(&mut self) -> Missed {
+        match &self.watched {
+            Watched::Prefix(_) => {
+                let target = watch_target(&self.kv, self.watched.as_str());
+                match last_revision(&self.store, &self.kv, target).await {
+                    Ok(last) if last >= self.next => Missed::Records,
+                    _ => Missed::Nothing,
+                }
+            }
+            Watched::Key(key) => {
+                let subject = format!("{}{key}", self.kv.prefix);
+                match self
+                    .kv
+                    .stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                {
+                    Ok(record) if record.sequence >= self.next => Missed::Latest(record),
+                    _ => Missed::Nothing,
+                }
+            }
+        }
+    }
+
+    /// The event for a key's record read from the stream, or `None` when it is not one to
+    /// deliver (as [`Self::event`]).
+    fn raw_event(&self, record: &StreamMessage) -> Option<WatchEvent> {
+        let key = record
+            .subject
+            .as_str()
+            .strip_prefix(self.kv.prefix.as_str())?;
+        if !self.watched.matches(key) {
+            return None;
+        }
+        let revision = Revision::new(record.sequence);
+        if is_put(&record.headers) {
+            return Some(WatchEvent::Put(Entry {
+                key: key.to_owned(),
+                value: record.payload.clone(),
+                revision,
+            }));
+        }
+        if record.sequence <= self.snapshot_end {
+            return None; // a snapshot shows live values only
+        }
+        Some(WatchEvent::Delete {
+            key: key.to_owned(),
+            revision,
+            reason: delete_reason(&record.headers),
+        })
     }
 
     /// The client connected again: the server may have restarted without its data, and
