@@ -671,9 +671,9 @@ fn a_write_that_hangs_is_abandoned_at_its_deadline_and_read_back() {
     assert!(load_op(&actions).is_some(), "{actions:?}");
 }
 
-#[test]
-fn a_new_leader_rewrites_every_record_and_checks_coverage() {
-    let t0 = Instant::now();
+/// The leader of term 9 of a fleet of two workers (one partition each, records of term 5),
+/// its records read: the machine, the read's id and what it reads.
+fn new_leader_of_two(t0: Instant) -> (CalculatorMachine, OpId, RecordsRead) {
     let mut m = CalculatorMachine::new(9, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
     let load = load_op(&m.handle(CalculatorEvent::Tick, t0)).unwrap();
     let ps = partitions(2);
@@ -687,6 +687,13 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
             .collect(),
         highest_term: 5,
     };
+    (m, load, records)
+}
+
+#[test]
+fn a_new_leader_rewrites_every_record_and_checks_coverage() {
+    let t0 = Instant::now();
+    let (mut m, load, records) = new_leader_of_two(t0);
     let list = list_op(&m.handle(
         CalculatorEvent::Loaded {
             op: load,
@@ -746,19 +753,7 @@ fn a_new_leader_rewrites_every_record_and_checks_coverage() {
 #[test]
 fn a_new_leader_sees_no_absence_before_its_first_answered_listing() {
     let t0 = Instant::now();
-    let mut m = CalculatorMachine::new(9, timings(), Backoff::new(S / 2, 3 * S, 0), t0);
-    let load = load_op(&m.handle(CalculatorEvent::Tick, t0)).unwrap();
-    let ps = partitions(2);
-    let records = RecordsRead {
-        contents: vec![
-            stored(0, 5, [ps[0].id().clone()].into()),
-            stored(1, 5, [ps[1].id().clone()].into()),
-        ],
-        assignment: [(ps[0].id().clone(), w(0)), (ps[1].id().clone(), w(1))]
-            .into_iter()
-            .collect(),
-        highest_term: 5,
-    };
+    let (mut m, load, records) = new_leader_of_two(t0);
     let loaded = CalculatorEvent::Loaded {
         op: load,
         outcome: Ok(records),
