@@ -36,24 +36,14 @@ const LISTING_READS_IN_FLIGHT: usize = 16;
 /// The header a server puts on the marker it writes when a limit (a TTL) removes an entry.
 const NATS_MARKER_REASON: &str = "Nats-Marker-Reason";
 
-/// Whether a stored KV message is a put (not a delete, purge or expiry marker).
-pub(crate) fn is_put(headers: &HeaderMap) -> bool {
-    let deleted = headers
-        .get(KV_OPERATION)
-        .is_some_and(|op| matches!(op.as_str(), KV_OPERATION_DELETE | KV_OPERATION_PURGE));
-    !deleted && headers.get(NATS_MARKER_REASON).is_none()
-}
-
-/// Why a stored KV message that is no put removed its key: a delete, or (a purge marker,
-/// which parti never writes, or the server's expiry marker) an expiry.
-pub(crate) fn delete_reason(headers: &HeaderMap) -> DeleteReason {
-    let deleted = headers
-        .get(KV_OPERATION)
-        .is_some_and(|op| op.as_str() == KV_OPERATION_DELETE);
-    if deleted {
-        DeleteReason::Deleted
-    } else {
-        DeleteReason::Expired
+/// How a stored KV message removed its key, by its headers: `None` for a put; a delete;
+/// or an expiry (a purge marker, which parti never writes, or the server's expiry marker).
+pub(crate) fn removal(headers: &HeaderMap) -> Option<DeleteReason> {
+    match headers.get(KV_OPERATION).map(|op| op.as_str()) {
+        Some(KV_OPERATION_DELETE) => Some(DeleteReason::Deleted),
+        Some(KV_OPERATION_PURGE) => Some(DeleteReason::Expired),
+        _ if headers.get(NATS_MARKER_REASON).is_some() => Some(DeleteReason::Expired),
+        _ => None,
     }
 }
 
@@ -309,7 +299,7 @@ impl NatsBucket {
                 Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
                 Err(e) => return Err(self.read_failure(target, raw_read_error(target, e)).await),
             };
-            if is_put(&message.headers) {
+            if removal(&message.headers).is_none() {
                 entries.push(Entry {
                     key,
                     value: message.payload,
@@ -360,7 +350,10 @@ impl NatsBucket {
                 .as_str()
                 .strip_prefix(self.kv.prefix.as_str());
             if let Some(key) = key.filter(|key| key.starts_with(prefix)) {
-                let live = message.headers.as_ref().is_none_or(is_put);
+                let live = message
+                    .headers
+                    .as_ref()
+                    .is_none_or(|headers| removal(headers).is_none());
                 let entry = live.then(|| Entry {
                     key: key.to_owned(),
                     value: message.payload.clone(),

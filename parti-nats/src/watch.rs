@@ -12,7 +12,7 @@ use parti_core::store::{
     DeleteReason, Entry, Operation, Revision, StoreResult, WatchEvent, WatchFrom, WatchStream,
 };
 
-use crate::bucket::{delete_reason, is_put};
+use crate::bucket::removal;
 use crate::errors::{Target, watch_error};
 use crate::store::NatsStore;
 
@@ -334,25 +334,9 @@ impl ResumingWatch {
             .subject
             .as_str()
             .strip_prefix(self.kv.prefix.as_str())?;
-        if !self.watched.matches(key) {
-            return None;
-        }
-        let revision = Revision::new(record.sequence);
-        if is_put(&record.headers) {
-            return Some(WatchEvent::Put(Entry {
-                key: key.to_owned(),
-                value: record.payload.clone(),
-                revision,
-            }));
-        }
-        if record.sequence <= self.snapshot_end {
-            return None; // a snapshot shows live values only
-        }
-        Some(WatchEvent::Delete {
-            key: key.to_owned(),
-            revision,
-            reason: delete_reason(&record.headers),
-        })
+        let value = record.payload.clone();
+        let removed = removal(&record.headers);
+        self.event_for(key.to_owned(), value, record.sequence, removed)
     }
 
     /// The client connected again: the server may have restarted without its data, and
@@ -413,28 +397,42 @@ impl ResumingWatch {
 
     /// The event for a record, or `None` when it is not one to deliver.
     fn event(&self, entry: kv::Entry) -> Option<WatchEvent> {
-        if !self.watched.matches(&entry.key) {
+        let removed = match entry.operation {
+            kv::Operation::Put => None,
+            kv::Operation::Delete => Some(DeleteReason::Deleted),
+            // parti never purges: a purge marker is the server's expiry marker.
+            kv::Operation::Purge => Some(DeleteReason::Expired),
+        };
+        self.event_for(entry.key, entry.value, entry.revision, removed)
+    }
+
+    /// The event for a record of `key` at `revision` (`removed`: how it removed the key,
+    /// `None` for a put), or `None` when it is not one to deliver: another key's, or a
+    /// removal within the snapshot of `WatchFrom::Current`.
+    fn event_for(
+        &self,
+        key: String,
+        value: bytes::Bytes,
+        revision: u64,
+        removed: Option<DeleteReason>,
+    ) -> Option<WatchEvent> {
+        if !self.watched.matches(&key) {
             return None;
         }
-        let revision = Revision::new(entry.revision);
-        let reason = match entry.operation {
-            kv::Operation::Put => {
-                return Some(WatchEvent::Put(Entry {
-                    key: entry.key,
-                    value: entry.value,
-                    revision,
-                }));
-            }
-            kv::Operation::Delete => DeleteReason::Deleted,
-            // parti never purges: a purge marker is the server's expiry marker.
-            kv::Operation::Purge => DeleteReason::Expired,
+        let at = Revision::new(revision);
+        let Some(reason) = removed else {
+            return Some(WatchEvent::Put(Entry {
+                key,
+                value,
+                revision: at,
+            }));
         };
-        if entry.revision <= self.snapshot_end {
+        if revision <= self.snapshot_end {
             return None; // a snapshot shows live values only
         }
         Some(WatchEvent::Delete {
-            key: entry.key,
-            revision,
+            key,
+            revision: at,
             reason,
         })
     }
